@@ -1,0 +1,109 @@
+"""Checks of the composed config and of command-line group choices, before any training.
+
+:func:`check_group_choices` runs on ``sys.argv`` before Hydra composes anything (and before
+torch is imported), so ``backbone=densenet12`` is answered with the nearest names at once.
+:func:`validate` checks values that Hydra cannot (ranges, backbone minimum input size).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from medclf.errors import ConfigError, did_you_mean
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+_GROUP_OVERRIDE = re.compile(r"^[+~]{0,2}(?P<group>[a-z_]+)(@[\w.]+)?=(?P<value>[^=]*)$")
+
+
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The option names of a config group (files conf/GROUP/*.yaml, not starting with _)."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Raise ConfigError for a command-line ``GROUP=OPTION`` naming an option that is not there.
+
+    Plain values and comma-separated sweep lists are checked; sweep functions such as
+    ``choice(...)`` and interpolations are left to Hydra.
+    """
+    groups = {p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"}
+    for arg in argv:
+        match = _GROUP_OVERRIDE.match(arg)
+        if not match or match["group"] not in groups:
+            continue
+        value = match["value"]
+        if any(c in value for c in "()[]{}$") or value in ("", "null"):
+            continue
+        options = group_options(match["group"], conf_dir)
+        for choice in value.split(","):
+            if choice not in options:
+                raise ConfigError(
+                    f"{match['group']}={choice!r} is not an option of the "
+                    f"{match['group']!r} group.{did_you_mean(choice, options)} "
+                    f"Options: {', '.join(options)} (files in {conf_dir / match['group']})."
+                )
+
+
+def _positive_int(cfg: DictConfig, key: str, allow_minus_one: bool = False) -> None:
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if allow_minus_one and value == -1:
+            return
+        raise ConfigError(f"{key}={value!r} must be a positive integer.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check values of the composed config that would otherwise fail deep inside training."""
+    from medclf.data.transforms import image_hw
+    from medclf.models.backbones import get_spec
+
+    spec = get_spec(cfg.backbone.name)
+    size = cfg.datamodule.image_size
+    try:
+        height, width = image_hw(size if isinstance(size, int) else list(size))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"datamodule.image_size={size!r}: give one integer or [height, width]."
+        ) from None
+    if min(height, width) < spec.min_size:
+        raise ConfigError(
+            f"datamodule.image_size={size} is too small for backbone {cfg.backbone.name}, "
+            f"which needs inputs of at least {spec.min_size} px; set "
+            f"datamodule.image_size={spec.min_size} or larger, or choose another backbone."
+        )
+    activation = cfg.head.activation
+    if activation not in ("auto", "softmax", "sigmoid"):
+        raise ConfigError(
+            f"head.activation={activation!r}: use auto, softmax or sigmoid."
+            f"{did_you_mean(activation, ['auto', 'softmax', 'sigmoid'])}"
+        )
+    if not 0 <= cfg.head.dropout < 1:
+        raise ConfigError(f"head.dropout={cfg.head.dropout} must be in [0, 1).")
+    weights = cfg.loss.get("class_weights")
+    if isinstance(weights, str) and weights != "balanced":
+        raise ConfigError(
+            f"loss.class_weights={weights!r}: use null, balanced or a list of per-class weights."
+        )
+    _positive_int(cfg, "trainer.max_epochs", allow_minus_one=True)
+    _positive_int(cfg, "datamodule.batch_size")
+    if cfg.optimizer.lr <= 0:
+        raise ConfigError(f"optimizer.lr={cfg.optimizer.lr} must be positive.")
+
+
+def resolve_activation(requested: str, task: str) -> str:
+    """``auto`` → softmax for single-label data, sigmoid for multi-label data."""
+    if requested == "auto":
+        return "sigmoid" if task == "multilabel" else "softmax"
+    if requested == "softmax" and task == "multilabel":
+        raise ConfigError(
+            "head.activation=softmax cannot be used with a multi-label datamodule (labels per "
+            "sample > 1); use head.activation=sigmoid or leave it at auto."
+        )
+    return requested

@@ -1,0 +1,61 @@
+"""torchmetrics collections with the platform's metric names (``{stage}/{name}``).
+
+Accuracy is the fraction of samples classified correctly (micro); precision, recall, F1
+and AUROC are macro-averaged over classes, as scikit-learn's ``average="macro"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+    MultilabelAccuracy,
+    MultilabelAUROC,
+    MultilabelF1Score,
+    MultilabelPrecision,
+    MultilabelRecall,
+)
+
+SUMMARY = ("accuracy", "precision", "recall", "f1", "auroc")
+PER_CLASS = ("precision", "recall", "f1")
+
+
+def _factories(task: str, n: int, threshold: float):
+    if task == "multiclass":
+        return {
+            "accuracy": lambda avg: MulticlassAccuracy(n, average="micro"),
+            "precision": lambda avg: MulticlassPrecision(n, average=avg, zero_division=0),
+            "recall": lambda avg: MulticlassRecall(n, average=avg, zero_division=0),
+            "f1": lambda avg: MulticlassF1Score(n, average=avg, zero_division=0),
+            "auroc": lambda avg: MulticlassAUROC(n, average=avg),
+        }
+    if task == "multilabel":
+        kw = {"threshold": threshold, "zero_division": 0}
+        return {
+            "accuracy": lambda avg: MultilabelAccuracy(n, threshold=threshold, average="micro"),
+            "precision": lambda avg: MultilabelPrecision(n, average=avg, **kw),
+            "recall": lambda avg: MultilabelRecall(n, average=avg, **kw),
+            "f1": lambda avg: MultilabelF1Score(n, average=avg, **kw),
+            "auroc": lambda avg: MultilabelAUROC(n, average=avg),
+        }
+    raise ValueError(f"task must be multiclass or multilabel, got {task!r}")
+
+
+def summary_metrics(
+    task: str, n_classes: int, names: Sequence[str] = SUMMARY, threshold: float = 0.5
+) -> MetricCollection:
+    """Macro-averaged metrics, without prefix (clone per stage with ``prefix='val/'``)."""
+    make = _factories(task, n_classes, threshold)
+    return MetricCollection({name: make[name]("macro") for name in names})
+
+
+def per_class_metrics(task: str, n_classes: int, threshold: float = 0.5) -> MetricCollection:
+    """Per-class precision, recall and F1 (``average=None``: one value per class)."""
+    make = _factories(task, n_classes, threshold)
+    return MetricCollection({name: make[name](None) for name in PER_CLASS})

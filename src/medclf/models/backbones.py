@@ -1,0 +1,133 @@
+"""Backbone registry: a user-facing name → a timm model that yields its last spatial feature map.
+
+The table below is the one place that lists every backbone (the MIA list plus ConvNeXt from
+AUCMEDI). Each config file ``conf/backbone/NAME.yaml`` selects one row; the tests iterate it.
+Classifiers are removed (``num_classes=0``) and ``forward_features`` is used, so VGG keeps no
+fully connected layers (as MIA requires) and the classification head does the pooling.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medclf.errors import ConfigError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One row of the registry: where the network comes from and what input it accepts."""
+
+    model_id: str
+    min_size: int = 32
+    spatial_dims: int = 2
+    library: str = "timm"
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "densenet121": BackboneSpec("densenet121"),
+    "densenet169": BackboneSpec("densenet169"),
+    "densenet201": BackboneSpec("densenet201"),
+    **{f"efficientnetb{i}": BackboneSpec(f"tf_efficientnet_b{i}") for i in range(8)},
+    "inceptionv3": BackboneSpec("inception_v3", min_size=75),
+    "inceptionresnetv2": BackboneSpec("inception_resnet_v2", min_size=75),
+    "mobilenet": BackboneSpec("mobilenetv1_100"),
+    "mobilenetv2": BackboneSpec("mobilenetv2_100"),
+    "nasnetlarge": BackboneSpec("nasnetalarge"),
+    "nasnetmobile": BackboneSpec("nasnetamobile"),
+    "resnet18": BackboneSpec("resnet18"),
+    "resnet34": BackboneSpec("resnet34"),
+    "resnet50": BackboneSpec("resnet50"),
+    "resnet101": BackboneSpec("resnet101"),
+    "resnet152": BackboneSpec("resnet152"),
+    "resnet50v2": BackboneSpec("resnetv2_50"),
+    "resnet101v2": BackboneSpec("resnetv2_101"),
+    "resnet152v2": BackboneSpec("resnetv2_152"),
+    "resnext50": BackboneSpec("resnext50_32x4d"),
+    "resnext101": BackboneSpec("resnext101_32x4d"),
+    "seresnet18": BackboneSpec("legacy_seresnet18"),
+    "seresnet34": BackboneSpec("legacy_seresnet34"),
+    "seresnet50": BackboneSpec("legacy_seresnet50"),
+    "seresnet101": BackboneSpec("legacy_seresnet101"),
+    "seresnet152": BackboneSpec("legacy_seresnet152"),
+    "seresnext50": BackboneSpec("legacy_seresnext50_32x4d"),
+    "seresnext101": BackboneSpec("legacy_seresnext101_32x4d"),
+    "senet154": BackboneSpec("legacy_senet154"),
+    "vgg16": BackboneSpec("vgg16"),
+    "vgg19": BackboneSpec("vgg19"),
+    "xception": BackboneSpec("legacy_xception"),
+    "convnext_tiny": BackboneSpec("convnext_tiny"),
+    "convnext_small": BackboneSpec("convnext_small"),
+    "convnext_base": BackboneSpec("convnext_base"),
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """Look a backbone up by its user-facing name, suggesting the closest on a typo."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ConfigError(
+            f"backbone.name={name!r} is not a known backbone.{did_you_mean(name, BACKBONES)} "
+            f"Choose one of: {', '.join(sorted(BACKBONES))}."
+        ) from None
+
+
+class Backbone(nn.Module):
+    """A feature extractor: image (N, C, *spatial) → last feature map (N, F, *spatial')."""
+
+    def __init__(
+        self,
+        name: str,
+        in_chans: int = 3,
+        pretrained: bool = False,
+        weights: str | None = None,
+        drop_path_rate: float | None = None,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        spec = get_spec(name)
+        if spec.model_id == "nasnetamobile":
+            import medclf.models.nasnet  # noqa: F401  (registers the model with timm)
+        kwargs: dict = {"num_classes": 0, "in_chans": int(in_chans)}
+        if drop_path_rate is not None:
+            kwargs["drop_path_rate"] = drop_path_rate
+        if weights:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise ConfigError(
+                    f"backbone.weights={weights!r}: no such file. Give the path of a local "
+                    f"state dict (.pth, .bin or .safetensors) for {spec.model_id}, or set "
+                    "backbone.weights=null."
+                )
+            kwargs["pretrained_cfg_overlay"] = {"file": str(path.resolve())}
+            pretrained = True
+        elif pretrained and not timm.list_pretrained(spec.model_id + "*"):
+            raise ConfigError(
+                f"backbone.pretrained=true: timm publishes no pretrained weights for "
+                f"{name} ({spec.model_id}). Set backbone.pretrained=false or give local "
+                "weights with backbone.weights=PATH."
+            )
+        self.name = name
+        self.spec = spec
+        self.model = timm.create_model(spec.model_id, pretrained=pretrained, **kwargs)
+        self.num_features = int(self.model.num_features)
+        self.pretrained_cfg = dict(getattr(self.model, "pretrained_cfg", {}) or {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+    def normalization(self, channels: int) -> tuple[list[float], list[float]]:
+        """Mean and std the backbone expects, adapted to ``channels`` input channels."""
+        mean = list(self.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
+        std = list(self.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
+        if channels == len(mean):
+            return mean, std
+        return [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels

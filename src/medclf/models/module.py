@@ -1,0 +1,124 @@
+"""The LightningModule: backbone + AUCMEDI head + loss + torchmetrics.
+
+All constructor arguments are plain values (names, numbers, lists), saved as
+hyperparameters, so a checkpoint describes its model fully and loads with
+``weights_only=True``; nothing in it names a class to import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from medclf.losses import CrossEntropyLoss, FocalLoss, KLDivergenceLoss
+from medclf.metrics import per_class_metrics, summary_metrics
+from medclf.models.backbones import Backbone
+from medclf.models.head import ClassificationHead
+
+LOSSES = {"ce": CrossEntropyLoss, "focal": FocalLoss, "kl": KLDivergenceLoss}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+SCHEDULERS = ("none", "cosine", "plateau")
+
+
+class ClassificationModule(L.LightningModule):
+    """Image (N, C, H, W) → logits (N, n_classes); probabilities via the head's activation."""
+
+    def __init__(
+        self,
+        class_names: list[str],
+        in_chans: int,
+        backbone: dict[str, Any],
+        head: dict[str, Any],
+        loss: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        task: str = "multiclass",
+        threshold: float = 0.5,
+        image_size: Any = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.class_names = list(class_names)
+        n_classes = len(self.class_names)
+        self.backbone = Backbone(in_chans=in_chans, **backbone)
+        mean, std = self.backbone.normalization(in_chans)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.head = ClassificationHead(self.backbone.num_features, n_classes, **head)
+        loss_kwargs = {k: v for k, v in loss.items() if k != "name"}
+        self.criterion = LOSSES[loss["name"]](activation=self.head.activation, **loss_kwargs)
+        metrics = summary_metrics(task, n_classes, threshold=threshold)
+        self.train_metrics = summary_metrics(task, n_classes, ("accuracy", "f1"), threshold)
+        self.train_metrics.prefix = "train/"
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.test_per_class = per_class_metrics(task, n_classes, threshold)
+        self.test_outputs: list[dict[str, torch.Tensor]] = []
+        self.test_predictions: dict[str, torch.Tensor] | None = None
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone((image - self.mean) / self.std))
+
+    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head.activate(self(image))
+
+    def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self(batch["image"])
+        target = batch["target"]
+        return self.criterion(logits, target), self.head.activate(logits).detach(), target
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, probs, target = self.model_step(batch)
+        self.train_metrics.update(probs, target)
+        bs = len(target)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, probs, target = self.model_step(batch)
+        self.val_metrics.update(probs, target)
+        bs = len(target)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log_dict(self.val_metrics, on_epoch=True, batch_size=bs)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        loss, probs, target = self.model_step(batch)
+        self.test_metrics.update(probs, target)
+        self.test_per_class.update(probs, target)
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(target))
+        self.log_dict(self.test_metrics, on_epoch=True, batch_size=len(target))
+        self.test_outputs.append({"index": batch["index"], "target": target, "probs": probs})
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs.clear()
+
+    def on_test_epoch_end(self) -> None:
+        for name, values in self.test_per_class.compute().items():
+            for class_name, value in zip(self.class_names, values, strict=True):
+                self.log(f"test/{name}_{class_name}", value)
+        self.test_per_class.reset()
+        self.test_predictions = {
+            key: torch.cat([o[key] for o in self.test_outputs]).cpu()
+            for key in ("index", "target", "probs")
+        }
+        self.test_outputs.clear()
+
+    def configure_optimizers(self) -> Any:
+        opt_cfg = dict(self.hparams.optimizer)
+        optimizer = OPTIMIZERS[opt_cfg.pop("name")](self.parameters(), **opt_cfg)
+        sched_cfg = dict(self.hparams.scheduler or {"name": "none"})
+        name = sched_cfg.pop("name")
+        if name == "none":
+            return optimizer
+        if name == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, **sched_cfg)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler}}
+        monitor = sched_cfg.pop("monitor")
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **sched_cfg)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": monitor},
+        }

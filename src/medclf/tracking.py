@@ -1,0 +1,112 @@
+"""MLflow: the experiment (tagged for the classic runs view), the run, params and artifacts.
+
+Lightning's MLFlowLogger terminates the run in ``finalize`` after ``fit``; here the run stays
+open through testing and artifact upload, and :func:`end_run` sets its final status
+(FINISHED, FAILED or KILLED) exactly once, from ``train.main``.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
+    """Get or create the experiment, tagged so MLflow 3 opens it on the training-runs table."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        if artifact_location and "://" not in artifact_location:
+            Path(artifact_location).mkdir(parents=True, exist_ok=True)
+            artifact_location = Path(artifact_location).resolve().as_uri()
+        experiment_id = client.create_experiment(
+            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
+    else:
+        experiment_id = experiment.experiment_id
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment_id
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for servers and other stores)."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+class MLflowRunLogger(MLFlowLogger):
+    """MLFlowLogger whose run is ended by the caller, with the experiment made up front."""
+
+    def __init__(
+        self,
+        experiment_name: str = "medclf",
+        tracking_uri: str | None = None,
+        artifact_location: str | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        db = sqlite_path(tracking_uri or "")
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        ensure_experiment(tracking_uri, experiment_name, artifact_location)
+        super().__init__(
+            experiment_name=experiment_name,
+            tracking_uri=tracking_uri,
+            run_name=run_name,
+            tags=dict(tags or {}),
+            **kwargs,
+        )
+
+    def finalize(self, status: str = "success") -> None:
+        """Keep the run open after fit; :func:`end_run` closes it once all is logged."""
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.experiment.log_artifact(self.run_id, str(path), artifact_path)
+
+    def end_run(self, status: str) -> None:
+        """Set the run's terminal status: FINISHED, FAILED or KILLED."""
+        if self._initialized and self.run_id:
+            self.experiment.set_terminated(self.run_id, status)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists stay values (MLflow params are strings)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(directory: str | Path) -> str | None:
+    """The commit of the repository holding ``directory``, or None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def mlflow_loggers(loggers) -> list[MLflowRunLogger]:
+    """The MLflow loggers among a trainer's loggers."""
+    return [lg for lg in loggers if isinstance(lg, MLflowRunLogger)]

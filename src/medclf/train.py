@@ -1,0 +1,181 @@
+"""``python train.py``: compose the config, check it, train, test the best checkpoint, track.
+
+Importing this module is cheap (Hydra and OmegaConf only): ``--help`` and ``--cfg`` never
+import torch, timm or mlflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from medclf.config import CONF_DIR, check_group_choices
+from medclf.errors import MedclfError
+
+log = logging.getLogger("medclf.train")
+
+
+def _run_name(cfg: DictConfig) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().job.override_dirname or "default"
+
+
+def _overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
+
+
+def build_model(cfg: DictConfig, datamodule) -> Any:
+    """The LightningModule for this config and the (set up) datamodule's data."""
+    from medclf.config import resolve_activation
+    from medclf.losses import balanced_class_weights
+    from medclf.models.module import ClassificationModule
+
+    head = OmegaConf.to_container(cfg.head, resolve=True)
+    head["activation"] = resolve_activation(head["activation"], datamodule.task)
+    loss = OmegaConf.to_container(cfg.loss, resolve=True)
+    if loss.get("class_weights") == "balanced":
+        loss["class_weights"] = balanced_class_weights(
+            datamodule.train_labels(), datamodule.n_classes
+        )
+        log.info("balanced class weights: %s", [round(w, 3) for w in loss["class_weights"]])
+    elif loss.get("class_weights") is not None and len(loss["class_weights"]) != datamodule.n_classes:
+        from medclf.errors import ConfigError
+
+        raise ConfigError(
+            f"loss.class_weights has {len(loss['class_weights'])} values but the data has "
+            f"{datamodule.n_classes} classes ({', '.join(datamodule.class_names)})."
+        )
+    return ClassificationModule(
+        class_names=datamodule.class_names,
+        in_chans=datamodule.channels,
+        backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
+        head=head,
+        loss=loss,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        task=datamodule.task,
+        image_size=OmegaConf.to_container(cfg.datamodule, resolve=True)["image_size"],
+    )
+
+
+def _instantiate_all(group: DictConfig | None, **kwargs) -> list:
+    return [
+        hydra.utils.instantiate(node, **kwargs)
+        for node in (group or {}).values()
+        if isinstance(node, DictConfig) and "_target_" in node
+    ]
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train and test as configured; returns the best ``cfg.optimized_metric`` value."""
+    import lightning as L
+
+    from medclf.config import validate
+    from medclf.reporting import TestReport
+    from medclf.tracking import flatten, git_commit, mlflow_loggers
+
+    validate(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    augment = hydra.utils.instantiate(cfg.augment) if cfg.get("augment") else None
+    datamodule = hydra.utils.instantiate(cfg.datamodule, augment=augment)
+    datamodule.setup()
+    model = build_model(cfg, datamodule)
+
+    for node in (cfg.get("logger") or {}).values():
+        if node is not None and "run_name" in node and node.run_name is None:
+            node.run_name = _run_name(cfg)
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks")) + [TestReport(output_dir)]
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+    trackers = mlflow_loggers(loggers)
+    for tracker in trackers:
+        tracker.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        tags = {"overrides": " ".join(_overrides()) or "(none)", "output_dir": str(output_dir)}
+        commit = git_commit(cfg.paths.root_dir)
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        for key, value in tags.items():
+            tracker.experiment.set_tag(tracker.run_id, key, value)
+    status = "FAILED"
+    try:
+        if cfg.train:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if trainer.interrupted:
+            status = "KILLED"
+            raise KeyboardInterrupt
+        checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        if cfg.test:
+            ckpt = checkpoint if cfg.train else cfg.get("ckpt_path")
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        for tracker in trackers:
+            tracker.log_artifact(output_dir / "config.yaml")
+            if checkpoint:
+                tracker.log_artifact(checkpoint, "checkpoints")
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        for tracker in trackers:
+            tracker.end_run(status)
+    _summary(cfg, trainer, trackers, output_dir)
+    return _best(trainer, cfg.get("optimized_metric"))
+
+
+def _best(trainer, metric: str | None) -> float | None:
+    callback = trainer.checkpoint_callback
+    if callback is not None and callback.monitor == metric and callback.best_model_score is not None:
+        return float(callback.best_model_score)
+    value = trainer.callback_metrics.get(metric) if metric else None
+    return float(value) if value is not None else None
+
+
+def _summary(cfg: DictConfig, trainer, trackers, output_dir: Path) -> None:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    headline = ", ".join(
+        f"{k}={metrics[k]:.4f}" for k in ("test/accuracy", "test/f1", "test/auroc") if k in metrics
+    )
+    lines = [f"run directory: {output_dir}"]
+    if headline:
+        lines.insert(0, f"test: {headline}")
+    for tracker in trackers:
+        lines.append(
+            f"MLflow run {tracker.run_id} in experiment {tracker._experiment_name!r} "
+            f"(experiment id {tracker.experiment_id}) at {tracker._tracking_uri}"
+        )
+        lines.append("open the dashboard with `make ui` (runs table of this experiment)")
+    for line in lines:
+        log.info(line)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        return run(cfg)
+    except MedclfError as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    """Console entry point: check group choices, then hand over to Hydra."""
+    try:
+        check_group_choices(sys.argv[1:])
+    except MedclfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _hydra_main()
