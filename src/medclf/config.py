@@ -59,6 +59,35 @@ def _positive_int(cfg: DictConfig, key: str, allow_minus_one: bool = False) -> N
         raise ConfigError(f"{key}={value!r} must be a positive integer.")
 
 
+def _check_kwargs(cfg: DictConfig, group: str) -> None:
+    """The group's ``name`` is known and every other key is an argument of its class."""
+    import inspect
+
+    from medclf.models.module import OPTIMIZERS, SCHEDULERS
+
+    node = cfg.get(group) or {"name": "none"}
+    name = node.get("name")
+    table = OPTIMIZERS if group == "optimizer" else SCHEDULERS
+    if name not in table:
+        raise ConfigError(
+            f"{group}.name={name!r} is not known.{did_you_mean(name, table)} "
+            f"Use one of: {', '.join(table)}."
+        )
+    target = table[name]
+    if target is None:
+        return
+    allowed = set(inspect.signature(target).parameters) - {"params", "optimizer"}
+    if group == "scheduler" and name == "plateau":
+        allowed.add("monitor")
+    for key in node:
+        if key != "name" and key not in allowed:
+            raise ConfigError(
+                f"{group}.{key} is not an argument of {target.__module__}.{target.__name__} "
+                f"({group}={name}).{did_you_mean(key, allowed)} "
+                f"Arguments: {', '.join(sorted(allowed))}."
+            )
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values of the composed config that would otherwise fail deep inside training."""
     from medclf.data.transforms import image_hw
@@ -91,6 +120,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"loss.class_weights={weights!r}: use null, balanced or a list of per-class weights."
         )
+    _check_kwargs(cfg, "optimizer")
+    _check_kwargs(cfg, "scheduler")
     _positive_int(cfg, "trainer.max_epochs", allow_minus_one=True)
     _positive_int(cfg, "datamodule.batch_size")
     if cfg.optimizer.lr <= 0:

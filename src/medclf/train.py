@@ -82,6 +82,9 @@ def run(cfg: DictConfig) -> float | None:
     from medclf.reporting import TestReport
     from medclf.tracking import flatten, git_commit, mlflow_loggers
 
+    # The `lightning` package adds its own console handler on import; Hydra's root
+    # handlers already print (and file) every record, so drop it to avoid duplicates.
+    logging.getLogger("lightning").handlers.clear()
     validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -98,6 +101,10 @@ def run(cfg: DictConfig) -> float | None:
             node.run_name = _run_name(cfg)
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks")) + [TestReport(output_dir)]
+    if not loggers:  # LearningRateMonitor refuses to run without a logger to write to
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
     trackers = mlflow_loggers(loggers)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medclf.data.io import convert_channels, read_image
 from medclf.data.sources import SampleTable, assign_splits, csv_table, digits_table, folder_table
-from medclf.data.transforms import build_transform
+from medclf.data.transforms import build_transform, seed_worker
 from medclf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class ClassificationDataModule(L.LightningDataModule):
         verify_images: bool = True,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        drop_last: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -90,6 +91,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.verify_images = verify_images
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.drop_last = drop_last
         self.table: SampleTable | None = None
         self.frame: pd.DataFrame | None = None
         self.channels: int | None = None
@@ -129,6 +131,13 @@ class ClassificationDataModule(L.LightningDataModule):
                     if split != "train"
                     else "the train split is empty."
                 )
+        n_train = int((frame["split"] == "train").sum())
+        if self.drop_last and n_train < self.batch_size:
+            raise DataError(
+                f"the train split has {n_train} samples, fewer than datamodule.batch_size="
+                f"{self.batch_size} with datamodule.drop_last=true: no batch would be trained. "
+                "Lower the batch size or set datamodule.drop_last=false."
+            )
         self.table = table
         self.channels = self._check_images(frame, table.arrays)
         self.frame = frame
@@ -142,7 +151,7 @@ class ClassificationDataModule(L.LightningDataModule):
             augment = self.augment if split == "train" else None
             self.datasets[split] = ImageDataset(
                 self.split_frame(split), table.arrays, self.channels,
-                build_transform(self.image_size, augment),
+                build_transform(self.image_size, augment, seed=self.seed),
             )
 
     def _check_images(self, frame: pd.DataFrame, arrays) -> int:
@@ -169,18 +178,20 @@ class ClassificationDataModule(L.LightningDataModule):
             return int(self.requested_channels)
         return 3 if max(found) >= 3 else 1
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers,
+            worker_init_fn=seed_worker if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True, drop_last=self.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

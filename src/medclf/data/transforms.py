@@ -21,12 +21,31 @@ def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def build_transform(
-    image_size: int | Sequence[int], augment: A.BasicTransform | None = None
+    image_size: int | Sequence[int],
+    augment: A.BasicTransform | None = None,
+    seed: int | None = None,
 ) -> A.Compose:
-    """Resize, then (train only) the configured augmentation, then HWC array → CHW tensor."""
+    """Resize, then (train only) the configured augmentation, then HWC array → CHW tensor.
+
+    albumentations keeps its own random state, independent of the global seeds, so the
+    pipeline is seeded here and re-seeded per data-loader worker (see ``seed_worker``).
+    """
     height, width = image_hw(image_size)
     ops: list = [A.Resize(height, width)]
     if augment is not None:
         ops.append(augment)
     ops.append(ToTensorV2())
-    return A.Compose(ops)
+    return A.Compose(ops, seed=seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Lightning's per-worker seeding, then the dataset's
+    albumentations pipeline from this worker's torch seed (distinct, yet repeatable)."""
+    import torch
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    pl_worker_init_function(worker_id)
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info else None
+    if transform is not None:
+        transform.set_random_seed(torch.initial_seed() % 2**32)

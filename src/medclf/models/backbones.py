@@ -109,7 +109,7 @@ class Backbone(nn.Module):
                 )
             kwargs["pretrained_cfg_overlay"] = {"file": str(path.resolve())}
             pretrained = True
-        elif pretrained and not timm.list_pretrained(spec.model_id + "*"):
+        elif pretrained and not timm.list_pretrained(spec.model_id + ".*"):
             raise ConfigError(
                 f"backbone.pretrained=true: timm publishes no pretrained weights for "
                 f"{name} ({spec.model_id}). Set backbone.pretrained=false or give local "

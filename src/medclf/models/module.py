@@ -19,7 +19,11 @@ from medclf.models.head import ClassificationHead
 
 LOSSES = {"ce": CrossEntropyLoss, "focal": FocalLoss, "kl": KLDivergenceLoss}
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-SCHEDULERS = ("none", "cosine", "plateau")
+SCHEDULERS = {
+    "none": None,
+    "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
+    "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau,
+}
 
 
 class ClassificationModule(L.LightningModule):
@@ -113,12 +117,8 @@ class ClassificationModule(L.LightningModule):
         name = sched_cfg.pop("name")
         if name == "none":
             return optimizer
-        if name == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, **sched_cfg)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler}}
-        monitor = sched_cfg.pop("monitor")
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **sched_cfg)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": monitor},
-        }
+        monitor = sched_cfg.pop("monitor", None)
+        scheduler = {"scheduler": SCHEDULERS[name](optimizer, **sched_cfg)}
+        if monitor:
+            scheduler["monitor"] = monitor
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

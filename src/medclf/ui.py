@@ -1,0 +1,92 @@
+"""``make ui``: the MLflow dashboard over the default store, opened on our runs table.
+
+MLflow 3 opens an experiment on its GenAI "Overview" page unless the experiment is tagged
+``mlflow.experimentKind=custom_model_development``; this tags it and prints the direct link
+``http://127.0.0.1:PORT/#/experiments/<id>/runs``. The server binds to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from medclf.tracking import ensure_experiment
+
+HOST = "127.0.0.1"
+
+
+def default_root() -> Path:
+    """The project root as conf/paths/default.yaml defines it: $MEDCLF_ROOT or the cwd."""
+    return Path(os.environ.get("MEDCLF_ROOT") or os.getcwd()).resolve()
+
+
+def default_tracking_uri(root: Path) -> str:
+    """The default store of conf/logger/mlflow.yaml under ``root``."""
+    return f"sqlite:///{root}/mlruns/mlflow.db"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def runs_url(port: int, experiment_id: str) -> str:
+    return f"http://{HOST}:{port}/#/experiments/{experiment_id}/runs"
+
+
+def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 60.0) -> bool:
+    """Poll the server's /health endpoint until it answers (or the process dies)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=5000, help="0 picks a free port")
+    parser.add_argument("--root", type=Path, default=None, help="project root (holds mlruns/)")
+    parser.add_argument("--tracking-uri", default=None, help="default: the root's SQLite store")
+    parser.add_argument("--experiment", default="medclf", help="experiment to link to")
+    args = parser.parse_args(argv)
+
+    root = (args.root or default_root()).resolve()
+    uri = args.tracking_uri or default_tracking_uri(root)
+    artifacts = root / "mlruns" / "artifacts"
+    (root / "mlruns").mkdir(parents=True, exist_ok=True)
+    experiment_id = ensure_experiment(uri, args.experiment, str(artifacts))
+    port = args.port or free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+        "--default-artifact-root", artifacts.as_uri(), "--host", HOST, "--port", str(port),
+        "--workers", "1",
+    ]
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    process = subprocess.Popen(command, env=env)
+    try:
+        if not wait_healthy(port, process):
+            print(f"error: the MLflow server did not start on {HOST}:{port}", file=sys.stderr)
+            process.terminate()
+            return 1
+        print(f"\nMLflow dashboard ({uri}):\n  {runs_url(port, experiment_id)}\n", flush=True)
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(timeout=10)
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Config composition, group-choice checks and value validation (no training)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from helpers import REPO
+from medclf.config import CONF_DIR, check_group_choices, group_options, validate
+from medclf.errors import ConfigError
+
+GROUPS = ("backbone", "head", "loss", "datamodule", "augment", "optimizer", "scheduler",
+          "trainer", "logger", "callbacks", "paths", "hydra", "experiment", "debug")
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_config_groups_and_top_level_keys() -> None:
+    assert {p.name for p in CONF_DIR.iterdir() if p.is_dir()} >= set(GROUPS)
+    cfg = composed()
+    for key in ("seed", "train", "test", "ckpt_path"):
+        assert key in cfg
+
+
+@pytest.mark.parametrize(
+    "group", ["head", "loss", "datamodule", "augment", "optimizer", "scheduler", "trainer",
+              "logger", "callbacks", "debug", "experiment"]
+)
+def test_every_option_composes_and_validates(group: str) -> None:
+    for option in group_options(group):
+        cfg = composed(f"{group}={option}")
+        if group != "datamodule":
+            validate(cfg)
+
+
+def test_datamodule_picks_its_default_augment_and_user_can_override() -> None:
+    assert composed().augment.transforms[0]._target_ == "albumentations.Affine"
+    names = [t._target_ for t in composed("datamodule=folder").augment.transforms]
+    assert "albumentations.HorizontalFlip" in names and "albumentations.RandomRotate90" in names
+    assert not composed("augment=none").get("augment")
+
+
+def test_experiment_preset_overrides_groups() -> None:
+    cfg = composed("experiment=digits_densenet_focal")
+    assert cfg.backbone.name == "densenet121" and cfg.loss.name == "focal"
+
+
+def test_unknown_group_option_suggests_closest() -> None:
+    with pytest.raises(ConfigError, match="Did you mean: densenet121"):
+        check_group_choices(["backbone=densenet12"])
+    with pytest.raises(ConfigError, match="Did you mean: focal"):
+        check_group_choices(["loss=focall"])
+    with pytest.raises(ConfigError, match="'folders'.*Did you mean: folder"):
+        check_group_choices(["datamodule=folders"])
+    with pytest.raises(ConfigError, match="resnet19"):
+        check_group_choices(["backbone=resnet18,resnet19"])
+    check_group_choices(["backbone=resnet18,densenet121", "loss=ce", "backbone=choice(a,b)",
+                         "trainer.max_epochs=3", "hydra/launcher=basic", "experiment=null"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["backbone=inceptionv3", "datamodule.image_size=32"], "at least 75 px"),
+        (["datamodule.image_size=0"], "too small"),
+        (["head.activation=softmx"], "Did you mean: softmax"),
+        (["trainer.max_epochs=-5"], "trainer.max_epochs=-5"),
+        (["datamodule.batch_size=-1"], "datamodule.batch_size=-1"),
+        (["+optimizer.momentum=0.9", "optimizer=adam"], "optimizer.momentum is not an argument"),
+        (["scheduler.name=cosin"], "Did you mean: cosine"),
+        (["loss.class_weights=balancd"], "loss.class_weights='balancd'"),
+        (["backbone.name=resnet19"], "Did you mean: resnet18"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(composed(*overrides))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", str(REPO / "train.py"), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_help_shows_groups_without_importing_torch() -> None:
+    result = _cli("--help")
+    assert result.returncode == 0, result.stderr
+    assert "backbone: " in result.stdout and "densenet121" in result.stdout
+    assert "python train.py backbone=densenet121 loss=focal" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    assert not {"torch", "timm", "mlflow", "lightning"} & imported
+
+
+def test_cfg_job_shows_the_composed_config() -> None:
+    result = _cli("backbone=densenet121", "loss=focal", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "name: densenet121" in result.stdout and "gamma: 2.0" in result.stdout
+
+
+def test_cli_unknown_option_exits_with_suggestion() -> None:
+    result = _cli("backbone=densenet12")
+    assert result.returncode == 2
+    assert "Did you mean: densenet121" in result.stderr
