@@ -12,7 +12,6 @@ FAST = (
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=2",
-    "callbacks.early_stopping=null",
 )
 
 

@@ -6,14 +6,28 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO
 from hydra import compose, initialize_config_dir
 
-from helpers import REPO
 from medclf.config import CONF_DIR, check_group_choices, group_options, validate
 from medclf.errors import ConfigError
 
-GROUPS = ("backbone", "head", "loss", "datamodule", "augment", "optimizer", "scheduler",
-          "trainer", "logger", "callbacks", "paths", "hydra", "experiment", "debug")
+GROUPS = (
+    "backbone",
+    "head",
+    "loss",
+    "datamodule",
+    "augment",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "hydra",
+    "experiment",
+    "debug",
+)
 
 
 def composed(*overrides: str):
@@ -29,8 +43,20 @@ def test_config_groups_and_top_level_keys() -> None:
 
 
 @pytest.mark.parametrize(
-    "group", ["head", "loss", "datamodule", "augment", "optimizer", "scheduler", "trainer",
-              "logger", "callbacks", "debug", "experiment"]
+    "group",
+    [
+        "head",
+        "loss",
+        "datamodule",
+        "augment",
+        "optimizer",
+        "scheduler",
+        "trainer",
+        "logger",
+        "callbacks",
+        "debug",
+        "experiment",
+    ],
 )
 def test_every_option_composes_and_validates(group: str) -> None:
     for option in group_options(group):
@@ -60,8 +86,16 @@ def test_unknown_group_option_suggests_closest() -> None:
         check_group_choices(["datamodule=folders"])
     with pytest.raises(ConfigError, match="resnet19"):
         check_group_choices(["backbone=resnet18,resnet19"])
-    check_group_choices(["backbone=resnet18,densenet121", "loss=ce", "backbone=choice(a,b)",
-                         "trainer.max_epochs=3", "hydra/launcher=basic", "experiment=null"])
+    check_group_choices(
+        [
+            "backbone=resnet18,densenet121",
+            "loss=ce",
+            "backbone=choice(a,b)",
+            "trainer.max_epochs=3",
+            "hydra/launcher=basic",
+            "experiment=null",
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,7 +120,10 @@ def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-X", "importtime", str(REPO / "train.py"), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

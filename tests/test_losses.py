@@ -44,7 +44,9 @@ def test_focal_formula_and_gamma_zero_is_cross_entropy() -> None:
     p = one_hot(TARGET)
     expected = np.mean(-(((1 - Q) ** 2) * p * np.log(Q)).sum(axis=1))
     assert FocalLoss(gamma=2.0)(LOGITS, TARGET).item() == pytest.approx(expected, rel=1e-6)
-    torch.testing.assert_close(FocalLoss(gamma=0.0)(LOGITS, TARGET), CrossEntropyLoss()(LOGITS, TARGET))
+    torch.testing.assert_close(
+        FocalLoss(gamma=0.0)(LOGITS, TARGET), CrossEntropyLoss()(LOGITS, TARGET)
+    )
     assert FocalLoss(gamma=2.0)(LOGITS, TARGET) < CrossEntropyLoss()(LOGITS, TARGET)
 
 
@@ -68,7 +70,9 @@ def test_kl_formula_with_soft_targets() -> None:
 
 
 def test_kl_equals_cross_entropy_for_one_hot_targets() -> None:
-    torch.testing.assert_close(KLDivergenceLoss()(LOGITS, TARGET), CrossEntropyLoss()(LOGITS, TARGET))
+    torch.testing.assert_close(
+        KLDivergenceLoss()(LOGITS, TARGET), CrossEntropyLoss()(LOGITS, TARGET)
+    )
 
 
 def test_sigmoid_variants_formulas() -> None:
@@ -80,9 +84,8 @@ def test_sigmoid_variants_formulas() -> None:
     focal = (-((1 - qt) ** 2) * np.log(qt)).mean()
     assert FocalLoss("sigmoid", gamma=2.0)(LOGITS, MULTI).item() == pytest.approx(focal, rel=1e-6)
     soft = SOFT.double().numpy()
-    kl = (
-        soft * np.log(np.where(soft > 0, soft, 1) / S)
-        + (1 - soft) * np.log(np.where(soft < 1, 1 - soft, 1) / (1 - S))
+    kl = soft * np.log(np.where(soft > 0, soft, 1) / S) + (1 - soft) * np.log(
+        np.where(soft < 1, 1 - soft, 1) / (1 - S)
     )
     kl_value = KLDivergenceLoss("sigmoid")(LOGITS, SOFT).item()
     assert kl_value == pytest.approx(kl.mean(), rel=1e-6)

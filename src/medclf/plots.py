@@ -22,16 +22,28 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: Sequence[str]) -> p
     image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     ax.set(
-        xticks=range(n), yticks=range(n), xticklabels=class_names, yticklabels=class_names,
-        xlabel="predicted class", ylabel="true class", title="Confusion matrix (normalised)",
+        xticks=range(n),
+        yticks=range(n),
+        xticklabels=class_names,
+        yticklabels=class_names,
+        xlabel="predicted class",
+        ylabel="true class",
+        title="Confusion matrix (normalised)",
     )
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     if n <= 20:
         for i in range(n):
             for j in range(n):
                 color = "white" if rates[i, j] > 0.5 else "black"
-                ax.text(j, i, f"{rates[i, j]:.2f}\n({counts[i, j]})", ha="center",
-                        va="center", color=color, fontsize=7)
+                ax.text(
+                    j,
+                    i,
+                    f"{rates[i, j]:.2f}\n({counts[i, j]})",
+                    ha="center",
+                    va="center",
+                    color=color,
+                    fontsize=7,
+                )
     fig.tight_layout()
     return fig
 

@@ -39,7 +39,10 @@ def per_class_report(frame: pd.DataFrame, class_names: list[str]) -> pd.DataFram
     from sklearn.metrics import classification_report
 
     report = classification_report(
-        frame["label"], frame["prediction"], labels=class_names, output_dict=True,
+        frame["label"],
+        frame["prediction"],
+        labels=class_names,
+        output_dict=True,
         zero_division=0,
     )
     table = pd.DataFrame(report).T.rename(columns={"f1-score": "f1"})
@@ -65,8 +68,10 @@ class TestReport(Callback):
         test = trainer.datamodule.split_frame("test")
         index = outputs["index"].numpy()
         frame = predictions_frame(
-            test["sample"].to_numpy()[index], outputs["target"].numpy(),
-            outputs["probs"].float().numpy(), class_names,
+            test["sample"].to_numpy()[index],
+            outputs["target"].numpy(),
+            outputs["probs"].float().numpy(),
+            class_names,
         )
         self.output_dir.mkdir(parents=True, exist_ok=True)
         files = [self.output_dir / "test_predictions.csv", self.output_dir / "per_class_report.csv"]

@@ -46,7 +46,9 @@ def build_model(cfg: DictConfig, datamodule) -> Any:
             datamodule.train_labels(), datamodule.n_classes
         )
         log.info("balanced class weights: %s", [round(w, 3) for w in loss["class_weights"]])
-    elif loss.get("class_weights") is not None and len(loss["class_weights"]) != datamodule.n_classes:
+    elif (
+        loss.get("class_weights") is not None and len(loss["class_weights"]) != datamodule.n_classes
+    ):
         from medclf.errors import ConfigError
 
         raise ConfigError(
@@ -144,7 +146,11 @@ def run(cfg: DictConfig) -> float | None:
 
 def _best(trainer, metric: str | None) -> float | None:
     callback = trainer.checkpoint_callback
-    if callback is not None and callback.monitor == metric and callback.best_model_score is not None:
+    if (
+        callback is not None
+        and callback.monitor == metric
+        and callback.best_model_score is not None
+    ):
         return float(callback.best_model_score)
     value = trainer.callback_metrics.get(metric) if metric else None
     return float(value) if value is not None else None

@@ -69,9 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     experiment_id = ensure_experiment(uri, args.experiment, str(artifacts))
     port = args.port or free_port()
     command = [
-        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-        "--default-artifact-root", artifacts.as_uri(), "--host", HOST, "--port", str(port),
-        "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        artifacts.as_uri(),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     process = subprocess.Popen(command, env=env)

@@ -262,3 +262,32 @@ def test_convert_channels_same_count_unchanged_and_bad_count_rejected():
     assert convert_channels(rgb, 3) is rgb
     with pytest.raises(DataError, match="5 channels"):
         convert_channels(np.zeros((2, 2, 5), np.float32), 3)
+
+
+def test_tiff_two_channel_planar_keeps_first_channel(tmp_path: Path):
+    """A planar (2, H, W) TIFF is (H, W, 2) → its first channel, not a 2-row image."""
+    planar = np.stack([np.full((5, 7), 1000, np.uint16), np.full((5, 7), 60000, np.uint16)])
+    path = tmp_path / "two.tif"
+    tifffile.imwrite(path, planar, photometric="minisblack", planarconfig="separate")
+    image = read_image(path)
+    _check(image, (5, 7, 1))
+    np.testing.assert_allclose(image, 1000 / 65535.0, rtol=1e-6)
+
+
+def test_to_unit_float_stays_in_unit_range():
+    """Signed, wide and negative-float data still map into [0, 1] (never out of range)."""
+    signed = to_unit_float(np.array([-32768, 0, 32767], np.int16))
+    np.testing.assert_allclose(signed, [0.0, 32768 / 65535, 1.0], rtol=1e-6)
+    wide = to_unit_float(np.array([0, 50_000, 200_000], np.uint32))
+    np.testing.assert_allclose(wide, [0.0, 0.25, 1.0])
+    assert to_unit_float(np.array([0, 200], np.int32)).tolist() == pytest.approx([0, 200 / 255])
+    assert to_unit_float(np.array([0, 1000], np.int32)).tolist() == pytest.approx([0, 1000 / 65535])
+    floats = to_unit_float(np.array([-1.0, 0.0, 1.0]))
+    np.testing.assert_allclose(floats, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(to_unit_float(np.array([2.0, 4.0])), [0.5, 1.0])
+
+
+def test_to_unit_float_big_endian_uint16():
+    """A big-endian uint16 array is still 16-bit data: divided by 65535."""
+    array = np.array([200, 65535], dtype=">u2")
+    np.testing.assert_allclose(to_unit_float(array), [200 / 65535, 1.0], rtol=1e-6)

@@ -347,3 +347,22 @@ def test_assign_splits_all_given():
     frame["split"] = ["train", "val", "test"] * 2
     out = assign_splits(frame, 0.2, 0.2, seed=0)
     assert out["split"].tolist() == frame["split"].tolist()
+
+
+def test_csv_table_empty_label_rejected(tmp_path: Path):
+    """A row without a label → DataError naming the column and the line, not a class ''."""
+    for i in range(3):
+        _png(tmp_path / f"{i}.png")
+    csv = _write_csv(
+        tmp_path / "t.csv", [("image", "label"), ("0.png", "a"), ("1.png", ""), ("2.png", "b")]
+    )
+    with pytest.raises(DataError, match=r"'label' \(datamodule\.label_column\), first on line 3"):
+        csv_table(csv)
+
+
+def test_assign_splits_nothing_left_to_draw_from():
+    """All samples given as val, test still to draw → DataError (not a bare ValueError)."""
+    frame = _frame({0: 3, 1: 3})
+    frame["split"] = "val"
+    with pytest.raises(DataError, match="test split"):
+        assign_splits(frame, 0.2, 0.2, seed=0)

@@ -10,14 +10,46 @@ from medclf.errors import ConfigError
 from medclf.models.backbones import BACKBONES, Backbone, get_spec
 from medclf.models.head import ClassificationHead
 
-MIA_NAMES = (
-    "densenet121 densenet169 densenet201 efficientnetb0 efficientnetb1 efficientnetb2 "
-    "efficientnetb3 efficientnetb4 efficientnetb5 efficientnetb6 efficientnetb7 inceptionv3 "
-    "inceptionresnetv2 mobilenet mobilenetv2 nasnetlarge nasnetmobile resnet18 resnet34 "
-    "resnet50 resnet101 resnet152 resnet50v2 resnet101v2 resnet152v2 resnext50 resnext101 "
-    "seresnet18 seresnet34 seresnet50 seresnet101 seresnet152 seresnext50 seresnext101 "
-    "senet154 vgg16 vgg19 xception"
-).split()
+MIA_NAMES = [
+    "densenet121",
+    "densenet169",
+    "densenet201",
+    "efficientnetb0",
+    "efficientnetb1",
+    "efficientnetb2",
+    "efficientnetb3",
+    "efficientnetb4",
+    "efficientnetb5",
+    "efficientnetb6",
+    "efficientnetb7",
+    "inceptionv3",
+    "inceptionresnetv2",
+    "mobilenet",
+    "mobilenetv2",
+    "nasnetlarge",
+    "nasnetmobile",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnet50v2",
+    "resnet101v2",
+    "resnet152v2",
+    "resnext50",
+    "resnext101",
+    "seresnet18",
+    "seresnet34",
+    "seresnet50",
+    "seresnet101",
+    "seresnet152",
+    "seresnext50",
+    "seresnext101",
+    "senet154",
+    "vgg16",
+    "vgg19",
+    "xception",
+]
 
 
 def test_registry_has_the_mia_list_and_convnext() -> None:

@@ -34,8 +34,14 @@ def test_layer_order_and_dropout_rate() -> None:
     head = ClassificationHead(64, 3, fcl_dropout=True, meta_variables=2)
     layers = [type(m).__name__ for m in head.modules() if not list(m.children())]
     assert layers == [
-        "Linear", "Dropout",
-        "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout",
+        "Linear",
+        "Dropout",
+        "Linear",
+        "ReLU",
+        "Dropout",
+        "Linear",
+        "ReLU",
+        "Dropout",
         "Linear",
     ]
     assert all(m.p == 0.3 for m in head.modules() if isinstance(m, torch.nn.Dropout))

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medclf.data.io import convert_channels, read_image
 from medclf.data.sources import SampleTable, assign_splits, csv_table, digits_table, folder_table
-from medclf.data.transforms import build_transform, seed_worker
+from medclf.data.transforms import build_transform, image_hw, seed_worker
 from medclf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,15 @@ class ClassificationDataModule(L.LightningDataModule):
             )
         if channels != "auto" and (not isinstance(channels, int) or channels not in (1, 3)):
             raise ConfigError(f"datamodule.channels={channels!r}: use auto, 1 or 3.")
+        try:
+            height, width = image_hw(image_size)
+        except (TypeError, ValueError):
+            height = width = 0
+        if height < 1 or width < 1:
+            raise ConfigError(
+                f"datamodule.image_size={image_size!r} must be a positive integer or a "
+                "[height, width] pair of them."
+            )
         self.image_size = image_size
         self.requested_channels = channels
         self.batch_size = batch_size
@@ -144,13 +153,18 @@ class ClassificationDataModule(L.LightningDataModule):
         counts = frame["split"].value_counts()
         log.info(
             "data: %d classes, %d channel(s); train %d, val %d, test %d samples",
-            self.n_classes, self.channels, counts.get("train", 0), counts.get("val", 0),
+            self.n_classes,
+            self.channels,
+            counts.get("train", 0),
+            counts.get("val", 0),
             counts.get("test", 0),
         )
         for split in ("train", "val", "test"):
             augment = self.augment if split == "train" else None
             self.datasets[split] = ImageDataset(
-                self.split_frame(split), table.arrays, self.channels,
+                self.split_frame(split),
+                table.arrays,
+                self.channels,
                 build_transform(self.image_size, augment, seed=self.seed),
             )
 
@@ -202,9 +216,15 @@ class ClassificationDataModule(L.LightningDataModule):
 
 def _probe(path: str) -> int | str:
     try:
-        return int(read_image(path).shape[-1])
+        channels = int(read_image(path).shape[-1])
     except DataError as exc:
         return str(exc)
+    if channels not in (1, 3):
+        return (
+            f"{path}: {channels} channels; only greyscale or RGB(A) images are supported. "
+            "Convert it or remove it."
+        )
+    return channels
 
 
 class DigitsDataModule(ClassificationDataModule):
@@ -246,6 +266,9 @@ class CsvDataModule(ClassificationDataModule):
 
     def load_table(self) -> SampleTable:
         return csv_table(
-            self.csv_path, self.image_dir, self.image_column, self.label_column,
+            self.csv_path,
+            self.image_dir,
+            self.image_column,
+            self.label_column,
             self.split_column,
         )

@@ -22,18 +22,35 @@ def is_image_file(path: Path) -> bool:
 
 
 def to_unit_float(array: np.ndarray) -> np.ndarray:
-    """Scale an integer or float array to float32 in [0, 1] by its dtype's range."""
-    if array.dtype == np.bool_:
+    """Scale an integer or float array to float32 in [0, 1] by its dtype's range.
+
+    uint8 → /255, uint16 → /65535 (either byte order). Other integers holding non-negative
+    values are read as 8-bit (max ≤ 255) or 16-bit (max ≤ 65535) data, else divided by their
+    maximum; signed integers with negative values are shifted by their dtype's range (int16
+    -32768..32767 → 0..1). Floats in [0, 1] are kept, above 1 divided by their maximum, and
+    with negative values min-max scaled.
+    """
+    kind, size = array.dtype.kind, array.dtype.itemsize
+    if kind == "b":
         return array.astype(np.float32)
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535.0
-    if np.issubdtype(array.dtype, np.integer):
-        top = 255.0 if array.max(initial=0) <= 255 else 65535.0
-        return array.astype(np.float32) / top
+    if kind == "u" and size in (1, 2):
+        return array.astype(np.float32) / (255.0 if size == 1 else 65535.0)
+    if kind in "iu":
+        low = int(array.min(initial=0))
+        if low < 0:
+            info = np.iinfo(array.dtype)
+            return ((array.astype(np.float64) - info.min) / (info.max - info.min)).astype(
+                np.float32
+            )
+        high = int(array.max(initial=0))
+        top = 255.0 if high <= 255 else 65535.0 if high <= 65535 else float(high)
+        return (array.astype(np.float64) / top).astype(np.float32)
     array = array.astype(np.float32)
-    top = float(np.nanmax(array)) if array.size else 1.0
+    if not array.size:
+        return array
+    low, top = float(np.nanmin(array)), float(np.nanmax(array))
+    if low < 0.0:
+        return (array - low) / (top - low) if top > low else np.zeros_like(array)
     return array / top if top > 1.0 else array
 
 
@@ -53,7 +70,8 @@ def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
     array = tifffile.imread(path, key=0)
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+    planar = array.ndim == 3 and array.shape[0] in (1, 2, 3, 4)
+    if planar and array.shape[-1] not in (1, 2, 3, 4):  # (C, H, W) → (H, W, C)
         array = np.moveaxis(array, 0, -1)
     return array
 

@@ -119,12 +119,21 @@ def csv_table(
         (("split_column", split_column),) if split_column else ()
     ):
         if column not in table.columns:
+            hint = did_you_mean(column, table.columns)
             raise DataError(
-                f"{csv_path}: no column {column!r} (datamodule.{key}).{did_you_mean(column, table.columns)}"
+                f"{csv_path}: no column {column!r} (datamodule.{key}).{hint}"
                 f" Columns are: {', '.join(table.columns)}."
             )
     if table.empty:
         raise DataError(f"{csv_path}: the table has no rows.")
+    for key, column in (("image_column", image_column), ("label_column", label_column)):
+        blank = np.flatnonzero(table[column].str.strip() == "")
+        if blank.size:
+            raise DataError(
+                f"{csv_path}: {blank.size} row(s) have an empty {column!r} "
+                f"(datamodule.{key}), first on line {blank[0] + 2}. Fill them in or remove "
+                "those rows."
+            )
     base = Path(image_dir).expanduser() if image_dir else csv_path.parent
     paths = [p if Path(p).is_absolute() else str(base / p) for p in table[image_column]]
     missing = [p for p in paths if not Path(p).is_file()]
@@ -175,6 +184,11 @@ def assign_splits(
         if split in given or fraction <= 0:
             continue
         candidates = frame.index[frame["split"] == "train"]
+        if candidates.empty:
+            raise DataError(
+                f"no samples without a given split (or marked train) to draw the {split} "
+                "split from: every sample is already val or test. Mark some as train."
+            )
         share = fraction / remaining
         labels = frame.loc[candidates, "label"]
         counts = labels.value_counts()

@@ -1,0 +1,148 @@
+"""End to end: ``python train.py`` as a user runs it, read back from MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import FAST, run_train, search_runs, tracking_uri
+
+pytestmark = pytest.mark.slow
+
+
+def finished_run(root: Path, result) -> pd.Series:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = search_runs(root)
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["status"] == "FINISHED"
+    assert "metrics.test/f1" in run and np.isfinite(run["metrics.test/f1"])
+    return run
+
+
+def assert_metrics_equal_sklearn(run: pd.Series) -> pd.DataFrame:
+    """Logged test metrics equal scikit-learn's on the logged test_predictions.csv."""
+    import mlflow
+    from sklearn import metrics
+
+    client = mlflow.MlflowClient()
+    local = client.download_artifacts(run["run_id"], "test/test_predictions.csv")
+    frame = pd.read_csv(local, dtype={"label": str, "prediction": str})
+    classes = [c[len("prob_") :] for c in frame.columns if c.startswith("prob_")]
+    probs = frame[[f"prob_{c}" for c in classes]].to_numpy()
+    assert (frame["prediction"] == np.asarray(classes)[probs.argmax(axis=1)]).all()
+    y, p = frame["label"], frame["prediction"]
+    expected = {
+        "accuracy": metrics.accuracy_score(y, p),
+        "precision": metrics.precision_score(y, p, average="macro", zero_division=0),
+        "recall": metrics.recall_score(y, p, average="macro", zero_division=0),
+        "f1": metrics.f1_score(y, p, average="macro", zero_division=0),
+        "auroc": metrics.roc_auc_score(
+            y, probs, multi_class="ovr", average="macro", labels=classes
+        ),
+    }
+    for name, value in expected.items():
+        assert run[f"metrics.test/{name}"] == pytest.approx(value, abs=1e-6), name
+    per_class = metrics.f1_score(y, p, average=None, labels=classes, zero_division=0)
+    for name, value in zip(classes, per_class, strict=True):
+        assert run[f"metrics.test/f1_{name}"] == pytest.approx(value, abs=1e-6)
+    return frame
+
+
+@pytest.mark.parametrize("loss", ["ce", "focal", "kl"])
+def test_digits_each_loss_trains_tests_and_tracks(tmp_path: Path, loss: str) -> None:
+    result = run_train(tmp_path, f"loss={loss}", *FAST)
+    run = finished_run(tmp_path, result)
+    assert run["params.loss.name"] == loss
+    assert run["params.backbone.name"] == "resnet18"
+    assert f"loss={loss}" in run["tags.mlflow.runName"].split(",")
+    assert "paths.root_dir" not in run["tags.mlflow.runName"]
+    assert f"loss={loss}" in run["tags.overrides"]
+    frame = assert_metrics_equal_sklearn(run)
+    assert len(frame) == 270 and set(frame["label"]) == {str(i) for i in range(10)}
+    assert list(frame.columns[:3]) == ["sample", "label", "prediction"]
+    output = result.stdout + result.stderr
+    assert "MLflow run" in output and "make ui" in output
+
+
+def test_default_run_logs_artifacts_and_tags_experiment(tmp_path: Path) -> None:
+    import mlflow
+
+    result = run_train(tmp_path, *FAST)
+    run = finished_run(tmp_path, result)
+    client = mlflow.MlflowClient(tracking_uri(tmp_path))
+    experiment = client.get_experiment(run["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    top = {a.path for a in client.list_artifacts(run["run_id"])}
+    assert {"config.yaml", "checkpoints", "test"} <= top
+    test_files = {a.path for a in client.list_artifacts(run["run_id"], "test")}
+    assert test_files == {
+        "test/test_predictions.csv",
+        "test/per_class_report.csv",
+        "test/confusion_matrix.png",
+    }
+    (checkpoint,) = client.list_artifacts(run["run_id"], "checkpoints")
+    assert checkpoint.path.endswith(".ckpt") and checkpoint.file_size > 1e6
+    for key in (
+        "train/loss_epoch",
+        "train/accuracy",
+        "val/loss",
+        "val/f1",
+        "val/auroc",
+        "test/precision",
+        "test/recall",
+        "test/accuracy",
+    ):
+        assert f"metrics.{key}" in run, key
+    assert run["params.datamodule.image_size"] == "32"
+    assert run["params.optimizer.lr"] == "0.001"
+
+
+def test_folder_datamodule_on_generated_images(tmp_path: Path, image_folder: Path) -> None:
+    result = run_train(
+        tmp_path,
+        "datamodule=folder",
+        f"datamodule.data_dir={image_folder}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        "loss=focal",
+        "loss.class_weights=balanced",
+        *FAST,
+    )
+    run = finished_run(tmp_path, result)
+    frame = assert_metrics_equal_sklearn(run)
+    assert set(frame["label"]) == {"benign", "malignant", "normal"}
+    assert frame["sample"].str.endswith(".png").all()
+
+
+def test_csv_datamodule_on_generated_images(tmp_path: Path, image_csv: Path) -> None:
+    result = run_train(
+        tmp_path,
+        "datamodule=csv",
+        f"datamodule.csv_path={image_csv}",
+        "datamodule.image_column=file",
+        "datamodule.label_column=diagnosis",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=2",
+        "backbone=mobilenetv2",
+        "loss=kl",
+        "augment=default",
+        *FAST,
+    )
+    run = finished_run(tmp_path, result)
+    assert_metrics_equal_sklearn(run)
+    assert run["params.datamodule.channels"] == "auto"
+
+
+def test_csv_and_none_loggers(tmp_path: Path) -> None:
+    result = run_train(tmp_path, "logger=csv", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.glob("logs/runs/*/csv/version_0/metrics.csv"))
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+    result = run_train(tmp_path, "logger=none", "callbacks=none", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.glob("logs/runs/*/test/test_predictions.csv"))
