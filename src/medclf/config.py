@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from medclf.errors import ConfigError, did_you_mean
 
@@ -48,8 +48,6 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
 
 
 def _positive_int(cfg: DictConfig, key: str, allow_minus_one: bool = False) -> None:
-    from omegaconf import OmegaConf
-
     value = OmegaConf.select(cfg, key)
     if value is None:
         return
@@ -93,6 +91,11 @@ def validate(cfg: DictConfig) -> None:
     from medclf.data.transforms import image_hw
     from medclf.models.backbones import get_spec
 
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            "required value(s) not set: " + ", ".join(f"{key} (add {key}=...)" for key in missing)
+        )
     spec = get_spec(cfg.backbone.name)
     size = cfg.datamodule.image_size
     try:

@@ -140,6 +140,8 @@ class ClassificationDataModule(L.LightningDataModule):
                     if split != "train"
                     else "the train split is empty."
                 )
+        self.table = table
+        self.channels = self._check_images(frame, table.arrays)
         n_train = int((frame["split"] == "train").sum())
         if self.drop_last and n_train < self.batch_size:
             raise DataError(
@@ -147,8 +149,6 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"{self.batch_size} with datamodule.drop_last=true: no batch would be trained. "
                 "Lower the batch size or set datamodule.drop_last=false."
             )
-        self.table = table
-        self.channels = self._check_images(frame, table.arrays)
         self.frame = frame
         counts = frame["split"].value_counts()
         log.info(
