@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO
 from hydra import compose, initialize_config_dir
 
+from helpers import REPO
 from medclf.config import CONF_DIR, check_group_choices, group_options, validate
 from medclf.errors import ConfigError
 

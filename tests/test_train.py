@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from helpers import FAST, run_train, search_runs, tracking_uri
 
 pytestmark = pytest.mark.slow
