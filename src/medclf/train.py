@@ -122,9 +122,6 @@ def run(cfg: DictConfig) -> float | None:
     try:
         if cfg.train:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        if trainer.interrupted:
-            status = "KILLED"
-            raise KeyboardInterrupt
         checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         if cfg.test:
             ckpt = checkpoint if cfg.train else cfg.get("ckpt_path")
@@ -134,7 +131,7 @@ def run(cfg: DictConfig) -> float | None:
             if checkpoint:
                 tracker.log_artifact(checkpoint, "checkpoints")
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
         status = "KILLED"
         raise
     finally:
