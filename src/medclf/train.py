@@ -15,21 +15,17 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from medclf.config import CONF_DIR, check_group_choices
-from medclf.errors import MedclfError
+from medclf.errors import ConfigError, MedclfError
 
 log = logging.getLogger("medclf.train")
 
 
-def _run_name(cfg: DictConfig) -> str:
+def _job() -> tuple[str, list[str]]:
+    """This job's run name (its overrides, ``key=value,...``) and its override list."""
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.get().job.override_dirname or "default"
-
-
-def _overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task)
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg.job.override_dirname or "default", list(hydra_cfg.overrides.task)
 
 
 def build_model(cfg: DictConfig, datamodule) -> Any:
@@ -49,8 +45,6 @@ def build_model(cfg: DictConfig, datamodule) -> Any:
     elif (
         loss.get("class_weights") is not None and len(loss["class_weights"]) != datamodule.n_classes
     ):
-        from medclf.errors import ConfigError
-
         raise ConfigError(
             f"loss.class_weights has {len(loss['class_weights'])} values but the data has "
             f"{datamodule.n_classes} classes ({', '.join(datamodule.class_names)})."
@@ -64,13 +58,18 @@ def build_model(cfg: DictConfig, datamodule) -> Any:
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
         task=datamodule.task,
-        image_size=OmegaConf.to_container(cfg.datamodule, resolve=True)["image_size"],
+        image_size=_plain(cfg.datamodule.image_size),
     )
 
 
-def _instantiate_all(group: DictConfig | None, **kwargs) -> list:
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` node of a group (callbacks, loggers); skip nulls."""
     return [
-        hydra.utils.instantiate(node, **kwargs)
+        hydra.utils.instantiate(node)
         for node in (group or {}).values()
         if isinstance(node, DictConfig) and "_target_" in node
     ]
@@ -100,7 +99,7 @@ def run(cfg: DictConfig) -> float | None:
 
     for node in (cfg.get("logger") or {}).values():
         if node is not None and "run_name" in node and node.run_name is None:
-            node.run_name = _run_name(cfg)
+            node.run_name = _job()[0]
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks")) + [TestReport(output_dir)]
     if not loggers:  # LearningRateMonitor refuses to run without a logger to write to
@@ -110,22 +109,22 @@ def run(cfg: DictConfig) -> float | None:
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
     trackers = mlflow_loggers(loggers)
-    for tracker in trackers:
-        tracker.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
-        tags = {"overrides": " ".join(_overrides()) or "(none)", "output_dir": str(output_dir)}
-        commit = git_commit(cfg.paths.root_dir)
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-        for key, value in tags.items():
-            tracker.experiment.set_tag(tracker.run_id, key, value)
     status = "FAILED"
     try:
+        for tracker in trackers:  # the MLflow run is created here, so inside the try
+            tracker.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            tags = {"overrides": " ".join(_job()[1]) or "(none)", "output_dir": str(output_dir)}
+            commit = git_commit(cfg.paths.root_dir)
+            if commit:
+                tags["mlflow.source.git.commit"] = commit
+            for key, value in tags.items():
+                tracker.experiment.set_tag(tracker.run_id, key, value)
         if cfg.train:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         if cfg.test:
             ckpt = checkpoint if cfg.train else cfg.get("ckpt_path")
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         for tracker in trackers:
             tracker.log_artifact(output_dir / "config.yaml")
             if checkpoint:
