@@ -66,7 +66,8 @@ def test_digits_each_loss_trains_tests_and_tracks(tmp_path: Path, loss: str) -> 
     assert len(frame) == 270 and set(frame["label"]) == {str(i) for i in range(10)}
     assert list(frame.columns[:3]) == ["sample", "label", "prediction"]
     output = result.stdout + result.stderr
-    assert "MLflow run" in output and "make ui" in output
+    link = f"http://127.0.0.1:5000/#/experiments/{run['experiment_id']}/runs/{run['run_id']}"
+    assert f"MLflow run {run['run_id']}" in output and f"`make ui`, then {link}" in output
 
 
 def test_default_run_logs_artifacts_and_tags_experiment(tmp_path: Path) -> None:

@@ -75,6 +75,17 @@ def _instantiate_all(group: DictConfig | None) -> list:
     ]
 
 
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")
+
+
+def _tidy_lightning_logging() -> None:
+    """Hydra's root handlers print and file every record: drop the console handler that the
+    `lightning` package adds on import (each line would show twice) and its advert line."""
+    logging.getLogger("lightning").handlers.clear()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
+
+
 def run(cfg: DictConfig) -> float | None:
     """Train and test as configured; returns the best ``cfg.optimized_metric`` value."""
     import lightning as L
@@ -83,9 +94,7 @@ def run(cfg: DictConfig) -> float | None:
     from medclf.reporting import TestReport
     from medclf.tracking import flatten, git_commit, mlflow_loggers
 
-    # The `lightning` package adds its own console handler on import; Hydra's root
-    # handlers already print (and file) every record, so drop it to avoid duplicates.
-    logging.getLogger("lightning").handlers.clear()
+    _tidy_lightning_logging()
     validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +145,7 @@ def run(cfg: DictConfig) -> float | None:
     finally:
         for tracker in trackers:
             tracker.end_run(status)
-    _summary(cfg, trainer, trackers, output_dir)
+    _summary(trainer, trackers, output_dir)
     return _best(trainer, cfg.get("optimized_metric"))
 
 
@@ -152,22 +161,31 @@ def _best(trainer, metric: str | None) -> float | None:
     return float(value) if value is not None else None
 
 
-def _summary(cfg: DictConfig, trainer, trackers, output_dir: Path) -> None:
+def _summary(trainer, trackers, output_dir: Path) -> None:
+    """Log the headline test metrics, the run directory and where to see the run."""
+    from medclf.ui import run_url
+
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     headline = ", ".join(
         f"{k}={metrics[k]:.4f}" for k in ("test/accuracy", "test/f1", "test/auroc") if k in metrics
     )
-    lines = [f"run directory: {output_dir}"]
     if headline:
-        lines.insert(0, f"test: {headline}")
+        log.info("test: %s", headline)
+    log.info("run directory: %s", output_dir)
     for tracker in trackers:
-        lines.append(
-            f"MLflow run {tracker.run_id} in experiment {tracker._experiment_name!r} "
-            f"(experiment id {tracker.experiment_id}) at {tracker._tracking_uri}"
+        uri = tracker._tracking_uri
+        log.info(
+            "MLflow run %s in experiment %r (id %s) at %s",
+            tracker.run_id,
+            tracker._experiment_name,
+            tracker.experiment_id,
+            uri,
         )
-        lines.append("open the dashboard with `make ui` (runs table of this experiment)")
-    for line in lines:
-        log.info(line)
+        if uri.startswith(("http://", "https://")):
+            log.info("open it: %s", run_url(uri, tracker.experiment_id, tracker.run_id))
+        else:
+            url = run_url("http://127.0.0.1:5000", tracker.experiment_id, tracker.run_id)
+            log.info("open it: `make ui`, then %s", url)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

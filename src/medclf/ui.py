@@ -38,7 +38,13 @@ def free_port() -> int:
 
 
 def runs_url(port: int, experiment_id: str) -> str:
+    """The experiment's training-runs table on a local dashboard."""
     return f"http://{HOST}:{port}/#/experiments/{experiment_id}/runs"
+
+
+def run_url(server: str, experiment_id: str, run_id: str) -> str:
+    """One run's page on a dashboard served at ``server`` (``http://host:port``)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 60.0) -> bool:
