@@ -45,7 +45,9 @@ def per_class_report(frame: pd.DataFrame, class_names: list[str]) -> pd.DataFram
         output_dict=True,
         zero_division=0,
     )
+    report.pop("accuracy", None)  # a scalar, not a per-class row; logged as test/accuracy
     table = pd.DataFrame(report).T.rename(columns={"f1-score": "f1"})
+    table["support"] = table["support"].astype(int)
     table.index.name = "class"
     return table
 
