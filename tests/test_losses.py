@@ -114,3 +114,8 @@ def test_losses_are_differentiable() -> None:
         logits = LOGITS.clone().requires_grad_(True)
         loss(logits, TARGET).backward()
         assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_balanced_weights_are_plain_floats_for_safe_checkpoints() -> None:
+    weights = balanced_class_weights(np.array([0, 1, 1]), 2)
+    assert all(type(w) is float for w in weights)

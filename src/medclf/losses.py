@@ -25,7 +25,8 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> list[float]:
         labels.sum(axis=0) if labels.ndim == 2 else np.bincount(labels, minlength=n_classes)
     ).astype(float)
     n = float(len(labels))
-    return [n / (n_classes * c) if c > 0 else 0.0 for c in counts]
+    return [float(n / (n_classes * c)) if c > 0 else 0.0 for c in counts]  # plain floats:
+    # they are saved in checkpoints, which load with weights_only=True
 
 
 class ClassificationLoss(nn.Module):

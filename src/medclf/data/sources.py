@@ -1,8 +1,10 @@
-"""Where samples come from: the packaged digits demo, a class-per-folder tree, or a CSV.
+"""Where samples come from: the packaged digits demo, a class-per-folder tree, a CSV, or a
+MedMNIST-style ``.npz``.
 
 Each source returns a :class:`SampleTable`: one row per sample with its id, where its image
-is (a file path or an index into in-memory arrays), its class index and its split (or None
-when the split is to be drawn). Splitting is stratified and seeded.
+is (a file path or an index into in-memory arrays), its label and its split (or None when
+the split is to be drawn). A label is a class index (single-label) or a tuple of 0/1 per
+class (multi-label). Splitting is stratified and seeded (iterative for multi-label).
 """
 
 from __future__ import annotations
@@ -23,12 +25,23 @@ SPLITS = ("train", "val", "test")
 class SampleTable:
     """Samples (columns ``sample``, ``path``, ``label``, ``split``) and their class names.
 
-    ``arrays`` holds in-memory images (N, H, W, C) when ``path`` is an index into it.
+    ``arrays`` holds in-memory images (N, H, W, C) or volumes (N, D, H, W, C) when ``path``
+    is an index into it. ``meta`` holds the raw metadata columns (strings, NaN when blank),
+    row-aligned with ``frame``.
     """
 
     frame: pd.DataFrame
     class_names: list[str]
     arrays: np.ndarray | None = None
+    multilabel: bool = False
+    meta: pd.DataFrame | None = None
+
+
+def label_matrix(labels: pd.Series | np.ndarray, multilabel: bool) -> np.ndarray:
+    """Class indices (N,) for single-label data, a 0/1 matrix (N, C) for multi-label data."""
+    if multilabel:
+        return np.array([list(v) for v in labels], dtype=np.float32)
+    return np.asarray(labels, dtype=np.int64)
 
 
 def _natural_sorted(values) -> list[str]:
@@ -102,10 +115,17 @@ def csv_table(
     csv_path: str | Path,
     image_dir: str | Path | None = None,
     image_column: str = "image",
-    label_column: str = "label",
+    label_column: str | None = "label",
     split_column: str | None = None,
+    label_columns: list[str] | None = None,
+    label_separator: str = ";",
+    meta_columns: list[str] | None = None,
 ) -> SampleTable:
-    """A table with an image-path column (absolute or relative to ``image_dir``) and labels."""
+    """A table with an image-path column (absolute or relative to ``image_dir``) and labels.
+
+    Labels: one ``label_column`` of class names (multi-label when a value holds
+    ``label_separator``, e.g. ``effusion;nodule``), or several ``label_columns`` of 0/1.
+    """
     if csv_path in (None, "", "???"):
         raise ConfigError("datamodule.csv_path is not set: datamodule.csv_path=/path/to/labels.csv")
     csv_path = Path(csv_path).expanduser()
@@ -115,9 +135,15 @@ def csv_table(
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except Exception as exc:
         raise DataError(f"{csv_path}: cannot parse as CSV ({exc}).") from None
-    for key, column in (("image_column", image_column), ("label_column", label_column)) + (
-        (("split_column", split_column),) if split_column else ()
-    ):
+    label_keys = (
+        [("label_columns", c) for c in label_columns]
+        if label_columns
+        else [("label_column", label_column)]
+    )
+    wanted = [("image_column", image_column), *label_keys]
+    wanted += [("split_column", split_column)] if split_column else []
+    wanted += [("meta_columns", c) for c in meta_columns or []]
+    for key, column in wanted:
         if column not in table.columns:
             hint = did_you_mean(column, table.columns)
             raise DataError(
@@ -126,7 +152,7 @@ def csv_table(
             )
     if table.empty:
         raise DataError(f"{csv_path}: the table has no rows.")
-    for key, column in (("image_column", image_column), ("label_column", label_column)):
+    for key, column in [("image_column", image_column), *label_keys]:
         blank = np.flatnonzero(table[column].str.strip() == "")
         if blank.size:
             raise DataError(
@@ -143,8 +169,9 @@ def csv_table(
             f"first {missing[0]!r}. Paths are absolute or relative to datamodule.image_dir "
             f"({str(base)!r})."
         )
-    class_names = _natural_sorted(table[label_column])
-    index = {name: i for i, name in enumerate(class_names)}
+    class_names, labels, multilabel = _csv_labels(
+        csv_path, table, label_column, label_columns, label_separator
+    )
     split = table[split_column].str.lower().replace("", None) if split_column else None
     if split is not None:
         bad = sorted(set(split.dropna()) - set(SPLITS))
@@ -156,11 +183,119 @@ def csv_table(
         {
             "sample": table[image_column].to_numpy(),
             "path": paths,
-            "label": table[label_column].map(index).astype(int).to_numpy(),
+            "label": labels,
             "split": split.to_numpy() if split is not None else None,
         }
     )
-    return SampleTable(frame, class_names)
+    meta = table[list(meta_columns)].replace(r"^\s*$", np.nan, regex=True) if meta_columns else None
+    return SampleTable(frame, class_names, multilabel=multilabel, meta=meta)
+
+
+def _csv_labels(csv_path, table, label_column, label_columns, separator):
+    """(class names, per-row labels, multilabel?) from one name column or several 0/1 columns."""
+    if label_columns:
+        values = table[list(label_columns)].apply(lambda col: col.str.strip().str.lower())
+        truth = {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
+        for column in label_columns:
+            bad = sorted(set(values[column]) - set(truth))
+            if bad:
+                raise DataError(
+                    f"{csv_path}: column {column!r} (datamodule.label_columns) must hold 0 or 1 "
+                    f"per row, found {bad[:3]}."
+                )
+        labels = [tuple(truth[v] for v in row) for row in values.itertuples(index=False)]
+        return list(label_columns), labels, True
+    names = table[label_column].str.strip()
+    if names.str.contains(separator, regex=False).any():
+        per_row = [{n.strip() for n in v.split(separator) if n.strip()} for v in names]
+        class_names = _natural_sorted(set().union(*per_row))
+        labels = [tuple(int(c in row) for c in class_names) for row in per_row]
+        return class_names, labels, True
+    class_names = _natural_sorted(names)
+    index = {name: i for i, name in enumerate(class_names)}
+    return class_names, names.map(index).astype(int).to_numpy(), False
+
+
+NPZ_SPLITS = {"train": "train", "val": "val", "test": "test"}
+
+
+def npz_table(
+    path: str | Path, spatial_dims: int | str = "auto", class_names: list[str] | None = None
+) -> SampleTable:
+    """The MedMNIST ``.npz`` layout: ``{train,val,test}_images`` and ``..._labels`` arrays.
+
+    Images are (N, H, W) grey, (N, H, W, C) with C <= 4, (N, D, H, W) volumes or
+    (N, D, H, W, C); ``spatial_dims`` settles the (N, H, W, C) / (N, D, H, W) ambiguity.
+    Labels (N,) or (N, 1) are class indices; (N, L) with L > 1 are multi-label 0/1.
+    """
+    if path in (None, "", "???"):
+        raise ConfigError("datamodule.path is not set: datamodule.path=/path/to/data.npz")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"datamodule.path={str(path)!r}: no such file.")
+    try:
+        data = np.load(path, allow_pickle=False)
+        keys = set(data.files)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read as .npz ({type(exc).__name__}: {exc}).") from None
+    splits = [s for s in NPZ_SPLITS if f"{s}_images" in keys]
+    if "train" not in splits:
+        raise DataError(
+            f"{path}: no 'train_images' array (found {sorted(keys)}); the MedMNIST layout has "
+            "train_images/train_labels and optionally val_* and test_*."
+        )
+    images, labels, split_names = [], [], []
+    for split in splits:
+        if f"{split}_labels" not in keys:
+            raise DataError(f"{path}: '{split}_images' has no matching '{split}_labels' array.")
+        x, y = data[f"{split}_images"], data[f"{split}_labels"]
+        if len(x) != len(y):
+            raise DataError(
+                f"{path}: {split}_images has {len(x)} samples but {split}_labels {len(y)}."
+            )
+        images.append(x)
+        labels.append(y.reshape(len(y), -1) if y.ndim > 1 else y[:, None])
+        split_names += [split] * len(x)
+    images = _with_channels(np.concatenate(images), spatial_dims, path)
+    labels = np.concatenate(labels)
+    multilabel = labels.shape[1] > 1
+    n_classes = labels.shape[1] if multilabel else int(labels.max()) + 1
+    names = list(class_names) if class_names else [str(i) for i in range(n_classes)]
+    if len(names) != n_classes:
+        raise ConfigError(
+            f"datamodule.class_names has {len(names)} names but {path} has {n_classes} classes."
+        )
+    frame = pd.DataFrame(
+        {
+            "sample": [f"{s}_{i:05d}" for i, s in enumerate(split_names)],
+            "path": np.arange(len(images)),
+            "label": [tuple(int(v) for v in row) for row in labels]
+            if multilabel
+            else labels[:, 0].astype(int),
+            "split": split_names
+            if len(splits) == 3
+            else [s if s != "train" else None for s in split_names],
+        }
+    )
+    return SampleTable(frame, names, arrays=images, multilabel=multilabel)
+
+
+def _with_channels(images: np.ndarray, spatial_dims: int | str, path: Path) -> np.ndarray:
+    """Add a trailing channel axis where the layout has none (see :func:`npz_table`)."""
+    if spatial_dims == "auto":
+        if images.ndim == 3:
+            spatial_dims = 2
+        elif images.ndim == 4:
+            spatial_dims = 2 if images.shape[-1] <= 4 else 3
+        else:
+            spatial_dims = 3
+    has_channels = images.ndim == int(spatial_dims) + 2
+    if images.ndim not in (int(spatial_dims) + 1, int(spatial_dims) + 2):
+        raise DataError(
+            f"{path}: images of shape {images.shape} do not fit spatial_dims={spatial_dims}; "
+            "expected (N, H, W[, C]) for 2D or (N, D, H, W[, C]) for 3D."
+        )
+    return images if has_channels else images[..., None]
 
 
 def assign_splits(
@@ -191,6 +326,11 @@ def assign_splits(
             )
         share = fraction / remaining
         labels = frame.loc[candidates, "label"]
+        if isinstance(labels.iloc[0], tuple):
+            picked = _iterative_split(candidates, labels, share, seed, split, fraction)
+            frame.loc[picked, "split"] = split
+            remaining -= fraction
+            continue
         counts = labels.value_counts()
         stratify = labels if counts.min() >= 2 else None
         if stratify is None:
@@ -213,3 +353,19 @@ def assign_splits(
         frame.loc[picked, "split"] = split
         remaining -= fraction
     return frame
+
+
+def _iterative_split(candidates, labels, share: float, seed: int, split: str, fraction: float):
+    """Multi-label stratification (Sechidis et al. 2011, via iterative-stratification)."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    matrix = label_matrix(labels, multilabel=True)
+    n_pick = int(round(share * len(candidates)))
+    if n_pick < 1 or n_pick >= len(candidates):
+        raise DataError(
+            f"cannot draw a {split} split of {fraction:.0%} from {len(candidates)} samples. "
+            f"Lower datamodule.{split}_fraction or add samples."
+        )
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+    _, picked = next(splitter.split(np.zeros(len(matrix)), matrix))
+    return candidates[picked]
