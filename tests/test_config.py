@@ -53,10 +53,11 @@ def test_every_option_composes_and_validates(group: str) -> None:
 
 
 def test_datamodule_picks_its_default_augment_and_user_can_override() -> None:
-    assert composed().augment.transforms[0]._target_ == "albumentations.Affine"
-    names = [t._target_ for t in composed("datamodule=folder").augment.transforms]
+    assert composed().augment.image.transforms[0]._target_ == "albumentations.Affine"
+    names = [t._target_ for t in composed("datamodule=folder").augment.image.transforms]
     assert "albumentations.HorizontalFlip" in names and "albumentations.RandomRotate90" in names
-    assert not composed("augment=none").get("augment")
+    assert composed("datamodule=folder").augment.volume.flip_p == 0.5
+    assert not any(composed("augment=none").augment.values())
 
 
 def test_experiment_preset_overrides_groups() -> None:

@@ -119,3 +119,14 @@ def test_losses_are_differentiable() -> None:
 def test_balanced_weights_are_plain_floats_for_safe_checkpoints() -> None:
     weights = balanced_class_weights(np.array([0, 1, 1]), 2)
     assert all(type(w) is float for w in weights)
+
+
+def test_binary_single_output_weights_by_true_class() -> None:
+    logits = torch.tensor([[0.3], [-1.2], [2.0]])
+    target = torch.tensor([[1.0], [0.0], [1.0]])
+    s = 1 / (1 + np.exp(-logits.double().numpy()[:, 0]))
+    y = target.numpy()[:, 0]
+    bce = -(y * np.log(s) + (1 - y) * np.log(1 - s))
+    expected = np.mean(np.where(y == 1, 3.0, 0.5) * bce)
+    loss = CrossEntropyLoss("sigmoid", class_weights=[0.5, 3.0])(logits, target)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)

@@ -86,17 +86,38 @@ def _check_kwargs(cfg: DictConfig, group: str) -> None:
             )
 
 
+def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys still set to ``???``, found without resolving any interpolation."""
+    missing = []
+    for key in node:
+        if OmegaConf.is_missing(node, key):
+            missing.append(f"{prefix}{key}")
+        else:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_interpolation():
+                missing += _missing_keys(child, f"{prefix}{key}.")
+    return missing
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values of the composed config that would otherwise fail deep inside training."""
     from medclf.data.transforms import image_hw
     from medclf.models.backbones import get_spec
 
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = _missing_keys(cfg)
     if missing:
         raise ConfigError(
             "required value(s) not set: " + ", ".join(f"{key} (add {key}=...)" for key in missing)
         )
     spec = get_spec(cfg.backbone.name)
+    if spec.spatial_dims == 3:
+        volume = list(cfg.datamodule.get("volume_size") or [32, 32, 32])
+        if min(volume) < spec.min_size:
+            raise ConfigError(
+                f"datamodule.volume_size={volume} is too small for backbone "
+                f"{cfg.backbone.name}, which needs at least {spec.min_size} voxels per side."
+            )
+        return _validate_rest(cfg)
     size = cfg.datamodule.image_size
     try:
         height, width = image_hw(size if isinstance(size, int) else list(size))
@@ -110,6 +131,10 @@ def validate(cfg: DictConfig) -> None:
             f"which needs inputs of at least {spec.min_size} px; set "
             f"datamodule.image_size={spec.min_size} or larger, or choose another backbone."
         )
+    _validate_rest(cfg)
+
+
+def _validate_rest(cfg: DictConfig) -> None:
     activation = cfg.head.activation
     if activation not in ("auto", "softmax", "sigmoid"):
         raise ConfigError(
@@ -129,6 +154,65 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg, "datamodule.batch_size")
     if cfg.optimizer.lr <= 0:
         raise ConfigError(f"optimizer.lr={cfg.optimizer.lr} must be positive.")
+
+
+def resolve_task(head: dict, data_task: str, n_classes: int) -> tuple[str, str]:
+    """The model's task and output activation from the head config and the data.
+
+    multilabel data → sigmoid per label; ``head.n_outputs=1`` with two classes → ``binary``
+    (one sigmoid output, the probability of the second class); otherwise ``multiclass``.
+    """
+    n_outputs = head.get("n_outputs")
+    requested = head.get("activation", "auto")
+    if n_outputs == 1 and data_task != "multilabel":
+        if n_classes != 2:
+            raise ConfigError(
+                f"head.n_outputs=1 is for binary data (2 classes); the data has {n_classes} "
+                "classes. Leave head.n_outputs=null."
+            )
+        if requested == "softmax":
+            raise ConfigError(
+                "head.activation=softmax with head.n_outputs=1 always outputs 1; use sigmoid "
+                "or auto for a single binary output."
+            )
+        return "binary", "sigmoid"
+    if n_outputs not in (None, n_classes):
+        raise ConfigError(
+            f"head.n_outputs={n_outputs} but the data has {n_classes} classes; use null (one "
+            "output per class) or 1 for binary data."
+        )
+    return data_task, resolve_activation(requested, data_task)
+
+
+def check_model_fits_data(cfg: DictConfig, datamodule) -> None:
+    """Backbone dimensionality and metadata width must agree with the data."""
+    from medclf.models.backbones import get_spec
+
+    spec = get_spec(cfg.backbone.name)
+    if spec.spatial_dims != datamodule.spatial_dims:
+        kind = {2: "2D images", 3: "3D volumes"}
+        hint = (
+            "a 3d_* backbone (e.g. backbone=3d_resnet18)"
+            if datamodule.spatial_dims == 3
+            else ("a 2D backbone (e.g. backbone=resnet18)")
+        )
+        raise ConfigError(
+            f"backbone={cfg.backbone.name} takes {kind[spec.spatial_dims]} but the data holds "
+            f"{kind[datamodule.spatial_dims]}; choose {hint}."
+        )
+    wanted = cfg.head.get("meta_variables")
+    have = datamodule.meta_variables
+    if wanted and not have:
+        raise ConfigError(
+            f"head.meta_variables={wanted} but the data has no metadata; set "
+            "datamodule.meta_columns=[...] (datamodule=csv) or head.meta_variables=null."
+        )
+    if wanted and have and wanted != have:
+        raise ConfigError(
+            f"head.meta_variables={wanted} disagrees with datamodule.meta_columns, which "
+            f"encode to {have} variables ({', '.join(datamodule.meta_encoder.feature_names())}); "
+            "leave head.meta_variables=null to derive it."
+        )
 
 
 def resolve_activation(requested: str, task: str) -> str:

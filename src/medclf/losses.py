@@ -49,7 +49,10 @@ class ClassificationLoss(nn.Module):
         else:
             per_class = self.sigmoid_terms(logits, p)
         if self.class_weights is not None:
-            per_class = per_class * self.class_weights.to(per_class.dtype)
+            weights = self.class_weights.to(per_class.dtype)
+            if per_class.shape[1] == 1 and len(weights) == 2:  # one binary output: weight
+                weights = torch.where(p > 0.5, weights[1], weights[0])  # by the true class
+            per_class = per_class * weights
         per_sample = per_class.sum(dim=1) if self.activation == "softmax" else per_class.mean(1)
         return per_sample.mean()
 

@@ -1,7 +1,10 @@
 """torchmetrics collections with the platform's metric names (``{stage}/{name}``).
 
-Accuracy is the fraction of samples classified correctly (micro); precision, recall, F1
-and AUROC are macro-averaged over classes, as scikit-learn's ``average="macro"``.
+multiclass: accuracy is the fraction of samples classified correctly; precision, recall,
+F1 and AUROC are macro-averaged over classes (scikit-learn's ``average="macro"``).
+multilabel: accuracy is the fraction of correct (sample, label) decisions at ``threshold``;
+the others are macro-averaged over labels. binary (one sigmoid output): the positive class's
+precision, recall, F1 and AUROC (scikit-learn's ``average="binary"``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,11 @@ from collections.abc import Sequence
 
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
     MulticlassAccuracy,
     MulticlassAUROC,
     MulticlassF1Score,
@@ -44,7 +52,16 @@ def _factories(task: str, n: int, threshold: float):
             "f1": lambda avg: MultilabelF1Score(n, average=avg, **kw),
             "auroc": lambda avg: MultilabelAUROC(n, average=avg),
         }
-    raise ValueError(f"task must be multiclass or multilabel, got {task!r}")
+    if task == "binary":
+        kw = {"threshold": threshold}
+        return {
+            "accuracy": lambda avg: BinaryAccuracy(**kw),
+            "precision": lambda avg: BinaryPrecision(zero_division=0, **kw),
+            "recall": lambda avg: BinaryRecall(zero_division=0, **kw),
+            "f1": lambda avg: BinaryF1Score(zero_division=0, **kw),
+            "auroc": lambda avg: BinaryAUROC(),
+        }
+    raise ValueError(f"task must be multiclass, multilabel or binary, got {task!r}")
 
 
 def summary_metrics(
@@ -56,6 +73,7 @@ def summary_metrics(
 
 
 def per_class_metrics(task: str, n_classes: int, threshold: float = 0.5) -> MetricCollection:
-    """Per-class precision, recall and F1 (``average=None``: one value per class)."""
-    make = _factories(task, n_classes, threshold)
+    """Per-class precision, recall and F1 (``average=None``: one value per class). A binary
+    task is scored per class on its two-column probabilities [1 − p, p]."""
+    make = _factories("multiclass" if task == "binary" else task, n_classes, threshold)
     return MetricCollection({name: make[name](None) for name in PER_CLASS})

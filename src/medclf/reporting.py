@@ -22,29 +22,60 @@ log = logging.getLogger(__name__)
 
 
 def predictions_frame(
-    samples: np.ndarray, target: np.ndarray, probs: np.ndarray, class_names: list[str]
+    samples: np.ndarray,
+    target: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    task: str = "multiclass",
+    threshold: float = 0.5,
 ) -> pd.DataFrame:
-    """One row per sample: id, true and predicted class name, one probability per class."""
+    """One row per sample: id, true and predicted class name, one probability per class.
+
+    multiclass: the prediction is the most probable class. binary: the second class when
+    its probability exceeds ``threshold``. multilabel: ``label`` and ``prediction`` join
+    the names of the positive labels (probability above ``threshold``) with ``;``.
+    """
     names = np.asarray(class_names, dtype=object)
-    frame = pd.DataFrame(
-        {"sample": samples, "label": names[target], "prediction": names[probs.argmax(axis=1)]}
-    )
+    if task == "multilabel":
+        label = [";".join(names[row > 0.5]) for row in target]
+        prediction = [";".join(names[row > threshold]) for row in probs]
+    elif task == "binary":
+        label = names[target]
+        prediction = names[(probs[:, 1] > threshold).astype(int)]
+    else:
+        label = names[target]
+        prediction = names[probs.argmax(axis=1)]
+    frame = pd.DataFrame({"sample": samples, "label": label, "prediction": prediction})
     for i, name in enumerate(class_names):
         frame[f"prob_{name}"] = probs[:, i]
     return frame
 
 
-def per_class_report(frame: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
+def indicator(column: pd.Series, class_names: list[str]) -> np.ndarray:
+    """``;``-joined label names → a 0/1 matrix (N, C)."""
+    sets = [set(v.split(";")) if isinstance(v, str) and v else set() for v in column]
+    return np.array([[int(c in s) for c in class_names] for s in sets])
+
+
+def per_class_report(
+    frame: pd.DataFrame, class_names: list[str], task: str = "multiclass"
+) -> pd.DataFrame:
     """scikit-learn's classification report as a table (precision, recall, F1, support)."""
     from sklearn.metrics import classification_report
 
-    report = classification_report(
-        frame["label"],
-        frame["prediction"],
-        labels=class_names,
-        output_dict=True,
-        zero_division=0,
-    )
+    if task == "multilabel":
+        y, p = indicator(frame["label"], class_names), indicator(frame["prediction"], class_names)
+        report = classification_report(
+            y, p, target_names=class_names, output_dict=True, zero_division=0
+        )
+    else:
+        report = classification_report(
+            frame["label"],
+            frame["prediction"],
+            labels=class_names,
+            output_dict=True,
+            zero_division=0,
+        )
     report.pop("accuracy", None)  # a scalar, not a per-class row; logged as test/accuracy
     table = pd.DataFrame(report).T.rename(columns={"f1-score": "f1"})
     table["support"] = table["support"].astype(int)
@@ -62,11 +93,12 @@ class TestReport(Callback):
         outputs = getattr(pl_module, "test_predictions", None)
         if not trainer.is_global_zero or not outputs or trainer.datamodule is None:
             return
-        from sklearn.metrics import confusion_matrix
+        from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
 
-        from medclf.plots import confusion_matrix_figure, save_figure
+        from medclf.plots import confusion_matrix_figure, multilabel_confusion_figure, save_figure
 
         class_names = list(pl_module.class_names)
+        task, threshold = pl_module.task, float(pl_module.hparams.threshold)
         test = trainer.datamodule.split_frame("test")
         index = outputs["index"].numpy()
         frame = predictions_frame(
@@ -74,14 +106,23 @@ class TestReport(Callback):
             outputs["target"].numpy(),
             outputs["probs"].float().numpy(),
             class_names,
+            task,
+            threshold,
         )
         self.output_dir.mkdir(parents=True, exist_ok=True)
         files = [self.output_dir / "test_predictions.csv", self.output_dir / "per_class_report.csv"]
         frame.to_csv(files[0], index=False, float_format="%.9g")
-        per_class_report(frame, class_names).to_csv(files[1], float_format="%.6f")
-        counts = confusion_matrix(frame["label"], frame["prediction"], labels=class_names)
+        per_class_report(frame, class_names, task).to_csv(files[1], float_format="%.6f")
         files.append(self.output_dir / "confusion_matrix.png")
-        save_figure(confusion_matrix_figure(counts, class_names), files[-1])
+        if task == "multilabel":
+            matrices = multilabel_confusion_matrix(
+                indicator(frame["label"], class_names), indicator(frame["prediction"], class_names)
+            )
+            figure = multilabel_confusion_figure(matrices, class_names)
+        else:
+            counts = confusion_matrix(frame["label"], frame["prediction"], labels=class_names)
+            figure = confusion_matrix_figure(counts, class_names)
+        save_figure(figure, files[-1])
         for logger in mlflow_loggers(trainer.loggers):
             for path in files:
                 logger.log_artifact(path, "test")

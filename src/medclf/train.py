@@ -30,12 +30,15 @@ def _job() -> tuple[str, list[str]]:
 
 def build_model(cfg: DictConfig, datamodule) -> Any:
     """The LightningModule for this config and the (set up) datamodule's data."""
-    from medclf.config import resolve_activation
+    from medclf.config import check_model_fits_data, resolve_task
     from medclf.losses import balanced_class_weights
     from medclf.models.module import ClassificationModule
 
+    check_model_fits_data(cfg, datamodule)
     head = OmegaConf.to_container(cfg.head, resolve=True)
-    head["activation"] = resolve_activation(head["activation"], datamodule.task)
+    task, head["activation"] = resolve_task(head, datamodule.task, datamodule.n_classes)
+    head.pop("n_outputs", None)
+    head["meta_variables"] = datamodule.meta_variables
     loss = OmegaConf.to_container(cfg.loss, resolve=True)
     if loss.get("class_weights") == "balanced":
         loss["class_weights"] = balanced_class_weights(
@@ -57,8 +60,11 @@ def build_model(cfg: DictConfig, datamodule) -> Any:
         loss=loss,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-        task=datamodule.task,
+        task=task,
+        threshold=float(cfg.get("threshold", 0.5)),
         image_size=_plain(cfg.datamodule.image_size),
+        spatial_dims=datamodule.spatial_dims,
+        metadata=datamodule.meta_encoder.state() if datamodule.meta_encoder else None,
     )
 
 
@@ -101,8 +107,10 @@ def run(cfg: DictConfig) -> float | None:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    augment = hydra.utils.instantiate(cfg.augment) if cfg.get("augment") else None
-    datamodule = hydra.utils.instantiate(cfg.datamodule, augment=augment)
+    augment = {k: hydra.utils.instantiate(v) for k, v in (cfg.get("augment") or {}).items() if v}
+    datamodule = hydra.utils.instantiate(
+        cfg.datamodule, augment=augment.get("image"), volume_augment=augment.get("volume")
+    )
     datamodule.setup()
     model = build_model(cfg, datamodule)
 

@@ -52,9 +52,20 @@ MIA_NAMES = [
 ]
 
 
-def test_registry_has_the_mia_list_and_convnext() -> None:
+THREE_D = (
+    [f"3d_densenet{n}" for n in (121, 169, 201)]
+    + [f"3d_resnet{n}" for n in (18, 34, 50, 101, 152)]
+    + ["3d_seresnet50", "3d_seresnet101", "3d_seresnet152", "3d_seresnext50", "3d_seresnext101"]
+    + ["3d_senet154"]
+    + [f"3d_efficientnetb{i}" for i in range(8)]
+)
+
+
+def test_registry_has_the_mia_list_convnext_and_3d_networks() -> None:
     expected = set(MIA_NAMES) | {"convnext_tiny", "convnext_small", "convnext_base"}
-    assert set(BACKBONES) == expected
+    assert set(BACKBONES) == expected | set(THREE_D)
+    assert {n for n, s in BACKBONES.items() if s.spatial_dims == 3} == set(THREE_D)
+    assert all(BACKBONES[n].library == "monai" for n in THREE_D)
 
 
 def test_every_backbone_has_a_config_file() -> None:
@@ -64,7 +75,19 @@ def test_every_backbone_has_a_config_file() -> None:
         assert f"name: {name}\n" in text
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", sorted(THREE_D))
+def test_3d_backbone_forwards_a_volume_with_the_head(name: str) -> None:
+    """(2, C, 32, 32, 32) → 5-D feature map → the same head, pooling over three axes."""
+    backbone = Backbone(name, in_chans=1).eval()
+    head = ClassificationHead(backbone.num_features, n_labels=3).eval()
+    with torch.no_grad():
+        features = backbone(torch.rand(2, 1, 32, 32, 32))
+        logits = head(features)
+    assert features.ndim == 5 and features.shape[1] == backbone.num_features
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in BACKBONES.items() if s.spatial_dims == 2))
 def test_builds_and_forwards_at_minimum_size(name: str) -> None:
     """1- and 3-channel input at the minimum size → a spatial feature map → head logits."""
     size = BACKBONES[name].min_size

@@ -1,8 +1,8 @@
 """LightningDataModules: one per data source, sharing splitting, checks and loaders.
 
-``setup()`` is idempotent and does every check (paths, columns, decodable images, class
-counts) up front, so ``train.main`` calls it before building a model or an MLflow run: bad
-data fails before any training, with the file named.
+``setup()`` is idempotent and does every check (paths, columns, decodable images, channel
+counts, 2D/3D, class counts, metadata) up front, so ``train.main`` calls it before building
+a model or an MLflow run: bad data fails before any training, with the file named.
 """
 
 from __future__ import annotations
@@ -10,41 +10,72 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from medclf.data.io import convert_channels, read_image
-from medclf.data.sources import SampleTable, assign_splits, csv_table, digits_table, folder_table
-from medclf.data.transforms import build_transform, image_hw, seed_worker
+from medclf.data.io import convert_channels, read_image, to_unit_float
+from medclf.data.metadata import MetadataEncoder
+from medclf.data.sources import (
+    SampleTable,
+    assign_splits,
+    csv_table,
+    digits_table,
+    folder_table,
+    label_matrix,
+    npz_table,
+)
+from medclf.data.transforms import VolumeTransform, build_transform, image_hw, seed_worker
 from medclf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 
 class ImageDataset(Dataset):
-    """Samples of one split as ``{"image": (C, H, W) float, "target": int, "index": int}``."""
+    """One split as dicts: ``image`` (C, H, W) or (C, D, H, W) float, ``target`` (class index
+    or 0/1 vector), ``index`` (row of the split frame) and, with metadata, ``metadata``."""
 
-    def __init__(self, frame: pd.DataFrame, arrays, channels: int, transform) -> None:
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        arrays: np.ndarray | None,
+        channels: int,
+        transform,
+        targets: np.ndarray,
+        metadata: np.ndarray | None = None,
+        dicom_window: Any = None,
+    ) -> None:
         self.paths = frame["path"].tolist()
-        self.labels = frame["label"].to_numpy(dtype=np.int64)
+        self.targets = targets
         self.arrays = arrays
         self.channels = channels
         self.transform = transform
+        self.metadata = metadata
+        self.dicom_window = dicom_window
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def load(self, i: int) -> np.ndarray:
-        image = self.arrays[self.paths[i]] if self.arrays is not None else read_image(self.paths[i])
+        if self.arrays is not None:
+            image = to_unit_float(np.asarray(self.arrays[self.paths[i]]))
+        else:
+            image = read_image(self.paths[i], dicom_window=self.dicom_window)
         return convert_channels(image, self.channels)
 
     def __getitem__(self, i: int) -> dict:
-        image = self.transform(image=self.load(i))["image"]
-        return {"image": image, "target": int(self.labels[i]), "index": i}
+        item = {
+            "image": self.transform(image=self.load(i))["image"],
+            "target": torch.as_tensor(self.targets[i]),
+            "index": i,
+        }
+        if self.metadata is not None:
+            item["metadata"] = torch.from_numpy(self.metadata[i])
+        return item
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -59,14 +90,21 @@ class ClassificationDataModule(L.LightningDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         seed: int = 42,
-        augment=None,
+        augment: Any = None,
+        volume_augment: Any = None,
         verify_images: bool = True,
         pin_memory: bool = False,
         persistent_workers: bool = False,
         drop_last: bool = True,
+        spatial_dims: int | str = "auto",
+        volume_size: list[int] | None = None,
+        sampler: str | None = None,
+        meta_columns: list[str] | None = None,
+        meta_types: dict[str, str] | None = None,
+        dicom_window: Any = None,
     ) -> None:
         super().__init__()
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"datamodule.batch_size={batch_size!r} must be a positive integer.")
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ConfigError(f"datamodule.num_workers={num_workers!r} must be an integer >= 0.")
@@ -78,8 +116,8 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"datamodule.val_fraction + test_fraction = {val_fraction + test_fraction} "
                 "leaves nothing to train on; keep their sum below 1."
             )
-        if channels != "auto" and (not isinstance(channels, int) or channels not in (1, 3)):
-            raise ConfigError(f"datamodule.channels={channels!r}: use auto, 1 or 3.")
+        if channels != "auto" and (not isinstance(channels, int) or channels < 1):
+            raise ConfigError(f"datamodule.channels={channels!r}: use auto or a channel count.")
         try:
             height, width = image_hw(image_size)
         except (TypeError, ValueError):
@@ -89,21 +127,41 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"datamodule.image_size={image_size!r} must be a positive integer or a "
                 "[height, width] pair of them."
             )
+        if spatial_dims not in ("auto", 2, 3):
+            raise ConfigError(f"datamodule.spatial_dims={spatial_dims!r}: use auto, 2 or 3.")
+        volume_size = list(volume_size or [32, 32, 32])
+        if len(volume_size) != 3 or any(not isinstance(v, int) or v < 1 for v in volume_size):
+            raise ConfigError(
+                f"datamodule.volume_size={volume_size!r} must be three positive integers "
+                "[depth, height, width]."
+            )
+        if sampler not in (None, "none", "balanced"):
+            raise ConfigError(f"datamodule.sampler={sampler!r}: use null or balanced.")
         self.image_size = image_size
+        self.volume_size = volume_size
         self.requested_channels = channels
+        self.requested_spatial_dims = spatial_dims
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.seed = seed
         self.augment = augment
+        self.volume_augment = volume_augment
         self.verify_images = verify_images
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.drop_last = drop_last
+        self.sampler = None if sampler == "none" else sampler
+        self.meta_columns = list(meta_columns or [])
+        self.meta_types = dict(meta_types or {})
+        self.dicom_window = dicom_window
         self.table: SampleTable | None = None
         self.frame: pd.DataFrame | None = None
         self.channels: int | None = None
+        self.spatial_dims: int | None = None
+        self.meta_encoder: MetadataEncoder | None = None
+        self.metadata: np.ndarray | None = None
         self.datasets: dict[str, ImageDataset] = {}
 
     def load_table(self) -> SampleTable:
@@ -119,18 +177,32 @@ class ClassificationDataModule(L.LightningDataModule):
 
     @property
     def task(self) -> str:
-        return "multiclass"
+        """``multilabel`` when a sample may carry several labels, else ``multiclass``."""
+        return "multilabel" if self.table.multilabel else "multiclass"
+
+    @property
+    def meta_variables(self) -> int | None:
+        """Width of the encoded metadata (the head's ``meta_variables``), None without."""
+        return self.meta_encoder.width if self.meta_encoder is not None else None
 
     def split_frame(self, split: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == split].reset_index(drop=True)
 
+    def split_targets(self, split: str) -> np.ndarray:
+        return label_matrix(self.split_frame(split)["label"], self.table.multilabel)
+
     def train_labels(self) -> np.ndarray:
-        return self.split_frame("train")["label"].to_numpy()
+        return self.split_targets("train")
 
     def setup(self, stage: str | None = None) -> None:
         if self.frame is not None:
             return
         table = self.load_table()
+        if self.meta_columns and table.meta is None:
+            raise ConfigError(
+                f"datamodule.meta_columns={self.meta_columns} needs a table with those columns "
+                "(datamodule=csv); this data source has no metadata."
+            )
         frame = assign_splits(table.frame, self.val_fraction, self.test_fraction, self.seed)
         for split in ("train", "val", "test"):
             if not (frame["split"] == split).any():
@@ -141,7 +213,7 @@ class ClassificationDataModule(L.LightningDataModule):
                     else "the train split is empty."
                 )
         self.table = table
-        self.channels = self._check_images(frame, table.arrays)
+        self.channels, self.spatial_dims = self._check_images(frame, table.arrays)
         n_train = int((frame["split"] == "train").sum())
         if self.drop_last and n_train < self.batch_size:
             raise DataError(
@@ -149,54 +221,128 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"{self.batch_size} with datamodule.drop_last=true: no batch would be trained. "
                 "Lower the batch size or set datamodule.drop_last=false."
             )
+        if table.meta is not None and self.meta_columns:
+            meta = table.meta.loc[frame.index]
+            train = (frame["split"] == "train").to_numpy()
+            self.meta_encoder = MetadataEncoder.fit(meta, train, self.meta_types)
+            self.metadata = self.meta_encoder.transform(meta)
         self.frame = frame
         counts = frame["split"].value_counts()
         log.info(
-            "data: %d classes, %d channel(s); train %d, val %d, test %d samples",
+            "data: %d classes (%s), %dD, %d channel(s)%s; train %d, val %d, test %d samples",
             self.n_classes,
+            self.task,
+            self.spatial_dims,
             self.channels,
+            f", {self.meta_variables} metadata variables" if self.meta_encoder else "",
             counts.get("train", 0),
             counts.get("val", 0),
             counts.get("test", 0),
         )
         for split in ("train", "val", "test"):
-            augment = self.augment if split == "train" else None
+            mask = (frame["split"] == split).to_numpy()
             self.datasets[split] = ImageDataset(
                 self.split_frame(split),
                 table.arrays,
                 self.channels,
-                build_transform(self.image_size, augment, seed=self.seed),
+                self._transform(train=split == "train"),
+                self.split_targets(split),
+                self.metadata[mask] if self.metadata is not None else None,
+                self.dicom_window,
             )
 
-    def _check_images(self, frame: pd.DataFrame, arrays) -> int:
-        """Decode every image once (or a sample when verify_images=false); pick channels."""
+    def _transform(self, train: bool):
+        """Resize (+ train-split augmentation): albumentations for 2D, VolumeTransform for 3D."""
+        if self.spatial_dims == 3:
+            augment = self.volume_augment if train else None
+            return VolumeTransform(self.volume_size, augment, seed=self.seed)
+        return build_transform(self.image_size, self.augment if train else None, seed=self.seed)
+
+    def _check_images(self, frame: pd.DataFrame, arrays) -> tuple[int, int]:
+        """Decode every image once (a few when verify_images=false): channels and 2D/3D."""
         if arrays is not None:
-            found = {int(arrays.shape[-1])}
+            shapes = {(arrays.ndim - 2, int(arrays.shape[-1])): "the in-memory arrays"}
         else:
             paths = frame["path"].tolist()
             if not self.verify_images:
                 paths = paths[:16]
-            errors, found = [], set()
+            errors, shapes = [], {}
             with ThreadPoolExecutor(max_workers=4) as pool:
-                for result in pool.map(_probe, paths):
+                for path, result in zip(paths, pool.map(self._probe, paths), strict=True):
                     if isinstance(result, str):
                         errors.append(result)
                     else:
-                        found.add(result)
+                        shapes.setdefault(result, path)
             if errors:
                 more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
                 raise DataError(
                     f"{len(errors)} unreadable image(s):\n  " + "\n  ".join(errors[:5]) + more
                 )
-        if self.requested_channels != "auto":
-            return int(self.requested_channels)
-        return 3 if max(found) >= 3 else 1
+        dims = {d: path for (d, _), path in shapes.items()}
+        if len(dims) > 1:
+            raise DataError(
+                f"the data mixes 2D images (e.g. {dims[2]}) and 3D volumes (e.g. {dims[3]}); "
+                "keep one kind per data set (datamodule.spatial_dims selects which)."
+            )
+        (found_dims,) = dims
+        if self.requested_spatial_dims not in ("auto", found_dims):
+            raise DataError(
+                f"datamodule.spatial_dims={self.requested_spatial_dims} but the data is "
+                f"{found_dims}D; set datamodule.spatial_dims={found_dims} (or auto)."
+            )
+        return self._channels({c: path for (_, c), path in shapes.items()}), found_dims
 
-    def _loader(self, split: str, shuffle: bool, drop_last: bool = False) -> DataLoader:
+    def _channels(self, found: dict[int, str]) -> int:
+        """The channel count to use, given each count found with an example file."""
+        if self.requested_channels != "auto":
+            wanted = int(self.requested_channels)
+            for count, path in sorted(found.items()):
+                if count != wanted and count != 1 and not (count == 3 and wanted == 1):
+                    raise DataError(
+                        f"{path} has {count} channels, which cannot be converted to "
+                        f"datamodule.channels={wanted} (only 1 → N and 3 → 1 convert)."
+                    )
+            return wanted
+        if set(found) <= {1, 3} or len(found) == 1:
+            return max(found)
+        listed = ", ".join(f"{c} (e.g. {p})" for c, p in sorted(found.items()))
+        raise DataError(
+            f"images have different channel counts: {listed}; set datamodule.channels to the "
+            "count the model should see (1 and 3 convert, other counts must match)."
+        )
+
+    def _probe(self, path: str) -> tuple[int, int] | str:
+        try:
+            image = read_image(path, dicom_window=self.dicom_window)
+        except DataError as exc:
+            return str(exc)
+        return image.ndim - 1, int(image.shape[-1])
+
+    def _train_sampler(self) -> WeightedRandomSampler | None:
+        """``sampler=balanced``: draw samples with probability inverse to their class size
+        (multi-label: the mean inverse frequency of the sample's positive labels)."""
+        if self.sampler != "balanced":
+            return None
+        targets = self.split_targets("train")
+        if targets.ndim == 1:
+            counts = np.bincount(targets, minlength=self.n_classes)
+            weights = 1.0 / counts[targets]
+        else:
+            inverse = 1.0 / np.maximum(targets.sum(axis=0), 1)
+            positives = targets.sum(axis=1)
+            weights = np.where(
+                positives > 0, targets @ inverse / np.maximum(positives, 1), inverse.min()
+            )
+        return WeightedRandomSampler(
+            torch.as_tensor(weights, dtype=torch.double), num_samples=len(targets)
+        )
+
+    def _loader(self, split: str, shuffle: bool, drop_last: bool = False, sampler=None):
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -205,26 +351,15 @@ class ClassificationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, drop_last=self.drop_last)
+        return self._loader(
+            "train", shuffle=True, drop_last=self.drop_last, sampler=self._train_sampler()
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-
-def _probe(path: str) -> int | str:
-    try:
-        channels = int(read_image(path).shape[-1])
-    except DataError as exc:
-        return str(exc)
-    if channels not in (1, 3):
-        return (
-            f"{path}: {channels} channels; only greyscale or RGB(A) images are supported. "
-            "Convert it or remove it."
-        )
-    return channels
 
 
 class DigitsDataModule(ClassificationDataModule):
@@ -246,15 +381,18 @@ class FolderDataModule(ClassificationDataModule):
 
 
 class CsvDataModule(ClassificationDataModule):
-    """A CSV with an image-path column and a label column (and optionally a split column)."""
+    """A CSV with an image-path column and labels (one name column, ``;``-separated names
+    for multi-label, or several 0/1 ``label_columns``), optional split and metadata."""
 
     def __init__(
         self,
         csv_path: str | Path | None = None,
         image_dir: str | Path | None = None,
         image_column: str = "image",
-        label_column: str = "label",
+        label_column: str | None = "label",
         split_column: str | None = None,
+        label_columns: list[str] | None = None,
+        label_separator: str = ";",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -263,6 +401,8 @@ class CsvDataModule(ClassificationDataModule):
         self.image_column = image_column
         self.label_column = label_column
         self.split_column = split_column
+        self.label_columns = list(label_columns) if label_columns else None
+        self.label_separator = label_separator
 
     def load_table(self) -> SampleTable:
         return csv_table(
@@ -271,4 +411,21 @@ class CsvDataModule(ClassificationDataModule):
             self.image_column,
             self.label_column,
             self.split_column,
+            label_columns=self.label_columns,
+            label_separator=self.label_separator,
+            meta_columns=self.meta_columns,
         )
+
+
+class NpzDataModule(ClassificationDataModule):
+    """A MedMNIST-style ``.npz`` (train/val/test images and labels, 2D or 3D)."""
+
+    def __init__(
+        self, path: str | Path | None = None, class_names: list[str] | None = None, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.path = path
+        self.npz_class_names = list(class_names) if class_names else None
+
+    def load_table(self) -> SampleTable:
+        return npz_table(self.path, self.requested_spatial_dims, self.npz_class_names)

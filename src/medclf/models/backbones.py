@@ -1,7 +1,8 @@
-"""Backbone registry: a user-facing name → a timm model that yields its last spatial feature map.
+"""Backbone registry: a user-facing name → a network that yields its last spatial feature map.
 
-The table below is the one place that lists every backbone (the MIA list plus ConvNeXt from
-AUCMEDI). Each config file ``conf/backbone/NAME.yaml`` selects one row; the tests iterate it.
+The table below is the one place that lists every backbone: the MIA list plus ConvNeXt from
+AUCMEDI (2D, timm) and the ``3d_*`` volume networks (MONAI). Each config file
+``conf/backbone/NAME.yaml`` selects one row; the tests iterate it.
 Classifiers are removed (``num_classes=0``) and ``forward_features`` is used, so VGG keeps no
 fully connected layers (as MIA requires) and the classification head does the pooling.
 """
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 
 from medclf.errors import ConfigError, did_you_mean
+from medclf.models.monai3d import MIN_SIZE as MONAI_MIN_SIZE
+from medclf.models.monai3d import MONAI_BACKBONES
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,16 @@ BACKBONES: dict[str, BackboneSpec] = {
     "convnext_small": BackboneSpec("convnext_small"),
     "convnext_base": BackboneSpec("convnext_base"),
 }
+BACKBONES.update(
+    {
+        name: BackboneSpec(ident, min_size=MONAI_MIN_SIZE[name], spatial_dims=3, library="monai")
+        for name, ident in MONAI_BACKBONES.items()
+    }
+)
+
+
+def spec_id(name: str) -> str:
+    return get_spec(name).model_id
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -91,9 +104,14 @@ class Backbone(nn.Module):
         drop_path_rate: float | None = None,
     ) -> None:
         super().__init__()
+        spec = get_spec(name)
+        self.name = name
+        self.spec = spec
+        if spec.library == "monai":
+            self._init_monai(name, in_chans, pretrained, weights)
+            return
         import timm
 
-        spec = get_spec(name)
         if spec.model_id == "nasnetamobile":
             import medclf.models.nasnet  # noqa: F401  (registers the model with timm)
         kwargs: dict = {"num_classes": 0, "in_chans": int(in_chans)}
@@ -115,13 +133,40 @@ class Backbone(nn.Module):
                 f"{name} ({spec.model_id}). Set backbone.pretrained=false or give local "
                 "weights with backbone.weights=PATH."
             )
-        self.name = name
-        self.spec = spec
         self.model = timm.create_model(spec.model_id, pretrained=pretrained, **kwargs)
         self.num_features = int(self.model.num_features)
         self.pretrained_cfg = dict(getattr(self.model, "pretrained_cfg", {}) or {})
 
+    def _init_monai(self, name: str, in_chans: int, pretrained: bool, weights: str | None):
+        """A MONAI 3D network (random init, or a local MONAI state dict via ``weights``)."""
+        from medclf.models.monai3d import create_monai_backbone
+
+        if pretrained and not weights:
+            raise ConfigError(
+                f"backbone.pretrained=true: no pretrained weights are offered for {name}; "
+                "set backbone.pretrained=false or give a MONAI state dict with "
+                "backbone.weights=PATH."
+            )
+        self.model, self.num_features = create_monai_backbone(name, int(in_chans))
+        self.pretrained_cfg = {"mean": (0.5,), "std": (0.5,)}
+        if weights:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"backbone.weights={weights!r}: no such file.")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            own = self.model.state_dict()
+            usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+            if not usable:
+                raise ConfigError(
+                    f"backbone.weights={weights!r} holds no tensor of {name} (MONAI "
+                    f"{spec_id(name)}); is it a state dict of that network?"
+                )
+            self.model.load_state_dict(usable, strict=False)
+            log.info("loaded %d of %d tensors from %s", len(usable), len(own), path)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.library == "monai":
+            return self.model(x)
         return self.model.forward_features(x)
 
     def normalization(self, channels: int) -> tuple[list[float], list[float]]:

@@ -41,16 +41,21 @@ class ClassificationModule(L.LightningModule):
         task: str = "multiclass",
         threshold: float = 0.5,
         image_size: Any = None,
+        spatial_dims: int = 2,
+        metadata: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.class_names = list(class_names)
+        self.task = task
         n_classes = len(self.class_names)
         self.backbone = Backbone(in_chans=in_chans, **backbone)
         mean, std = self.backbone.normalization(in_chans)
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-        self.head = ClassificationHead(self.backbone.num_features, n_classes, **head)
+        shape = (1, -1) + (1,) * spatial_dims
+        self.register_buffer("mean", torch.tensor(mean).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(shape), persistent=False)
+        n_outputs = 1 if task == "binary" else n_classes
+        self.head = ClassificationHead(self.backbone.num_features, n_outputs, **head)
         loss_kwargs = {k: v for k, v in loss.items() if k != "name"}
         self.criterion = LOSSES[loss["name"]](activation=self.head.activation, **loss_kwargs)
         metrics = summary_metrics(task, n_classes, threshold=threshold)
@@ -62,20 +67,30 @@ class ClassificationModule(L.LightningModule):
         self.test_outputs: list[dict[str, torch.Tensor]] = []
         self.test_predictions: dict[str, torch.Tensor] | None = None
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone((image - self.mean) / self.std))
+    def forward(self, image: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for images (N, C, *spatial) in [0, 1], with metadata (N, M) if the head
+        has a metadata block."""
+        return self.head(self.backbone((image - self.mean) / self.std), metadata)
 
-    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        return self.head.activate(self(image))
+    def class_probabilities(self, probs: torch.Tensor) -> torch.Tensor:
+        """One probability per class name: a binary head's p becomes [1 − p, p]."""
+        return torch.cat([1 - probs, probs], dim=1) if self.task == "binary" else probs
 
     def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self(batch["image"])
+        """Loss, head probabilities (detached) and targets of a batch."""
+        logits = self(batch["image"], batch.get("metadata"))
         target = batch["target"]
-        return self.criterion(logits, target), self.head.activate(logits).detach(), target
+        loss_target = target.float()[:, None] if self.task == "binary" else target
+        loss = self.criterion(logits, loss_target)
+        return loss, self.head.activate(logits).detach(), target
+
+    def _scored(self, probs: torch.Tensor) -> torch.Tensor:
+        """What the summary metrics take: p for binary, the probability matrix otherwise."""
+        return probs[:, 0] if self.task == "binary" else probs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, probs, target = self.model_step(batch)
-        self.train_metrics.update(probs, target)
+        self.train_metrics.update(self._scored(probs), target.long())
         bs = len(target)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=bs)
@@ -83,15 +98,16 @@ class ClassificationModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, probs, target = self.model_step(batch)
-        self.val_metrics.update(probs, target)
+        self.val_metrics.update(self._scored(probs), target.long())
         bs = len(target)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=bs)
         self.log_dict(self.val_metrics, on_epoch=True, batch_size=bs)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         loss, probs, target = self.model_step(batch)
-        self.test_metrics.update(probs, target)
-        self.test_per_class.update(probs, target)
+        self.test_metrics.update(self._scored(probs), target.long())
+        probs = self.class_probabilities(probs)
+        self.test_per_class.update(probs, target.long())
         self.log("test/loss", loss, on_epoch=True, batch_size=len(target))
         self.log_dict(self.test_metrics, on_epoch=True, batch_size=len(target))
         self.test_outputs.append({"index": batch["index"], "target": target, "probs": probs})
