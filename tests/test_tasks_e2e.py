@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import class_image
 from PIL import Image
 
-from conftest import class_image
 from helpers import FAST, run_train, search_runs
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,9 @@ def multilabel_images(root: Path, n: int = 60) -> pd.DataFrame:
             rows_, cols = divmod(int(k), 2)
             image[rows_ * 12 : (rows_ + 1) * 12, cols * 12 : (cols + 1) * 12] += 150
         Image.fromarray(image).save(root / "img" / f"{i:03d}.png")
-        rows.append({"file": f"img/{i:03d}.png", **dict(zip(LABELS, present.astype(int)))})
+        rows.append(
+            {"file": f"img/{i:03d}.png", **dict(zip(LABELS, present.astype(int), strict=True))}
+        )
     return pd.DataFrame(rows)
 
 
@@ -147,3 +149,182 @@ def test_metadata_drives_the_prediction(tmp_path: Path) -> None:
     without = run_train(tmp_path / "plain", *common, "trainer.max_epochs=3")
     plain = finished(tmp_path / "plain", without)
     assert plain["metrics.test/accuracy"] <= 0.75
+
+
+def test_binary_single_sigmoid_output(tmp_path: Path, image_folder: Path) -> None:
+    """head.n_outputs=1 on two classes: one sigmoid output, binary metrics = sklearn's."""
+    import shutil
+
+    from sklearn import metrics
+
+    shutil.rmtree(image_folder / "normal")
+    result = run_train(
+        tmp_path,
+        "datamodule=folder",
+        f"datamodule.data_dir={image_folder}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=4",
+        "datamodule.num_workers=0",
+        "head.n_outputs=1",
+        *FAST,
+    )
+    run = finished(tmp_path, result)
+    frame = predictions(run)
+    p = frame["prob_malignant"].to_numpy()
+    assert np.allclose(frame["prob_benign"] + p, 1.0, atol=1e-6)
+    y = (frame["label"] == "malignant").astype(int)
+    pred = (p > 0.5).astype(int)
+    assert ((frame["prediction"] == "malignant").astype(int) == pred).all()
+    expected = {
+        "accuracy": metrics.accuracy_score(y, pred),
+        "precision": metrics.precision_score(y, pred, zero_division=0),
+        "recall": metrics.recall_score(y, pred, zero_division=0),
+        "f1": metrics.f1_score(y, pred, zero_division=0),
+        "auroc": metrics.roc_auc_score(y, p),
+    }
+    for name, value in expected.items():
+        assert run[f"metrics.test/{name}"] == pytest.approx(value, abs=1e-6), name
+
+
+def assert_multiclass_metrics(run: pd.Series) -> pd.DataFrame:
+    from sklearn import metrics
+
+    frame = predictions(run)
+    classes = [c[len("prob_") :] for c in frame.columns if c.startswith("prob_")]
+    y, p = frame["label"], frame["prediction"]
+    assert run["metrics.test/accuracy"] == pytest.approx(metrics.accuracy_score(y, p), abs=1e-6)
+    f1 = metrics.f1_score(y, p, average="macro", labels=classes, zero_division=0)
+    assert run["metrics.test/f1"] == pytest.approx(f1, abs=1e-6)
+    return frame
+
+
+def write_npz(path: Path, shape: tuple[int, ...], n_classes: int = 3) -> Path:
+    """A MedMNIST-layout file whose class sets the mean brightness of each image or volume."""
+    rng = np.random.default_rng(11)
+    arrays = {}
+    for split, n in (("train", 48), ("val", 12), ("test", 12)):
+        labels = np.arange(n) % n_classes
+        images = rng.integers(0, 80, (n, *shape)).astype(np.uint8)
+        images += (labels * 80).astype(np.uint8).reshape((n,) + (1,) * len(shape))
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
+    np.savez(path, **arrays)
+    return path
+
+
+def test_npz_2d(tmp_path: Path) -> None:
+    npz = write_npz(tmp_path / "organ.npz", (28, 28))
+    result = run_train(
+        tmp_path,
+        "datamodule=npz",
+        f"datamodule.path={npz}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.class_names=[liver,kidney,spleen]",
+        *FAST,
+    )
+    frame = assert_multiclass_metrics(finished(tmp_path, result))
+    assert len(frame) == 12 and set(frame["label"]) == {"liver", "kidney", "spleen"}
+
+
+def test_npz_3d_volumes_with_a_monai_backbone(tmp_path: Path) -> None:
+    npz = write_npz(tmp_path / "nodule3d.npz", (28, 28, 28))
+    result = run_train(
+        tmp_path,
+        "datamodule=npz",
+        f"datamodule.path={npz}",
+        "backbone=3d_resnet18",
+        "datamodule.volume_size=[16,16,16]",
+        "datamodule.batch_size=8",
+        "augment=default",
+        *FAST,
+    )
+    run = finished(tmp_path, result)
+    assert "3D, 1 channel(s)" in result.stdout
+    assert_multiclass_metrics(run)
+
+
+def test_2d_backbone_with_3d_data_is_a_config_error(tmp_path: Path) -> None:
+    npz = write_npz(tmp_path / "v.npz", (28, 28, 28))
+    result = run_train(
+        tmp_path, "datamodule=npz", f"datamodule.path={npz}", "datamodule.batch_size=8", *FAST
+    )
+    assert result.returncode == 2
+    assert "backbone=resnet18 takes 2D images but the data holds 3D volumes" in result.stderr
+    assert search_runs(tmp_path).empty
+
+
+def write_medical_folder(root: Path) -> Path:
+    """Two classes, each with a DICOM, a NIfTI slice and a 16-bit TIFF per sample."""
+    import nibabel as nib
+    import tifffile
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rng = np.random.default_rng(5)
+    for label, name in enumerate(("healthy", "lesion")):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(9):
+            image = class_image(label, rng).astype(np.uint16) * 200
+            meta = FileMetaDataset()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+            meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds = FileDataset(str(folder / f"ct_{i}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+            ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
+            ds.Modality, ds.PhotometricInterpretation = "CT", "MONOCHROME2"
+            ds.Rows, ds.Columns = image.shape
+            ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 16, 15
+            ds.PixelRepresentation, ds.RescaleSlope, ds.RescaleIntercept = 0, 1, -1024
+            ds.PixelData = image.tobytes()
+            ds.save_as(folder / f"ct_{i}.dcm", enforce_file_format=True)
+            nib.save(
+                nib.Nifti1Image(image.T.astype(np.float32), np.eye(4)), folder / f"mr_{i}.nii.gz"
+            )
+            tifffile.imwrite(folder / f"micro_{i}.tif", image)
+    return root
+
+
+def test_folder_of_dicom_nifti_and_16bit_tiff(tmp_path: Path) -> None:
+    data = write_medical_folder(tmp_path / "scans")
+    result = run_train(
+        tmp_path,
+        "datamodule=folder",
+        f"datamodule.data_dir={data}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        *FAST,
+    )
+    frame = assert_multiclass_metrics(finished(tmp_path, result))
+    suffixes = {Path(s).name.split(".", 1)[1] for s in frame["sample"]}
+    assert suffixes <= {"dcm", "nii.gz", "tif"} and len(frame) >= 6
+
+
+def test_four_channel_microscopy_keeps_its_channels(tmp_path: Path) -> None:
+    import tifffile
+
+    rng = np.random.default_rng(9)
+    for label, name in enumerate(("g1", "mitosis")):
+        (tmp_path / "cells" / name).mkdir(parents=True)
+        for i in range(12):
+            stack = np.stack([class_image(label, rng) for _ in range(4)]).astype(np.uint8)
+            tifffile.imwrite(
+                tmp_path / "cells" / name / f"{i}.tif",
+                stack,
+                photometric="minisblack",
+                metadata={"axes": "CYX"},
+            )
+    result = run_train(
+        tmp_path,
+        "datamodule=folder",
+        f"datamodule.data_dir={tmp_path / 'cells'}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=0",
+        "backbone=resnet18",
+        *FAST,
+    )
+    run = finished(tmp_path, result)
+    assert "4 channel(s)" in result.stdout
+    assert_multiclass_metrics(run)
