@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medclf.data.io import IMAGE_SUFFIXES, is_image_file
+from medclf.data.io import IMAGE_SUFFIXES, is_image_file, to_unit_float
 from medclf.errors import ConfigError, DataError, did_you_mean
 
 SPLITS = ("train", "val", "test")
@@ -187,8 +187,17 @@ def csv_table(
             "split": split.to_numpy() if split is not None else None,
         }
     )
-    meta = table[list(meta_columns)].replace(r"^\s*$", np.nan, regex=True) if meta_columns else None
+    meta = _metadata_frame(table, meta_columns) if meta_columns else None
     return SampleTable(frame, class_names, multilabel=multilabel, meta=meta)
+
+
+MISSING_MARKERS = {"", "na", "n/a", "nan", "null", "none", "?", "-"}
+
+
+def _metadata_frame(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Metadata cells stripped of spaces; blanks and common markers (NA, n/a, ?) → NaN."""
+    meta = table[list(columns)].apply(lambda col: col.str.strip())
+    return meta.mask(meta.apply(lambda col: col.str.lower().isin(MISSING_MARKERS)))
 
 
 def _csv_labels(csv_path, table, label_column, label_columns, separator):
@@ -227,6 +236,8 @@ def npz_table(
     Images are (N, H, W) grey, (N, H, W, C) with C <= 4, (N, D, H, W) volumes or
     (N, D, H, W, C); ``spatial_dims`` settles the (N, H, W, C) / (N, D, H, W) ambiguity.
     Labels (N,) or (N, 1) are class indices; (N, L) with L > 1 are multi-label 0/1.
+    Images other than uint8/uint16 are scaled to [0, 1] here, once for the whole file, so
+    every sample gets the same scale (per-sample scaling would depend on each sample's range).
     """
     if path in (None, "", "???"):
         raise ConfigError("datamodule.path is not set: datamodule.path=/path/to/data.npz")
@@ -234,8 +245,10 @@ def npz_table(
     if not path.is_file():
         raise DataError(f"datamodule.path={str(path)!r}: no such file.")
     try:
-        data = np.load(path, allow_pickle=False)
-        keys = set(data.files)
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+            wanted = {f"{s}_{kind}" for s in NPZ_SPLITS for kind in ("images", "labels")}
+            arrays = {key: data[key] for key in keys & wanted}
     except Exception as exc:
         raise DataError(f"{path}: cannot read as .npz ({type(exc).__name__}: {exc}).") from None
     splits = [s for s in NPZ_SPLITS if f"{s}_images" in keys]
@@ -248,7 +261,7 @@ def npz_table(
     for split in splits:
         if f"{split}_labels" not in keys:
             raise DataError(f"{path}: '{split}_images' has no matching '{split}_labels' array.")
-        x, y = data[f"{split}_images"], data[f"{split}_labels"]
+        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(x) != len(y):
             raise DataError(
                 f"{path}: {split}_images has {len(x)} samples but {split}_labels {len(y)}."
@@ -257,8 +270,11 @@ def npz_table(
         labels.append(y.reshape(len(y), -1) if y.ndim > 1 else y[:, None])
         split_names += [split] * len(x)
     images = _with_channels(np.concatenate(images), spatial_dims, path)
+    if not (images.dtype.kind == "b" or (images.dtype.kind == "u" and images.dtype.itemsize <= 2)):
+        images = to_unit_float(images)
     labels = np.concatenate(labels)
     multilabel = labels.shape[1] > 1
+    _check_npz_labels(labels, multilabel, path)
     n_classes = labels.shape[1] if multilabel else int(labels.max()) + 1
     names = list(class_names) if class_names else [str(i) for i in range(n_classes)]
     if len(names) != n_classes:
@@ -280,8 +296,23 @@ def npz_table(
     return SampleTable(frame, names, arrays=images, multilabel=multilabel)
 
 
+def _check_npz_labels(labels: np.ndarray, multilabel: bool, path: Path) -> None:
+    """Class indices must be integers >= 0; multi-label columns 0 or 1."""
+    try:
+        values = labels.astype(np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: labels must be numbers, found dtype {labels.dtype}.") from None
+    bad = ~np.isfinite(values) | (values != np.round(values)) | (values < 0)
+    if multilabel:
+        bad |= values > 1
+    if bad.any():
+        allowed = "0 or 1 per label (multi-label)" if multilabel else "class indices >= 0"
+        raise DataError(f"{path}: labels must be {allowed}; found {values[bad][0]:g}.")
+
+
 def _with_channels(images: np.ndarray, spatial_dims: int | str, path: Path) -> np.ndarray:
     """Add a trailing channel axis where the layout has none (see :func:`npz_table`)."""
+    requested = spatial_dims
     if spatial_dims == "auto":
         if images.ndim == 3:
             spatial_dims = 2
@@ -292,7 +323,7 @@ def _with_channels(images: np.ndarray, spatial_dims: int | str, path: Path) -> n
     has_channels = images.ndim == int(spatial_dims) + 2
     if images.ndim not in (int(spatial_dims) + 1, int(spatial_dims) + 2):
         raise DataError(
-            f"{path}: images of shape {images.shape} do not fit spatial_dims={spatial_dims}; "
+            f"{path}: images of shape {images.shape} do not fit spatial_dims={requested}; "
             "expected (N, H, W[, C]) for 2D or (N, D, H, W[, C]) for 3D."
         )
     return images if has_channels else images[..., None]
