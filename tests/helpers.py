@@ -18,7 +18,9 @@ FAST = (
 def run_train(root: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """``python train.py paths.root_dir=ROOT OVERRIDES`` in a subprocess (offline)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", COLUMNS="200")
-    command = [sys.executable, str(REPO / "train.py"), f"paths.root_dir={root}", *overrides]
+    flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: before the overrides
+    rest = [o for o in overrides if not o.startswith("-")]
+    command = [sys.executable, str(REPO / "train.py"), *flags, f"paths.root_dir={root}", *rest]
     return subprocess.run(
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -6,6 +6,7 @@ import torch, timm or mlflow.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -26,6 +27,28 @@ def _job() -> tuple[str, list[str]]:
 
     hydra_cfg = HydraConfig.get()
     return hydra_cfg.job.override_dirname or "default", list(hydra_cfg.overrides.task)
+
+
+def _run_tags(output_dir: Path, root_dir: str) -> dict[str, str]:
+    """MLflow tags of this run: overrides, run directory, git commit and, inside a
+    multirun, the sweep it belongs to (``sweep_id``, shared by all its jobs) and its number."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from medclf.tracking import git_commit
+
+    hydra_cfg = HydraConfig.get()
+    tags = {"overrides": " ".join(_job()[1]) or "(none)", "output_dir": str(output_dir)}
+    commit = git_commit(root_dir)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hydra_cfg.sweep.dir).resolve()
+        digest = hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:8]
+        tags["sweep_id"] = f"{sweep_dir.name}-{digest}"
+        tags["sweep_dir"] = str(sweep_dir)
+        tags["sweep_job"] = str(hydra_cfg.job.num)
+    return tags
 
 
 def build_model(cfg: DictConfig, datamodule) -> Any:
@@ -98,7 +121,7 @@ def run(cfg: DictConfig) -> float | None:
 
     from medclf.config import validate
     from medclf.reporting import TestReport
-    from medclf.tracking import flatten, git_commit, mlflow_loggers
+    from medclf.tracking import flatten, mlflow_loggers
 
     _tidy_lightning_logging()
     validate(cfg)
@@ -130,11 +153,7 @@ def run(cfg: DictConfig) -> float | None:
     try:
         for tracker in trackers:  # the MLflow run is created here, so inside the try
             tracker.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
-            tags = {"overrides": " ".join(_job()[1]) or "(none)", "output_dir": str(output_dir)}
-            commit = git_commit(cfg.paths.root_dir)
-            if commit:
-                tags["mlflow.source.git.commit"] = commit
-            for key, value in tags.items():
+            for key, value in _run_tags(output_dir, cfg.paths.root_dir).items():
                 tracker.experiment.set_tag(tracker.run_id, key, value)
         if cfg.train:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

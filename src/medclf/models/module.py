@@ -27,7 +27,10 @@ SCHEDULERS = {
 
 
 class ClassificationModule(L.LightningModule):
-    """Image (N, C, H, W) → logits (N, n_classes); probabilities via the head's activation."""
+    """Image (N, C, *spatial) [+ metadata] → logits; probabilities via the head's activation.
+
+    ``task`` is multiclass (softmax), multilabel (sigmoid per label) or binary (one sigmoid
+    output for the second class)."""
 
     def __init__(
         self,
