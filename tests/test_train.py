@@ -79,13 +79,21 @@ def test_default_run_logs_artifacts_and_tags_experiment(tmp_path: Path) -> None:
     experiment = client.get_experiment(run["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     top = {a.path for a in client.list_artifacts(run["run_id"])}
-    assert {"config.yaml", "checkpoints", "test"} <= top
+    assert {"config.yaml", "checkpoints", "test", "plots"} <= top
     test_files = {a.path for a in client.list_artifacts(run["run_id"], "test")}
     assert test_files == {
         "test/test_predictions.csv",
         "test/per_class_report.csv",
         "test/confusion_matrix.png",
+        "test/roc_curves.png",
+        "test/pr_curves.png",
     }
+    plots = {a.path for a in client.list_artifacts(run["run_id"], "plots")}
+    assert plots == {"plots/training_curves.png", "plots/history.csv"}
+    history = pd.read_csv(client.download_artifacts(run["run_id"], "plots/history.csv"))
+    assert list(history.columns) == ["epoch", "train/loss", "train/f1", "val/loss", "val/f1"]
+    val_f1 = [m.value for m in client.get_metric_history(run["run_id"], "val/f1")]
+    assert history["val/f1"].tolist() == pytest.approx(val_f1)
     (checkpoint,) = client.list_artifacts(run["run_id"], "checkpoints")
     assert checkpoint.path.endswith(".ckpt") and checkpoint.file_size > 1e6
     for key in (

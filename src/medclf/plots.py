@@ -90,3 +90,56 @@ def save_figure(fig: plt.Figure, path) -> None:
     """Write a figure to ``path`` and free it (figures otherwise accumulate in pyplot)."""
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _one_vs_rest(target: np.ndarray, probs: np.ndarray, task: str) -> np.ndarray:
+    """Targets as a 0/1 matrix matching ``probs`` (N, C), whatever the task."""
+    if task == "multilabel":
+        return (np.asarray(target) > 0.5).astype(int)
+    return np.eye(probs.shape[1], dtype=int)[np.asarray(target, dtype=int)]
+
+
+def roc_pr_figures(
+    target: np.ndarray, probs: np.ndarray, class_names: Sequence[str], task: str = "multiclass"
+) -> tuple[plt.Figure, plt.Figure]:
+    """ROC and precision-recall curves, one per class (one-vs-rest), with AUC and AP.
+
+    A binary task draws the positive (second) class only. Classes absent from the targets
+    have no curve.
+    """
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+    truth = _one_vs_rest(target, probs, task)
+    indices = [1] if task == "binary" else range(len(class_names))
+    roc, pr = plt.subplots(figsize=(5.5, 5)), plt.subplots(figsize=(5.5, 5))
+    for i in indices:
+        if truth[:, i].min() == truth[:, i].max():
+            continue
+        fpr, tpr, _ = roc_curve(truth[:, i], probs[:, i])
+        roc[1].plot(fpr, tpr, label=f"{class_names[i]} (AUC {auc(fpr, tpr):.3f})")
+        precision, recall, _ = precision_recall_curve(truth[:, i], probs[:, i])
+        ap = average_precision_score(truth[:, i], probs[:, i])
+        pr[1].plot(recall, precision, label=f"{class_names[i]} (AP {ap:.3f})")
+    roc[1].plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    roc[1].set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
+    pr[1].set(xlabel="recall", ylabel="precision", title="Precision-recall (test)")
+    for fig, ax in (roc, pr):
+        ax.set(xlim=(0, 1), ylim=(0, 1.02))
+        ax.legend(fontsize=7, loc="lower right" if ax is roc[1] else "lower left")
+        fig.tight_layout()
+    return roc[0], pr[0]
+
+
+def training_curves_figure(history: list[dict[str, float]]) -> plt.Figure:
+    """Loss and F1 per epoch, train and validation side by side."""
+    fig, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [row["epoch"] for row in history]
+    for ax, name in ((loss_ax, "loss"), (f1_ax, "f1")):
+        for stage, key in (("train", f"train/{name}"), ("val", f"val/{name}")):
+            values = [row.get(key, np.nan) for row in history]
+            if not np.all(np.isnan(values)):
+                ax.plot(epochs, values, marker="o", label=stage)
+        ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch")
+        ax.legend()
+    fig.tight_layout()
+    return fig

@@ -95,7 +95,12 @@ class TestReport(Callback):
             return
         from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
 
-        from medclf.plots import confusion_matrix_figure, multilabel_confusion_figure, save_figure
+        from medclf.plots import (
+            confusion_matrix_figure,
+            multilabel_confusion_figure,
+            roc_pr_figures,
+            save_figure,
+        )
 
         class_names = list(pl_module.class_names)
         task, threshold = pl_module.task, float(pl_module.hparams.threshold)
@@ -113,6 +118,12 @@ class TestReport(Callback):
         files = [self.output_dir / "test_predictions.csv", self.output_dir / "per_class_report.csv"]
         frame.to_csv(files[0], index=False, float_format="%.9g")
         per_class_report(frame, class_names, task).to_csv(files[1], float_format="%.6f")
+        roc, pr = roc_pr_figures(
+            outputs["target"].numpy(), outputs["probs"].float().numpy(), class_names, task
+        )
+        for name, figure in (("roc_curves.png", roc), ("pr_curves.png", pr)):
+            files.append(self.output_dir / name)
+            save_figure(figure, files[-1])
         files.append(self.output_dir / "confusion_matrix.png")
         if task == "multilabel":
             matrices = multilabel_confusion_matrix(
@@ -127,3 +138,35 @@ class TestReport(Callback):
             for path in files:
                 logger.log_artifact(path, "test")
         log.info("test report written to %s", self.output_dir)
+
+
+class TrainingCurves(Callback):
+    """Record loss and F1 (train and validation) per epoch; after fitting, write
+    ``training_curves.png`` and ``history.csv`` and log them to MLflow."""
+
+    KEYS = ("train/loss_epoch", "train/f1", "val/loss", "val/f1")
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = Path(output_dir)
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch}
+        for key in self.KEYS:
+            if key in metrics:
+                row[key.replace("_epoch", "")] = float(metrics[key])
+        self.history.append(row)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.history:
+            return
+        from medclf.plots import save_figure, training_curves_figure
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        files = [self.output_dir / "history.csv", self.output_dir / "training_curves.png"]
+        pd.DataFrame(self.history).to_csv(files[0], index=False)
+        save_figure(training_curves_figure(self.history), files[1])
+        for logger in mlflow_loggers(trainer.loggers):
+            for path in files:
+                logger.log_artifact(path, "plots")

@@ -120,7 +120,7 @@ def run(cfg: DictConfig) -> float | None:
     import lightning as L
 
     from medclf.config import validate
-    from medclf.reporting import TestReport
+    from medclf.reporting import TestReport, TrainingCurves
     from medclf.tracking import flatten, mlflow_loggers
 
     _tidy_lightning_logging()
@@ -141,7 +141,8 @@ def run(cfg: DictConfig) -> float | None:
         if node is not None and "run_name" in node and node.run_name is None:
             node.run_name = _job()[0]
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks")) + [TestReport(output_dir)]
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    callbacks += [TestReport(output_dir), TrainingCurves(output_dir / "plots")]
     if not loggers:  # LearningRateMonitor refuses to run without a logger to write to
         from lightning.pytorch.callbacks import LearningRateMonitor
 
