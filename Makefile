@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 5000
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup train test test-fast lint format ui clean
+.PHONY: setup train test test-fast lint format ui report clean
 
 # torch/torchvision first, pinned: this machine serves these wheels from its own disk.
 $(STAMP): pyproject.toml
@@ -39,6 +39,10 @@ format: $(STAMP)
 # The MLflow dashboard over the default store, bound to 127.0.0.1 only.
 ui: $(STAMP)
 	$(BIN)/python -m medclf.ui --port $(PORT)
+
+# Compare an experiment's runs in the terminal: make report [EXPERIMENT=medclf]
+report: $(STAMP)
+	$(BIN)/python -m medclf.report $(EXPERIMENT)
 
 clean:
 	rm -rf logs .pytest_cache .ruff_cache

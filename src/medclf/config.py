@@ -15,6 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from medclf.errors import ConfigError, did_you_mean
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+# ``${cwd:}``: the directory the command runs in. Unlike ``${hydra:runtime.cwd}`` it also
+# resolves before Hydra has set up a job (a multirun's sweep directory is resolved then).
+if not OmegaConf.has_resolver("cwd"):
+    OmegaConf.register_new_resolver("cwd", lambda: str(Path.cwd()))
 _GROUP_OVERRIDE = re.compile(r"^[+~]{0,2}(?P<group>[a-z_]+)(@[\w.]+)?=(?P<value>[^=]*)$")
 
 

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def confusion_matrix_figure(counts: np.ndarray, class_names: Sequence[str]) -> plt.Figure:
@@ -140,6 +141,7 @@ def training_curves_figure(history: list[dict[str, float]]) -> plt.Figure:
             if not np.all(np.isnan(values)):
                 ax.plot(epochs, values, marker="o", label=stage)
         ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     fig.tight_layout()
     return fig
