@@ -21,3 +21,28 @@ def test_per_class_report_equals_sklearn() -> None:
     np.testing.assert_allclose(table.loc[["a", "b", "c"], "f1"], f)
     assert table.loc[["a", "b", "c"], "support"].tolist() == support.tolist()
     assert list(table.index) == ["a", "b", "c", "macro avg", "weighted avg"]
+
+
+def test_confusion_figures_show_row_rates_and_counts() -> None:
+    from medclf.plots import confusion_matrix_figure, multilabel_confusion_figure
+
+    counts = np.array([[3, 1], [0, 0]])
+    texts = [t.get_text() for t in confusion_matrix_figure(counts, ["a", "b"]).axes[0].texts]
+    assert texts == ["0.75\n(3)", "0.25\n(1)", "0.00\n(0)", "0.00\n(0)"]
+    grid = multilabel_confusion_figure(np.array([[[5, 0], [1, 1]]] * 5), list("vwxyz"))
+    visible = [ax for ax in grid.axes if ax.get_visible() and ax.axison]
+    assert [ax.get_title() for ax in visible] == list("vwxyz")
+    assert visible[0].texts[2].get_text() == "0.50\n(1)"
+
+
+def test_roc_pr_figures_one_curve_per_present_class() -> None:
+    from medclf.plots import roc_pr_figures
+
+    rng = np.random.default_rng(1)
+    target = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    probs = rng.dirichlet(np.ones(3), len(target))
+    roc, pr = roc_pr_figures(target, probs, ["a", "b", "c"])
+    assert len(roc.axes[0].get_lines()) == 4  # 3 classes + the chance diagonal
+    assert len(pr.axes[0].get_lines()) == 3
+    roc_b, _ = roc_pr_figures(target % 2, np.c_[1 - probs[:, 0], probs[:, 0]], ["n", "p"], "binary")
+    assert [t.get_text() for t in roc_b.axes[0].get_legend().get_texts()][0].startswith("p (AUC")

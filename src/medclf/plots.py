@@ -12,11 +12,32 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
+def _row_rates(counts: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (0 for an empty row)."""
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts, dtype=float), where=totals > 0)
+
+
+def _annotate(ax: plt.Axes, rates: np.ndarray, counts: np.ndarray, fontsize: int) -> None:
+    """Write "rate (count)" in every cell, white on dark cells."""
+    for i in range(rates.shape[0]):
+        for j in range(rates.shape[1]):
+            color = "white" if rates[i, j] > 0.5 else "black"
+            ax.text(
+                j,
+                i,
+                f"{rates[i, j]:.2f}\n({counts[i, j]})",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=fontsize,
+            )
+
+
 def confusion_matrix_figure(counts: np.ndarray, class_names: Sequence[str]) -> plt.Figure:
     """Row-normalised confusion matrix (recall per true class), each cell also giving counts."""
     counts = np.asarray(counts)
-    totals = counts.sum(axis=1, keepdims=True)
-    rates = np.divide(counts, totals, out=np.zeros_like(counts, dtype=float), where=totals > 0)
+    rates = _row_rates(counts)
     n = len(class_names)
     size = max(4.0, 0.6 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size * 0.9))
@@ -33,18 +54,7 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: Sequence[str]) -> p
     )
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                color = "white" if rates[i, j] > 0.5 else "black"
-                ax.text(
-                    j,
-                    i,
-                    f"{rates[i, j]:.2f}\n({counts[i, j]})",
-                    ha="center",
-                    va="center",
-                    color=color,
-                    fontsize=7,
-                )
+        _annotate(ax, rates, counts, fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -56,8 +66,7 @@ def multilabel_confusion_figure(matrices: np.ndarray, class_names: Sequence[str]
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), squeeze=False)
     for ax, counts, name in zip(axes.flat, matrices, class_names, strict=False):
-        totals = counts.sum(axis=1, keepdims=True)
-        rates = np.divide(counts, totals, out=np.zeros((2, 2)), where=totals > 0)
+        rates = _row_rates(counts)
         ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
         ax.set(
             xticks=[0, 1],
@@ -68,18 +77,7 @@ def multilabel_confusion_figure(matrices: np.ndarray, class_names: Sequence[str]
             xlabel="predicted",
             ylabel="true",
         )
-        for i in range(2):
-            for j in range(2):
-                color = "white" if rates[i, j] > 0.5 else "black"
-                ax.text(
-                    j,
-                    i,
-                    f"{rates[i, j]:.2f}\n({counts[i, j]})",
-                    ha="center",
-                    va="center",
-                    color=color,
-                    fontsize=8,
-                )
+        _annotate(ax, rates, counts, fontsize=8)
     for ax in axes.flat[n:]:
         ax.axis("off")
     fig.suptitle("Confusion matrix per label (normalised)")
