@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 5000
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup train test test-fast lint format ui report clean
+.PHONY: setup train test test-fast lint format ui mlflow-server report clean
 
 # torch/torchvision first, pinned: this machine serves these wheels from its own disk.
 $(STAMP): pyproject.toml
@@ -38,6 +38,11 @@ format: $(STAMP)
 
 # The MLflow dashboard over the default store, bound to 127.0.0.1 only.
 ui: $(STAMP)
+	$(BIN)/python -m medclf.ui --port $(PORT)
+
+# A tracking server on 127.0.0.1 (SQLite backend, the default store) for parallel sweeps:
+#   python train.py -m hydra/launcher=joblib logger.mlflow.tracking_uri=http://127.0.0.1:5000 ...
+mlflow-server: $(STAMP)
 	$(BIN)/python -m medclf.ui --port $(PORT)
 
 # Compare an experiment's runs in the terminal: make report [EXPERIMENT=medclf]

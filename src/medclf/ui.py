@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: the MLflow server did not start on {HOST}:{port}", file=sys.stderr)
             process.terminate()
             return 1
-        print(f"\nMLflow dashboard ({uri}):\n  {runs_url(port, experiment_id)}\n", flush=True)
+        print(
+            f"\nMLflow dashboard ({uri}):\n  {runs_url(port, experiment_id)}\n"
+            f"tracking URI: http://{HOST}:{port}  (logger.mlflow.tracking_uri=...)\n",
+            flush=True,
+        )
         return process.wait()
     except KeyboardInterrupt:
         process.terminate()
