@@ -107,6 +107,7 @@ def test_default_run_logs_artifacts_and_tags_experiment(tmp_path: Path) -> None:
         "test/accuracy",
     ):
         assert f"metrics.{key}" in run, key
+    assert_logged_model_predicts_like_the_test(client, run)
     assert run["params.datamodule.image_size"] == "32"
     assert run["params.optimizer.lr"] == "0.001"
 
@@ -204,3 +205,21 @@ def test_same_seed_same_metrics_on_cpu(tmp_path: Path) -> None:
         (csv,) = root.glob("logs/runs/*/test/test_predictions.csv")
         frames.append(pd.read_csv(csv))
     pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def assert_logged_model_predicts_like_the_test(client, run: pd.Series) -> None:
+    """mlflow.pyfunc loads the logged model; on the test images it gives the probabilities
+    of test_predictions.csv (same weights: the best checkpoint)."""
+    import mlflow
+
+    from medclf.data.datamodule import DigitsDataModule
+
+    model = mlflow.pyfunc.load_model(run["tags.model_uri"])
+    assert model.metadata.signature is not None
+    datamodule = DigitsDataModule(image_size=32, seed=42)
+    datamodule.setup()
+    images = np.stack([datamodule.datasets["test"][i]["image"].numpy() for i in range(8)])
+    probs = model.predict(images)
+    frame = pd.read_csv(client.download_artifacts(run["run_id"], "test/test_predictions.csv"))
+    expected = frame[[f"prob_{c}" for c in range(10)]].to_numpy()[:8]
+    np.testing.assert_allclose(probs, expected, atol=1e-5)

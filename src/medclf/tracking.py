@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.loggers import MLFlowLogger
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,14 @@ class MLflowRunLogger(MLFlowLogger):
         artifact_location: str | None = None,
         run_name: str | None = None,
         tags: Mapping[str, Any] | None = None,
+        save_model: bool = True,
         **kwargs: Any,
     ) -> None:
         db = sqlite_path(tracking_uri or "")
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
         ensure_experiment(tracking_uri, experiment_name, artifact_location)
+        self.save_model = save_model
         super().__init__(
             experiment_name=experiment_name,
             tracking_uri=tracking_uri,
@@ -113,3 +116,40 @@ def git_commit(directory: str | Path) -> str | None:
 def mlflow_loggers(loggers) -> list[MLflowRunLogger]:
     """The MLflow loggers among a trainer's loggers."""
     return [lg for lg in loggers if isinstance(lg, MLflowRunLogger)]
+
+
+class ProbabilityModel(torch.nn.Module):
+    """What ``log_model`` saves: images in [0, 1] (N, C, *spatial) → one probability per
+    class, so ``mlflow.pyfunc.load_model(...).predict(images)`` needs nothing else."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        probs = self.module.head.activate(self.module(image))
+        return self.module.class_probabilities(probs)
+
+
+def log_model(tracker: MLflowRunLogger, module, example: torch.Tensor) -> str:
+    """Log ``module`` (image-only models) with a signature and an input example; returns
+    the model URI, also set as the run's ``model_uri`` tag."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    model = ProbabilityModel(module).cpu().eval()
+    example = example[:1].cpu().float()
+    with torch.no_grad():
+        output = model(example).numpy()
+    mlflow.set_tracking_uri(tracker._tracking_uri)
+    with mlflow.start_run(run_id=tracker.run_id):  # the caller sets the final status after
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example.numpy(), output),
+            input_example=example.numpy(),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "medclf"],
+            serialization_format="pickle",  # torch.export would fix the batch size
+        )
+    tracker.experiment.set_tag(tracker.run_id, "model_uri", info.model_uri)
+    return info.model_uri

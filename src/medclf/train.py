@@ -121,7 +121,7 @@ def run(cfg: DictConfig) -> float | None:
 
     from medclf.config import validate
     from medclf.reporting import TestReport, TrainingCurves
-    from medclf.tracking import flatten, mlflow_loggers
+    from medclf.tracking import flatten, log_model, mlflow_loggers
 
     _tidy_lightning_logging()
     validate(cfg)
@@ -166,6 +166,9 @@ def run(cfg: DictConfig) -> float | None:
             tracker.log_artifact(output_dir / "config.yaml")
             if checkpoint:
                 tracker.log_artifact(checkpoint, "checkpoints")
+            if tracker.save_model and datamodule.meta_variables is None:
+                example = datamodule.datasets["test"][0]["image"][None]
+                log_model(tracker, model, example)
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
         status = "KILLED"
