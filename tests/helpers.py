@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,3 +43,35 @@ def search_runs(root: Path, experiment: str = "medclf"):
         return pd.DataFrame()
     mlflow.set_tracking_uri(tracking_uri(root))
     return mlflow.search_runs(experiment_names=[experiment])
+
+
+@contextlib.contextmanager
+def ui_server(root: Path):
+    """``python -m medclf.ui --port 0`` (what make ui / make mlflow-server run) over ROOT's
+    store; yields (dashboard link match with groups port and experiment id, tracking URI)
+    once the server answers, and stops it by its process group afterwards."""
+    env = dict(os.environ, MEDCLF_ROOT=str(root), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medclf.ui", "--port", "0"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        link = uri = None
+        deadline = time.monotonic() + 120
+        while uri is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+            link = link or re.search(r"http://127\.0\.0\.1:(\d+)/#/experiments/(\w+)/runs", line)
+            found = re.search(r"tracking URI: (http://127\.0\.0\.1:\d+)", line)
+            uri = found.group(1) if found else None
+        assert link and uri, "the MLflow server did not start"
+        yield link, uri
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, tracking_uri
+from helpers import tracking_uri, ui_server
 from medclf.tracking import ensure_experiment
 
 pytestmark = pytest.mark.slow
 
 
 def test_ui_serves_the_store_and_prints_the_runs_link(tmp_path: Path) -> None:
-    env = dict(os.environ, MEDCLF_ROOT=str(tmp_path), PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "medclf.ui", "--port", "0"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        link = None
-        deadline = time.monotonic() + 120
-        while link is None and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                break
-            link = re.search(r"http://127\.0\.0\.1:(\d+)/#/experiments/(\w+)/runs", line)
-        assert link, "no dashboard link printed"
+    with ui_server(tmp_path) as (link, _):
         port, experiment_id = link.groups()
         assert experiment_id == ensure_experiment(tracking_uri(tmp_path), "medclf")
         url = (
@@ -52,6 +28,3 @@ def test_ui_serves_the_store_and_prints_the_runs_link(tmp_path: Path) -> None:
         assert tags["mlflow.experimentKind"] == "custom_model_development"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as reply:
             assert reply.status == 200
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)

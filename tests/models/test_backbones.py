@@ -151,3 +151,16 @@ def test_normalization_follows_backbone_and_channels() -> None:
     mean1, std1 = Backbone("resnet18", in_chans=1).normalization(1)
     assert mean1 == pytest.approx([(0.485 + 0.456 + 0.406) / 3])
     assert get_spec("inceptionv3").min_size == 75
+
+
+def test_monai_local_weights_load_and_foreign_files_are_refused(tmp_path) -> None:
+    source = Backbone("3d_resnet18", in_chans=1)
+    path = tmp_path / "monai.pth"
+    torch.save(source.model.state_dict(), path)
+    loaded = Backbone("3d_resnet18", in_chans=1, weights=str(path))
+    torch.testing.assert_close(loaded.model.state_dict(), source.model.state_dict())
+    torch.save({"unrelated": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ConfigError, match=r"holds no tensor of 3d_resnet18 \(MONAI resnet18\)"):
+        Backbone("3d_resnet18", in_chans=1, weights=str(tmp_path / "other.pth"))
+    with pytest.raises(ConfigError, match="no pretrained weights are offered"):
+        Backbone("3d_resnet18", pretrained=True)

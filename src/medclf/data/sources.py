@@ -51,6 +51,16 @@ def _natural_sorted(values) -> list[str]:
     return values
 
 
+def _required_file(value: str | Path | None, key: str, example: str) -> Path:
+    """The file a ``datamodule.KEY`` names: ConfigError when unset, DataError when missing."""
+    if value in (None, "", "???"):
+        raise ConfigError(f"datamodule.{key} is not set: datamodule.{key}={example}")
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise DataError(f"datamodule.{key}={str(path)!r}: no such file.")
+    return path
+
+
 def digits_table() -> SampleTable:
     """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes, 0–16 ink)."""
     from sklearn.datasets import load_digits
@@ -126,11 +136,7 @@ def csv_table(
     Labels: one ``label_column`` of class names (multi-label when a value holds
     ``label_separator``, e.g. ``effusion;nodule``), or several ``label_columns`` of 0/1.
     """
-    if csv_path in (None, "", "???"):
-        raise ConfigError("datamodule.csv_path is not set: datamodule.csv_path=/path/to/labels.csv")
-    csv_path = Path(csv_path).expanduser()
-    if not csv_path.is_file():
-        raise DataError(f"datamodule.csv_path={str(csv_path)!r}: no such file.")
+    csv_path = _required_file(csv_path, "csv_path", "/path/to/labels.csv")
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except Exception as exc:
@@ -225,9 +231,6 @@ def _csv_labels(csv_path, table, label_column, label_columns, separator):
     return class_names, names.map(index).astype(int).to_numpy(), False
 
 
-NPZ_SPLITS = {"train": "train", "val": "val", "test": "test"}
-
-
 def npz_table(
     path: str | Path, spatial_dims: int | str = "auto", class_names: list[str] | None = None
 ) -> SampleTable:
@@ -239,19 +242,15 @@ def npz_table(
     Images other than uint8/uint16 are scaled to [0, 1] here, once for the whole file, so
     every sample gets the same scale (per-sample scaling would depend on each sample's range).
     """
-    if path in (None, "", "???"):
-        raise ConfigError("datamodule.path is not set: datamodule.path=/path/to/data.npz")
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"datamodule.path={str(path)!r}: no such file.")
+    path = _required_file(path, "path", "/path/to/data.npz")
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)
-            wanted = {f"{s}_{kind}" for s in NPZ_SPLITS for kind in ("images", "labels")}
+            wanted = {f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")}
             arrays = {key: data[key] for key in keys & wanted}
     except Exception as exc:
         raise DataError(f"{path}: cannot read as .npz ({type(exc).__name__}: {exc}).") from None
-    splits = [s for s in NPZ_SPLITS if f"{s}_images" in keys]
+    splits = [s for s in SPLITS if f"{s}_images" in keys]
     if "train" not in splits:
         raise DataError(
             f"{path}: no 'train_images' array (found {sorted(keys)}); the MedMNIST layout has "

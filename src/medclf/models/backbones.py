@@ -77,10 +77,6 @@ BACKBONES.update(
 )
 
 
-def spec_id(name: str) -> str:
-    return get_spec(name).model_id
-
-
 def get_spec(name: str) -> BackboneSpec:
     """Look a backbone up by its user-facing name, suggesting the closest on a typo."""
     try:
@@ -159,7 +155,7 @@ class Backbone(nn.Module):
             if not usable:
                 raise ConfigError(
                     f"backbone.weights={weights!r} holds no tensor of {name} (MONAI "
-                    f"{spec_id(name)}); is it a state dict of that network?"
+                    f"{self.spec.model_id}); is it a state dict of that network?"
                 )
             self.model.load_state_dict(usable, strict=False)
             log.info("loaded %d of %d tensors from %s", len(usable), len(own), path)
