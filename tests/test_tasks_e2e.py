@@ -149,9 +149,35 @@ def test_metadata_drives_the_prediction(tmp_path: Path) -> None:
         accuracy_score(frame["label"], frame["prediction"]), abs=1e-6
     )
     assert "8 metadata variables" in with_meta.stdout  # age, bmi, bmi_missing, sex x2, site x3
+    assert_pyfunc_equals_checkpoint(run)
     without = run_train(tmp_path / "plain", *common, "trainer.max_epochs=3")
     plain = finished(tmp_path / "plain", without)
     assert plain["metrics.test/accuracy"] <= 0.75
+
+
+def assert_pyfunc_equals_checkpoint(run: pd.Series) -> None:
+    """The logged metadata model (a pyfunc taking {"image", "metadata"}) gives the logged
+    checkpoint's probabilities on the same inputs, shaped as its signature says."""
+    import mlflow
+    import torch
+
+    from medclf.models.module import ClassificationModule
+
+    model = mlflow.pyfunc.load_model(run["tags.model_uri"])
+    shapes = {spec.name: spec.shape for spec in model.metadata.signature.inputs.inputs}
+    assert set(shapes) == {"image", "metadata"} and shapes["metadata"][1:] == (8,)
+    rng = np.random.default_rng(0)
+    inputs = {k: rng.random((5, *shape[1:])).astype(np.float32) for k, shape in shapes.items()}
+    client = mlflow.MlflowClient()
+    (checkpoint,) = client.list_artifacts(run["run_id"], "checkpoints")
+    path = client.download_artifacts(run["run_id"], checkpoint.path)
+    module = ClassificationModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        logits = module.eval()(
+            torch.from_numpy(inputs["image"]), torch.from_numpy(inputs["metadata"])
+        )
+        expected = module.class_probabilities(module.head.activate(logits)).numpy()
+    np.testing.assert_allclose(model.predict(inputs), expected, atol=1e-5)
 
 
 def test_binary_single_sigmoid_output(tmp_path: Path, image_folder: Path) -> None:

@@ -126,30 +126,69 @@ class ProbabilityModel(torch.nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        probs = self.module.head.activate(self.module(image))
+    def forward(self, image: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        probs = self.module.head.activate(self.module(image, metadata))
         return self.module.class_probabilities(probs)
 
 
-def log_model(tracker: MLflowRunLogger, module, example: torch.Tensor) -> str:
-    """Log ``module`` (image-only models) with a signature and an input example; returns
-    the model URI, also set as the run's ``model_uri`` tag."""
+def log_model(
+    tracker: MLflowRunLogger, module, example: torch.Tensor, metadata: torch.Tensor | None = None
+) -> str:
+    """Log ``module`` with a signature and an input example; returns the model URI, also set
+    as the run's ``model_uri`` tag. Image-only models use ``mlflow.pytorch``; models with a
+    metadata block a pyfunc taking ``{"image", "metadata"}`` (medclf.pyfunc)."""
+    import tempfile
+
     import mlflow
     from mlflow.models import infer_signature
 
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", "medclf"]
     model = ProbabilityModel(module).cpu().eval()
     example = example[:1].cpu().float()
-    with torch.no_grad():
-        output = model(example).numpy()
     mlflow.set_tracking_uri(tracker._tracking_uri)
     with mlflow.start_run(run_id=tracker.run_id):  # the caller sets the final status after
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example.numpy(), output),
-            input_example=example.numpy(),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "medclf"],
-            serialization_format="pickle",  # torch.export would fix the batch size
-        )
+        if metadata is None:
+            with torch.no_grad():
+                output = model(example).numpy()
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=infer_signature(example.numpy(), output),
+                input_example=example.numpy(),
+                pip_requirements=requirements,
+                serialization_format="pickle",  # torch.export would fix the batch size
+            )
+        else:
+            from medclf.pyfunc import MetadataModel, save_weights
+
+            inputs = {"image": example.numpy(), "metadata": metadata[:1].cpu().float().numpy()}
+            with torch.no_grad():
+                output = model(example, torch.from_numpy(inputs["metadata"])).numpy()
+            with tempfile.TemporaryDirectory() as tmp:
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=MetadataModel(),
+                    artifacts={"weights": str(save_weights(module.cpu(), Path(tmp)))},
+                    signature=infer_signature(inputs, output),
+                    input_example=inputs,
+                    pip_requirements=requirements,
+                )
     tracker.experiment.set_tag(tracker.run_id, "model_uri", info.model_uri)
     return info.model_uri
+
+
+def sweep_job_runs(tracking_uri: str, experiment_name: str, sweep_dir: str, job: int) -> list:
+    """The MLflow runs of job ``job`` of the multirun in ``sweep_dir`` (tags ``sweep_dir``
+    and ``sweep_job`` set by train.py), newest first; an interrupted job may have several."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    quoted = str(sweep_dir).replace("'", "\\'")
+    return client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.sweep_dir = '{quoted}' and tags.sweep_job = '{job}'",
+        order_by=["attributes.start_time DESC"],
+    )

@@ -166,9 +166,15 @@ def run(cfg: DictConfig) -> float | None:
             tracker.log_artifact(output_dir / "config.yaml")
             if checkpoint:
                 tracker.log_artifact(checkpoint, "checkpoints")
-            if tracker.save_model and datamodule.meta_variables is None:
-                example = datamodule.datasets["test"][0]["image"][None]
-                log_model(tracker, model, example)
+            if tracker.save_model:
+                example = datamodule.datasets["test"][0]
+                metadata = example.get("metadata")
+                log_model(
+                    tracker,
+                    model,
+                    example["image"][None],
+                    None if metadata is None else metadata[None],
+                )
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
         status = "KILLED"
@@ -221,10 +227,15 @@ def _summary(trainer, trackers, output_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     try:
         return run(cfg)
     except MedclfError as exc:
         log.error("%s", exc)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweeper records this job as failed and applies its failure policy
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

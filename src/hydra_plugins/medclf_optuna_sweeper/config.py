@@ -1,0 +1,70 @@
+"""Structured configs of the medclf Optuna sweeper and its samplers.
+
+The keys follow hydra-optuna-sweeper's (``sampler``, ``direction``, ``storage``,
+``study_name``, ``n_trials``, ``n_jobs``, ``max_failure_rate``, ``params``,
+``custom_search_space``), so its documentation applies; see medclf.search for what differs.
+
+No ``from __future__ import annotations`` and typing's ``Optional``: Hydra loads plugin
+modules outside sys.modules, where dataclasses need real types, and OmegaConf reads these.
+"""
+# ruff: noqa: UP006, UP035, UP045
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class TPESamplerConfig:
+    """optuna.samplers.TPESampler: random for ``n_startup_trials``, then TPE."""
+
+    _target_: str = "optuna.samplers.TPESampler"
+    _partial_: bool = True  # built by the sweeper, reseeded when a study resumes
+    seed: Optional[int] = None
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    multivariate: bool = False
+    group: bool = False
+    constant_liar: bool = True
+
+
+@dataclass
+class RandomSamplerConfig:
+    """optuna.samplers.RandomSampler."""
+
+    _target_: str = "optuna.samplers.RandomSampler"
+    _partial_: bool = True
+    seed: Optional[int] = None
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.medclf_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    sampler: Any = MISSING
+    # maximize | minimize | null (minimize when optimized_metric names a loss, else maximize)
+    direction: Optional[str] = None
+    # An Optuna storage URL (sqlite:///PATH.db); null keeps the study in memory (no resume).
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+    # Trials the study should hold when done, counting those finished in earlier sessions.
+    n_trials: int = 20
+    # Trials launched at once (a batch; parallel with hydra/launcher=joblib).
+    n_jobs: int = 1
+    # Fraction of failed trials in a batch above which the sweep stops.
+    max_failure_rate: float = 0.0
+    # Search space in Hydra's override grammar: KEY: choice(a,b) | interval(lo,hi) |
+    # tag(log, interval(lo,hi)) | range(start,stop,step) | a fixed value.
+    params: Optional[Dict[str, str]] = None
+    # Dotted path of a function (cfg, trial) -> None that suggests conditional parameters.
+    custom_search_space: Optional[str] = None
+
+
+store = ConfigStore.instance()
+store.store(group="hydra/sweeper", name="medclf_optuna", node=OptunaSweeperConf, provider="medclf")
+store.store(group="hydra/sweeper/sampler", name="tpe", node=TPESamplerConfig, provider="medclf")
+store.store(
+    group="hydra/sweeper/sampler", name="random", node=RandomSamplerConfig, provider="medclf"
+)

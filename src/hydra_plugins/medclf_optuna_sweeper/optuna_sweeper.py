@@ -1,0 +1,26 @@
+"""The Hydra Sweeper class; the work is done by medclf.search.OptunaSearch (imported lazily)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class OptunaSweeper(Sweeper):
+    """Run an Optuna study, one Hydra job per trial, resumable from its storage."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from medclf.search import OptunaSearch
+
+        self.search = OptunaSearch(**kwargs)
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> None:
+        return self.search.sweep(arguments)

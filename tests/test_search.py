@@ -1,0 +1,211 @@
+"""The resumable Optuna search (medclf.search, hydra/sweeper=medclf_optuna)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from helpers import FAST, REPO, search_runs
+from medclf.config import CONF_DIR
+from medclf.errors import ConfigError
+from medclf.search import (
+    default_direction,
+    focal_gamma,
+    override_value,
+    search_space,
+    session_lock,
+)
+
+
+def test_search_space_maps_the_sweep_grammar_to_optuna_distributions() -> None:
+    space, fixed = search_space(
+        [
+            "optimizer.lr=tag(log, interval(1e-4, 1e-2))",
+            "head.dropout=interval(0.1, 0.5)",
+            "datamodule.batch_size=range(16, 129, 16)",
+            "loss.gamma=range(0.5, 2.0, 0.5)",
+            "backbone=choice(resnet18, mobilenetv2)",
+            "head.fcl_dropout=choice(true, false)",
+            "trainer.max_epochs=3",
+        ]
+    )
+    assert space["optimizer.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert space["head.dropout"] == FloatDistribution(0.1, 0.5)
+    # Hydra's range excludes its stop; Optuna's high is the last value Hydra would give.
+    assert space["datamodule.batch_size"] == IntDistribution(16, 128, step=16)
+    assert space["loss.gamma"] == FloatDistribution(0.5, 1.5, step=0.5)
+    assert space["backbone"] == CategoricalDistribution(["resnet18", "mobilenetv2"])
+    assert space["head.fcl_dropout"] == CategoricalDistribution([True, False])
+    assert fixed == {"trainer.max_epochs": "3"}
+
+
+def test_a_later_override_replaces_the_configured_one() -> None:
+    space, fixed = search_space(["backbone=choice(resnet18, mobilenetv2)", "backbone=resnet18"])
+    assert "backbone" not in space and fixed == {"backbone": "resnet18"}
+    space, fixed = search_space(["loss=ce", "loss=choice(ce, focal)"])
+    assert "loss" in space and not fixed
+
+
+def test_values_are_written_back_in_hydra_grammar() -> None:
+    assert [override_value(v) for v in (True, False, None, 0.5, "focal")] == [
+        "true",
+        "false",
+        "null",
+        "0.5",
+        "focal",
+    ]
+
+
+def test_direction_follows_the_metric() -> None:
+    assert default_direction("val/f1") == "maximize"
+    assert default_direction("val/auroc") == "maximize"
+    assert default_direction("val/loss") == "minimize"
+
+
+@pytest.mark.parametrize(
+    ("searched_loss", "fixed_loss", "default_loss", "searched"),
+    [
+        ("focal", None, "ce", True),
+        ("ce", None, "ce", False),
+        (None, "focal", "ce", True),  # loss=focal given on the command line
+        (None, None, "focal", True),  # the composed config's loss
+        (None, None, "ce", False),
+    ],
+)
+def test_focal_gamma_is_searched_only_with_the_focal_loss(
+    searched_loss: str | None, fixed_loss: str | None, default_loss: str, searched: bool
+) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = {"loss": CategoricalDistribution([searched_loss])} if searched_loss else {}
+    trial = study.ask(space)
+    trial.set_user_attr("fixed_params", {"loss": fixed_loss} if fixed_loss else {})
+    focal_gamma(OmegaConf.create({"loss": {"name": default_loss}}), trial)
+    assert ("loss.gamma" in trial.params) is searched
+    if searched:
+        assert 0.5 <= trial.params["loss.gamma"] <= 5.0
+
+
+def test_a_second_session_on_the_same_sweep_is_refused(tmp_path: Path) -> None:
+    refused = pytest.raises(ConfigError, match=r"another sweep \(pid \d+\)")
+    with session_lock(tmp_path), refused, session_lock(tmp_path):
+        pass
+    with session_lock(tmp_path):  # released: the next session may start
+        pass
+
+
+def test_the_preset_keeps_the_study_in_the_sweep_directory(tmp_path: Path) -> None:
+    overrides = ["hparams_search=optuna", f"paths.root_dir={tmp_path}"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides, return_hydra_config=True)
+        named = compose("train", [*overrides, "hydra.sweeper.study_name=cells"], True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("medclf_optuna_sweeper.optuna_sweeper.OptunaSweeper")
+    assert cfg.hydra.mode.name == "MULTIRUN"  # -m is optional
+    # One directory per study name, the same for every invocation: the command resumes.
+    assert cfg.hydra.sweep.dir == f"{tmp_path}/logs/optuna/medclf"
+    assert sweeper.storage == f"sqlite:///{tmp_path}/logs/optuna/medclf/optuna.db"
+    assert named.hydra.sweeper.storage == f"sqlite:///{tmp_path}/logs/optuna/cells/optuna.db"
+    assert sweeper.direction is None
+    assert cfg.optimized_metric == "val/f1"
+    assert set(sweeper.params) == {
+        "optimizer.lr",
+        "optimizer.weight_decay",
+        "backbone",
+        "loss",
+        "head.fcl_dropout",
+        "datamodule.batch_size",
+    }
+    assert sweeper.custom_search_space == "medclf.search.focal_gamma"
+
+
+def _search_command(root: Path) -> list[str]:
+    return [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "hparams_search=optuna",
+        f"paths.root_dir={root}",
+        "hydra.sweeper.study_name=resume",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        "backbone=resnet18",
+        "datamodule.batch_size=32",
+        *FAST,
+    ]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", COLUMNS="200")
+
+
+def _wait_for_run_of_job(root: Path, job: str, process: subprocess.Popen) -> None:
+    """Wait until job ``job`` has an MLflow run. The stores are read only once the job's
+    directory exists: earlier, the test and the search would both create their tables."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the search ended before it could be interrupted"
+        if (root / "logs/optuna/resume" / job).is_dir():
+            runs = search_runs(root)
+            if job in set(runs.get("tags.sweep_job", [])):
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"job {job} never started")
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_to_n_trials_not_more(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/logs/optuna/resume/optuna.db"
+    first = subprocess.Popen(
+        _search_command(tmp_path),
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_run_of_job(tmp_path, "2", first)  # trials 0 and 1 are done, 2 is training
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    before = optuna.load_study(study_name="resume", storage=storage).trials
+    assert [t.state.name for t in before] == ["COMPLETE", "COMPLETE", "RUNNING"]
+
+    second = subprocess.run(
+        _search_command(tmp_path), cwd=REPO, env=_env(), capture_output=True, text=True
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 finished trial(s) kept, 1 interrupted to run again, 1 new (n_trials=4)" in (
+        second.stderr + second.stdout
+    )
+
+    study = optuna.load_study(study_name="resume", storage=storage)
+    assert len(study.trials) == 4  # not 2 + 4
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    for old, new in zip(before, study.trials, strict=False):
+        assert new.params == old.params  # kept, and trial 2 rerun with its own parameters
+    assert [t.value for t in study.trials[:2]] == [t.value for t in before[:2]]
+
+    runs = search_runs(tmp_path)
+    killed = runs[runs["status"] == "KILLED"]
+    assert list(killed["tags.sweep_job"]) == ["2"]  # the interrupted attempt, closed
+    finished = runs[runs["status"] == "FINISHED"]
+    assert sorted(finished["tags.optuna_trial"]) == ["0", "1", "2", "3"]
+    assert set(finished["tags.optuna_study"]) == {"resume"}
+    best = finished[finished["tags.optuna_best"] == "true"]
+    assert list(best["tags.optuna_trial"]) == [str(study.best_trial.number)]
+    assert best["metrics.val/f1"].iloc[0] == pytest.approx(study.best_value, abs=1e-6)
+
+    results = (tmp_path / "logs/optuna/resume/optimization_results.yaml").read_text()
+    assert f"best_trial: {study.best_trial.number}" in results
+    assert f"best_mlflow_run_id: {best['run_id'].iloc[0]}" in results
