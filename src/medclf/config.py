@@ -159,6 +159,21 @@ def _validate_rest(cfg: DictConfig) -> None:
     _positive_int(cfg, "datamodule.batch_size")
     if cfg.optimizer.lr <= 0:
         raise ConfigError(f"optimizer.lr={cfg.optimizer.lr} must be positive.")
+    _check_sync_batchnorm(cfg)
+
+
+def _check_sync_batchnorm(cfg: DictConfig) -> None:
+    import torch
+
+    trainer = cfg.get("trainer") or {}
+    on_gpu = trainer.get("accelerator") in ("gpu", "cuda") or (
+        trainer.get("accelerator") == "auto" and torch.cuda.is_available()
+    )
+    if trainer.get("sync_batchnorm") and not on_gpu:
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm is CUDA-only); "
+            "set trainer.sync_batchnorm=false to train DDP on CPU processes."
+        )
 
 
 def resolve_task(head: dict, data_task: str, n_classes: int) -> tuple[str, str]:

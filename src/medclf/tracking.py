@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class MLflowRunLogger(MLFlowLogger):
         db = sqlite_path(tracking_uri or "")
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-        ensure_experiment(tracking_uri, experiment_name, artifact_location)
+        if rank_zero_only.rank == 0:  # DDP ranks > 0 log nothing (and must not race here)
+            ensure_experiment(tracking_uri, experiment_name, artifact_location)
         self.save_model = save_model
         super().__init__(
             experiment_name=experiment_name,

@@ -118,7 +118,9 @@ def _tidy_lightning_logging() -> None:
 def run(cfg: DictConfig) -> float | None:
     """Train and test as configured; returns the best ``cfg.optimized_metric`` value."""
     import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
 
+    from medclf import distributed
     from medclf.config import validate
     from medclf.reporting import TestReport, TrainingCurves
     from medclf.tracking import flatten, log_model, mlflow_loggers
@@ -127,7 +129,11 @@ def run(cfg: DictConfig) -> float | None:
     validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank == 0:  # also what DDP children of a multirun job start from
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    digest = distributed.config_hash(cfg)
+    distributed.install()
+    ddp_environment = distributed.ddp_environment()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     augment = {k: hydra.utils.instantiate(v) for k, v in (cfg.get("augment") or {}).items() if v}
@@ -142,7 +148,11 @@ def run(cfg: DictConfig) -> float | None:
             node.run_name = _job()[0]
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    callbacks += [TestReport(output_dir), TrainingCurves(output_dir / "plots")]
+    callbacks += [
+        TestReport(output_dir),
+        TrainingCurves(output_dir / "plots"),
+        distributed.ConfigFingerprint(digest, output_dir),
+    ]
     if not loggers:  # LearningRateMonitor refuses to run without a logger to write to
         from lightning.pytorch.callbacks import LearningRateMonitor
 
@@ -162,7 +172,7 @@ def run(cfg: DictConfig) -> float | None:
         if cfg.test:
             ckpt = checkpoint if cfg.train else cfg.get("ckpt_path")
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-        for tracker in trackers:
+        for tracker in trackers if trainer.is_global_zero else []:
             tracker.log_artifact(output_dir / "config.yaml")
             if checkpoint:
                 tracker.log_artifact(checkpoint, "checkpoints")
@@ -182,7 +192,9 @@ def run(cfg: DictConfig) -> float | None:
     finally:
         for tracker in trackers:
             tracker.end_run(status)
-    _summary(trainer, trackers, output_dir)
+        distributed.release(ddp_environment)
+    if trainer.is_global_zero:
+        _summary(trainer, trackers, output_dir)
     return _best(trainer, cfg.get("optimized_metric"))
 
 
@@ -248,3 +260,7 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     _hydra_main()
+
+
+if __name__ == "__main__":  # python -m medclf.train: how DDP children of a multirun job start
+    main()

@@ -30,6 +30,7 @@ from medclf.data.sources import (
     npz_table,
 )
 from medclf.data.transforms import VolumeTransform, build_transform, image_hw, seed_worker
+from medclf.distributed import eval_sampler
 from medclf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -356,10 +357,10 @@ class ClassificationDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val", shuffle=False, sampler=eval_sampler(self.datasets["val"]))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", shuffle=False, sampler=eval_sampler(self.datasets["test"]))
 
 
 class DigitsDataModule(ClassificationDataModule):

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from medclf.distributed import gather_objects
 from medclf.losses import CrossEntropyLoss, FocalLoss, KLDivergenceLoss
 from medclf.metrics import per_class_metrics, summary_metrics
 from medclf.models.backbones import Backbone
@@ -103,7 +104,7 @@ class ClassificationModule(L.LightningModule):
         loss, probs, target = self.model_step(batch)
         self.val_metrics.update(self._scored(probs), target.long())
         bs = len(target)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log_dict(self.val_metrics, on_epoch=True, batch_size=bs)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
@@ -111,7 +112,7 @@ class ClassificationModule(L.LightningModule):
         self.test_metrics.update(self._scored(probs), target.long())
         probs = self.class_probabilities(probs)
         self.test_per_class.update(probs, target.long())
-        self.log("test/loss", loss, on_epoch=True, batch_size=len(target))
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(target), sync_dist=True)
         self.log_dict(self.test_metrics, on_epoch=True, batch_size=len(target))
         self.test_outputs.append({"index": batch["index"], "target": target, "probs": probs})
 
@@ -123,11 +124,16 @@ class ClassificationModule(L.LightningModule):
             for class_name, value in zip(self.class_names, values, strict=True):
                 self.log(f"test/{name}_{class_name}", value)
         self.test_per_class.reset()
-        self.test_predictions = {
-            key: torch.cat([o[key] for o in self.test_outputs]).cpu()
-            for key in ("index", "target", "probs")
-        }
+        keys = ("index", "target", "probs")
+        local = {k: torch.cat([o[k] for o in self.test_outputs]).cpu() for k in keys}
+        parts = [p for p in gather_objects(local if self.test_outputs else None) if p]
         self.test_outputs.clear()
+        if not parts:
+            self.test_predictions = None
+            return
+        merged = {k: torch.cat([p[k] for p in parts]) for k in keys}  # every rank's share
+        order = torch.argsort(merged["index"])
+        self.test_predictions = {k: v[order] for k, v in merged.items()}
 
     def configure_optimizers(self) -> Any:
         opt_cfg = dict(self.hparams.optimizer)
