@@ -81,11 +81,14 @@ def install() -> None:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """SHA-256 of the resolved config, without the run directory (under torchrun each rank
-    names its own; Lightning uses rank 0's for checkpoints)."""
+    """SHA-256 of the resolved config with the run directory written as ``<run dir>``
+    (under torchrun each rank names its own; Lightning uses rank 0's for checkpoints)."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.get("paths", {}).pop("output_dir", None)
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
+    text = json.dumps(plain, sort_keys=True, default=str)
+    run_dir = (plain.get("paths") or {}).get("output_dir")
+    if run_dir:
+        text = text.replace(json.dumps(str(run_dir))[1:-1], "<run dir>")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class ConfigFingerprint(Callback):

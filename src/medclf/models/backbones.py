@@ -132,6 +132,29 @@ class Backbone(nn.Module):
         self.model = timm.create_model(spec.model_id, pretrained=pretrained, **kwargs)
         self.num_features = int(self.model.num_features)
         self.pretrained_cfg = dict(getattr(self.model, "pretrained_cfg", {}) or {})
+        self._drop_unused(int(in_chans))
+
+    def _drop_unused(self, in_chans: int) -> None:
+        """Parameters ``forward_features`` never uses (VGG's 4096-wide pre-logits MLP,
+        ConvNeXt's head norm) would fill memory and the optimizer and make DDP fail on
+        unused parameters: a dry backward pass finds them; whole unused submodules are
+        replaced by Identity, stray parameters frozen."""
+        size = self.spec.min_size
+        was_training = self.model.training
+        self.model.eval()  # no BatchNorm statistics updated by the probe
+        self.model.forward_features(torch.zeros(1, in_chans, size, size)).float().sum().backward()
+        self.model.train(was_training)
+        unused = {n for n, p in self.model.named_parameters() if p.grad is None}
+        self.model.zero_grad(set_to_none=True)
+        if not unused:
+            return
+        for name, child in list(self.model.named_children()):
+            names = [n for n, _ in child.named_parameters(prefix=name)]
+            if names and all(n in unused for n in names):
+                setattr(self.model, name, torch.nn.Identity())
+        for name, param in self.model.named_parameters():
+            if name in unused:
+                param.requires_grad_(False)
 
     def _init_monai(self, name: str, in_chans: int, pretrained: bool, weights: str | None):
         """A MONAI 3D network (random init, or a local MONAI state dict via ``weights``)."""
