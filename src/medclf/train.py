@@ -146,7 +146,8 @@ def run(cfg: DictConfig) -> float | None:
     for node in (cfg.get("logger") or {}).values():
         if node is not None and "run_name" in node and node.run_name is None:
             node.run_name = _job()[0]
-    loggers = _instantiate_all(cfg.get("logger"))
+    # DDP ranks > 0 log nothing; not even opening the store (concurrent table creation).
+    loggers = _instantiate_all(cfg.get("logger")) if rank_zero_only.rank == 0 else []
     callbacks = _instantiate_all(cfg.get("callbacks"))
     callbacks += [
         TestReport(output_dir),
