@@ -131,6 +131,15 @@ class ProbabilityModel(torch.nn.Module):
         return self.module.class_probabilities(probs)
 
 
+def _eager():
+    """Run a ``model.compile=true`` module without compiling it again (for one example on the
+    CPU); the pickled model holds no compiled code either way."""
+    import contextlib
+
+    set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    return set_stance("force_eager") if set_stance else contextlib.nullcontext()
+
+
 def log_model(tracker: MLflowRunLogger, module, example: torch.Tensor) -> str:
     """Log ``module`` (image-only models) with a signature and an input example; returns
     the model URI, also set as the run's ``model_uri`` tag."""
@@ -139,7 +148,7 @@ def log_model(tracker: MLflowRunLogger, module, example: torch.Tensor) -> str:
 
     model = ProbabilityModel(module).cpu().eval()
     example = example[:1].cpu().float()
-    with torch.no_grad():
+    with torch.no_grad(), _eager():
         output = model(example).numpy()
     mlflow.set_tracking_uri(tracker._tracking_uri)
     with mlflow.start_run(run_id=tracker.run_id):  # the caller sets the final status after
