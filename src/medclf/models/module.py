@@ -71,7 +71,11 @@ class ClassificationModule(L.LightningModule):
         loss_kwargs = {k: v for k, v in loss.items() if k != "name"}
         self.criterion = LOSSES[loss["name"]](activation=self.head.activation, **loss_kwargs)
         metrics = summary_metrics(task, n_classes, threshold=threshold)
-        self.train_metrics = summary_metrics(task, n_classes, ("accuracy", "f1"), threshold)
+        # updated every training step with the head's own outputs: no input checks (each
+        # would wait for the GPU)
+        self.train_metrics = summary_metrics(
+            task, n_classes, ("accuracy", "f1"), threshold, validate_args=False
+        )
         self.train_metrics.prefix = "train/"
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
