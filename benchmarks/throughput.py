@@ -27,7 +27,10 @@ same DataLoader in the main process (no decoding or augmentation in the timed st
 time the same window: wall clock from the end of step ``--warmup`` to the end of step
 ``--warmup + --steps`` (the GPU synchronised at both ends), so compilation, cuDNN autotuning
 and first allocations fall in the warm-up (on CPU the first 4 or so steps of a process take
-seconds each); images/s = steps x batch size / window. Inside the
+seconds each); images/s = steps x batch size / window. A second column gives the rate at
+the median step (batch size / median time between consecutive step ends), which other load
+on a shared machine disturbs less; on a quiet machine the two agree (on a GPU, where the
+loop may run ahead of the device between the window's ends, trust the window). Inside the
 window (b) does all the platform does per step (Lightning's loop, metric updates, logging
 every ``trainer.log_every_n_steps``, progress bar, callback hooks); its once-per-epoch work
 (validation, epoch metrics, writing the checkpoint) comes after the window and is reported in
@@ -132,26 +135,40 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def mark_step(ends: list[float], done: int, warmup: int, steps: int, device) -> None:
+    """After step ``done``: note the time at the end of steps warmup … warmup + steps,
+    synchronising the GPU at the first and the last (the window's ends)."""
+    if warmup <= done <= warmup + steps:
+        if done in (warmup, warmup + steps):
+            _synchronize(device)
+        ends.append(time.perf_counter())
+
+
+def rates(ends: list[float], batch_size: int) -> tuple[float, float]:
+    """Images/s over the window (steps x batch / its duration) and at the median step
+    (batch / median step-to-step time: robust to other load on a shared machine)."""
+    cycles = np.diff(ends)
+    return len(cycles) * batch_size / (ends[-1] - ends[0]), batch_size / float(np.median(cycles))
+
+
 class StepTimer(L.Callback):
     """In train.py: wall-clock time of the first step's start (to compare with the command's
-    start), ``perf_counter`` at the end of steps ``warmup`` and ``warmup + steps``, and at
-    the end of fit; written to ``path`` as JSON when fit ends."""
+    start), ``perf_counter`` at the end of steps ``warmup`` … ``warmup + steps`` and at the
+    end of fit; written to ``path`` as JSON when fit ends."""
 
     def __init__(self, path: str, warmup: int, steps: int) -> None:
         self.path = path
         self.warmup = warmup
         self.steps = steps
         self.done = 0
-        self.record: dict = {"marks": []}
+        self.record: dict = {"ends": []}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.record.setdefault("first_step_start", time.time())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.done += 1
-        if self.done in (self.warmup, self.warmup + self.steps):
-            _synchronize(pl_module.device)
-            self.record["marks"].append(time.perf_counter())
+        mark_step(self.record["ends"], self.done, self.warmup, self.steps, pl_module.device)
 
     def on_train_end(self, trainer, pl_module) -> None:
         _synchronize(pl_module.device)
@@ -179,7 +196,7 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 def bare_loop(args: argparse.Namespace, device: torch.device):
     """(a): the model, loss and optimizer set up; returns a function that runs warm-up and
-    timed steps and returns images/s (called before and after (b))."""
+    timed steps and returns the step end times (called before and after (b))."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -217,14 +234,12 @@ def bare_loop(args: argparse.Namespace, device: torch.device):
             scaler.step(optimizer)
             scaler.update()
 
-    def timed() -> float:
-        marks = []
+    def timed() -> list[float]:
+        ends = []
         for done, batch in enumerate(datamodule.train_dataloader(), start=1):
             step(batch)
-            if done in (args.warmup, args.warmup + args.steps):
-                _synchronize(device)
-                marks.append(time.perf_counter())
-        return args.steps * args.batch_size / (marks[1] - marks[0])
+            mark_step(ends, done, args.warmup, args.steps, device)
+        return ends
 
     return timed
 
@@ -258,10 +273,8 @@ def platform_run(args: argparse.Namespace, root: Path) -> dict:
         tail = log_path.read_text(errors="replace")[-4000:]
         raise SystemExit(f"python train.py failed ({returncode}):\n{tail}")
     record = json.loads(record_path.read_text())
-    first, last = record["marks"]
-    record["images_per_s"] = args.steps * record["batch_size"] / (last - first)
     record["to_first_step_s"] = record["first_step_start"] - start
-    record["epoch_end_s"] = record["train_end"] - last
+    record["epoch_end_s"] = record["train_end"] - record["ends"][-1]
     record["wall_s"] = wall
     return record
 
@@ -414,25 +427,29 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = platform_run(args, Path(tmp))
     after = timed()
-    bare = (before + after) / 2
+    before_mean, after_mean = rates(before, args.batch_size)[0], rates(after, args.batch_size)[0]
+    bare = (before_mean + after_mean) / 2
+    cycles = np.concatenate([np.diff(before), np.diff(after)])
+    bare_median = args.batch_size / float(np.median(cycles))
+    full, full_median = rates(run["ends"], args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_jpegs(folder, args.pipeline_images, args.file_size or args.image_size)
         pipeline, workers = input_pipeline(args, folder)
     print()
-    print("| measurement | images/s | note |")
-    print("| --- | ---: | --- |")
+    print("| measurement | images/s | at the median step | note |")
+    print("| --- | ---: | ---: | --- |")
     print(
-        f"| (a) bare PyTorch loop | {bare:.1f} | model step only; {before:.1f} before (b), "
-        f"{after:.1f} after |"
+        f"| (a) bare PyTorch loop | {bare:.1f} | {bare_median:.1f} | model step only; "
+        f"{before_mean:.1f} before (b), {after_mean:.1f} after |"
     )
     print(
-        f"| (b) `python train.py` | {run['images_per_s']:.1f} | "
-        f"(b)/(a) = {run['images_per_s'] / bare:.3f} |"
+        f"| (b) `python train.py` | {full:.1f} | {full_median:.1f} | (b)/(a) = "
+        f"{full / bare:.3f}; at the median step {full_median / bare_median:.3f} |"
     )
     others = "".join(f"{w} worker(s): {v:.1f}; " for w, v in pipeline.items() if w != workers)
     print(
-        f"| (c) input pipeline, {workers} workers (default) | {pipeline[workers]:.1f} | "
+        f"| (c) input pipeline, {workers} workers (default) | {pipeline[workers]:.1f} | | "
         f"{pipeline[workers] / workers:.1f} per worker; {others}"
         f"(c)/(a) = {pipeline[workers] / bare:.2f} |"
     )

@@ -26,7 +26,7 @@ def test_throughput_smoke_prints_the_table() -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert "| measurement | images/s | note |" in lines
+    assert "| measurement | images/s | at the median step | note |" in lines
     number = r"\| (\d+\.\d) \|"
     rows = [line for line in lines if re.match(r"\| \([abc]\) ", line)]
     assert [row[:5] for row in rows] == ["| (a)", "| (b)", "| (c)"]
