@@ -392,3 +392,11 @@ def test_cache_serves_loader_workers_without_files(image_folder: Path, tmp_path:
     assert len(torch.cat([b["index"] for b in cached.val_dataloader()])) == 6
     with pytest.raises(DataError, match="not found"):
         next(iter(plain.val_dataloader()))
+
+
+def test_cache_must_be_a_boolean():
+    with pytest.raises(ConfigError, match="datamodule.cache='yes' must be true or false"):
+        DigitsDataModule(cache="yes")
+    dm = DigitsDataModule(image_size=8, cache=True)
+    dm.setup()  # in-memory data: nothing to cache, nothing copied
+    assert dm.datasets["train"].cache is None

@@ -145,6 +145,8 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"datamodule.volume_size={volume_size!r} must be three positive integers "
                 "[depth, height, width]."
             )
+        if not isinstance(cache, bool):
+            raise ConfigError(f"datamodule.cache={cache!r} must be true or false.")
         if sampler not in (None, "none", "balanced"):
             raise ConfigError(f"datamodule.sampler={sampler!r}: use null or balanced.")
         self.image_size = image_size
