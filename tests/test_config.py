@@ -15,6 +15,7 @@ from medclf.errors import ConfigError
 GROUPS = (
     "backbone",
     "head",
+    "model",
     "loss",
     "datamodule",
     "augment",
@@ -98,11 +99,21 @@ def test_unknown_group_option_suggests_closest() -> None:
         (["scheduler.name=cosin"], "Did you mean: cosine"),
         (["loss.class_weights=balancd"], "loss.class_weights='balancd'"),
         (["backbone.name=resnet19"], "Did you mean: resnet18"),
+        (["trainer.precision=bf16_mixed"], "Did you mean: bf16-mixed"),
+        (["model.compile=yes"], "model.compile='yes' must be true or false"),
     ],
 )
 def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate(composed(*overrides))
+
+
+def test_speed_switches_default_off_and_validate() -> None:
+    cfg = composed()
+    assert cfg.model == {"channels_last": False, "compile": False}
+    assert cfg.trainer.precision == "32-true" and cfg.datamodule.cache is False
+    for precision in ("bf16-mixed", "16-mixed", "bf16", 32):
+        validate(composed(f"trainer.precision={precision}", "model.channels_last=true"))
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

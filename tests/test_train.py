@@ -130,6 +130,40 @@ def test_folder_datamodule_on_generated_images(tmp_path: Path, image_folder: Pat
     assert frame["sample"].str.endswith(".png").all()
 
 
+def test_speed_switches_on_cpu(tmp_path: Path, image_folder: Path) -> None:
+    """bf16-mixed autocast, channels_last and the image cache through a whole run: metrics
+    agree with the predictions, and the logged model (channels_last weights) predicts."""
+    import mlflow
+    from PIL import Image
+
+    result = run_train(
+        tmp_path,
+        "datamodule=folder",
+        f"datamodule.data_dir={image_folder}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=8",
+        "datamodule.num_workers=2",
+        "datamodule.cache=true",
+        "trainer.precision=bf16-mixed",
+        "model.channels_last=true",
+        *FAST,
+    )
+    run = finished_run(tmp_path, result)
+    output = result.stdout + result.stderr
+    assert "Using bfloat16 Automatic Mixed Precision (AMP)" in output
+    assert "datamodule.cache: 36 decoded images held in memory" in output
+    assert run["params.trainer.precision"] == "bf16-mixed"
+    assert run["params.model.channels_last"] == "True"
+    assert_metrics_equal_sklearn(run)
+    files = sorted(image_folder.rglob("*.png"))[:2]
+    images = np.stack(
+        [np.asarray(Image.open(f).resize((32, 32)), np.float32)[None] / 255 for f in files]
+    )
+    probs = mlflow.pyfunc.load_model(run["tags.model_uri"]).predict(images)
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
 def test_csv_datamodule_on_generated_images(tmp_path: Path, image_csv: Path) -> None:
     result = run_train(
         tmp_path,

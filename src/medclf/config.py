@@ -155,6 +155,7 @@ def _validate_rest(cfg: DictConfig) -> None:
         )
     _check_kwargs(cfg, "optimizer")
     _check_kwargs(cfg, "scheduler")
+    _check_speed(cfg)
     _positive_int(cfg, "trainer.max_epochs", allow_minus_one=True)
     _positive_int(cfg, "datamodule.batch_size")
     if cfg.optimizer.lr <= 0:
@@ -174,6 +175,24 @@ def _check_sync_batchnorm(cfg: DictConfig) -> None:
             "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm is CUDA-only); "
             "set trainer.sync_batchnorm=false to train DDP on CPU processes."
         )
+
+
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+
+
+def _check_speed(cfg: DictConfig) -> None:
+    """``trainer.precision`` is one Lightning knows; ``model.*`` switches are booleans."""
+    precision = OmegaConf.select(cfg, "trainer.precision")
+    legacy = (32, 16, 64, "32", "16", "64", "bf16", "transformer-engine")
+    if precision is not None and precision not in PRECISIONS + legacy:
+        raise ConfigError(
+            f"trainer.precision={precision!r} is not a Lightning precision."
+            f"{did_you_mean(str(precision), PRECISIONS)} Use one of: {', '.join(PRECISIONS)}."
+        )
+    for key in ("channels_last", "compile"):
+        value = OmegaConf.select(cfg, f"model.{key}")
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"model.{key}={value!r} must be true or false.")
 
 
 def resolve_task(head: dict, data_task: str, n_classes: int) -> tuple[str, str]:

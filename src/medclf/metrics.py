@@ -34,41 +34,50 @@ SUMMARY = ("accuracy", "precision", "recall", "f1", "auroc")
 PER_CLASS = ("precision", "recall", "f1")
 
 
-def _factories(task: str, n: int, threshold: float):
+def _factories(task: str, n: int, threshold: float, validate_args: bool = True):
+    """``validate_args=False`` skips torchmetrics' input checks, which read values back from
+    the device (a GPU synchronisation per update)."""
+    v = {"validate_args": validate_args}
     if task == "multiclass":
         return {
-            "accuracy": lambda avg: MulticlassAccuracy(n, average="micro"),
-            "precision": lambda avg: MulticlassPrecision(n, average=avg, zero_division=0),
-            "recall": lambda avg: MulticlassRecall(n, average=avg, zero_division=0),
-            "f1": lambda avg: MulticlassF1Score(n, average=avg, zero_division=0),
-            "auroc": lambda avg: MulticlassAUROC(n, average=avg),
+            "accuracy": lambda avg: MulticlassAccuracy(n, average="micro", **v),
+            "precision": lambda avg: MulticlassPrecision(n, average=avg, zero_division=0, **v),
+            "recall": lambda avg: MulticlassRecall(n, average=avg, zero_division=0, **v),
+            "f1": lambda avg: MulticlassF1Score(n, average=avg, zero_division=0, **v),
+            "auroc": lambda avg: MulticlassAUROC(n, average=avg, **v),
         }
     if task == "multilabel":
-        kw = {"threshold": threshold, "zero_division": 0}
+        kw = {"threshold": threshold, "zero_division": 0, **v}
         return {
-            "accuracy": lambda avg: MultilabelAccuracy(n, threshold=threshold, average="micro"),
+            "accuracy": lambda avg: MultilabelAccuracy(
+                n, threshold=threshold, average="micro", **v
+            ),
             "precision": lambda avg: MultilabelPrecision(n, average=avg, **kw),
             "recall": lambda avg: MultilabelRecall(n, average=avg, **kw),
             "f1": lambda avg: MultilabelF1Score(n, average=avg, **kw),
-            "auroc": lambda avg: MultilabelAUROC(n, average=avg),
+            "auroc": lambda avg: MultilabelAUROC(n, average=avg, **v),
         }
     if task == "binary":
-        kw = {"threshold": threshold}
+        kw = {"threshold": threshold, **v}
         return {
             "accuracy": lambda avg: BinaryAccuracy(**kw),
             "precision": lambda avg: BinaryPrecision(zero_division=0, **kw),
             "recall": lambda avg: BinaryRecall(zero_division=0, **kw),
             "f1": lambda avg: BinaryF1Score(zero_division=0, **kw),
-            "auroc": lambda avg: BinaryAUROC(),
+            "auroc": lambda avg: BinaryAUROC(**v),
         }
     raise ValueError(f"task must be multiclass, multilabel or binary, got {task!r}")
 
 
 def summary_metrics(
-    task: str, n_classes: int, names: Sequence[str] = SUMMARY, threshold: float = 0.5
+    task: str,
+    n_classes: int,
+    names: Sequence[str] = SUMMARY,
+    threshold: float = 0.5,
+    validate_args: bool = True,
 ) -> MetricCollection:
     """Macro-averaged metrics, without prefix (clone per stage with ``prefix='val/'``)."""
-    make = _factories(task, n_classes, threshold)
+    make = _factories(task, n_classes, threshold, validate_args)
     return MetricCollection({name: make[name]("macro") for name in names})
 
 

@@ -133,6 +133,15 @@ class ProbabilityModel(torch.nn.Module):
         return self.module.class_probabilities(probs)
 
 
+def _eager():
+    """Run a ``model.compile=true`` module without compiling it again (for one example on the
+    CPU); the pickled model holds no compiled code either way."""
+    import contextlib
+
+    set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    return set_stance("force_eager") if set_stance else contextlib.nullcontext()
+
+
 def log_model(
     tracker: MLflowRunLogger, module, example: torch.Tensor, metadata: torch.Tensor | None = None
 ) -> str:
@@ -150,7 +159,7 @@ def log_model(
     mlflow.set_tracking_uri(tracker._tracking_uri)
     with mlflow.start_run(run_id=tracker.run_id):  # the caller sets the final status after
         if metadata is None:
-            with torch.no_grad():
+            with torch.no_grad(), _eager():
                 output = model(example).numpy()
             info = mlflow.pytorch.log_model(
                 model,
@@ -164,7 +173,7 @@ def log_model(
             from medclf.pyfunc import MetadataModel, save_weights
 
             inputs = {"image": example.numpy(), "metadata": metadata[:1].cpu().float().numpy()}
-            with torch.no_grad():
+            with torch.no_grad(), _eager():
                 output = model(example, torch.from_numpy(inputs["metadata"])).numpy()
             with tempfile.TemporaryDirectory() as tmp:
                 info = mlflow.pyfunc.log_model(

@@ -75,6 +75,7 @@ def build_model(cfg: DictConfig, datamodule) -> Any:
             f"loss.class_weights has {len(loss['class_weights'])} values but the data has "
             f"{datamodule.n_classes} classes ({', '.join(datamodule.class_names)})."
         )
+    speed = cfg.get("model") or {}
     return ClassificationModule(
         class_names=datamodule.class_names,
         in_chans=datamodule.channels,
@@ -88,6 +89,8 @@ def build_model(cfg: DictConfig, datamodule) -> Any:
         image_size=_plain(cfg.datamodule.image_size),
         spatial_dims=datamodule.spatial_dims,
         metadata=datamodule.meta_encoder.state() if datamodule.meta_encoder else None,
+        channels_last=bool(speed.get("channels_last", False)),
+        compile=bool(speed.get("compile", False)),
     )
 
 

@@ -325,3 +325,78 @@ def test_invalid_image_size_rejected(image_size):
     """image_size must be a positive int or an [h, w] pair → ConfigError naming the key."""
     with pytest.raises(ConfigError, match=r"datamodule\.image_size"):
         DigitsDataModule(image_size=image_size)
+
+
+# --- in-memory cache of decoded images ---------------------------------------------------
+
+
+def _epochs(dm: ClassificationDataModule, n: int = 2) -> list[dict]:
+    """n shuffled, augmented train epochs (seeded), then the val and test splits."""
+    L.seed_everything(0, workers=True)
+    batches = [batch for _ in range(n) for batch in dm.train_dataloader()]
+    return batches + list(dm.val_dataloader()) + list(dm.test_dataloader())
+
+
+def test_cache_decodes_each_file_once_and_changes_no_batch(
+    image_folder: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """cache=true: setup reads each file once, two epochs read none; batches are those of
+    cache=false (same augmentation draws: the cached images are never changed in place)."""
+    import medclf.data.datamodule as datamodule
+
+    reads = []
+
+    def counting_read_image(path, **kwargs):
+        reads.append(Path(path).name)
+        return read_image(path, **kwargs)
+
+    read_image = datamodule.read_image
+    monkeypatch.setattr(datamodule, "read_image", counting_read_image)
+    kwargs = {"data_dir": image_folder, "image_size": 24, "batch_size": 4, "augment": _augment()}
+    cached = FolderDataModule(cache=True, verify_images=False, **kwargs)
+    cached.setup()
+    assert sorted(reads) == sorted(p.name for p in image_folder.rglob("*.png"))
+    reads.clear()
+    with_cache = _epochs(cached)
+    assert reads == []
+
+    plain = FolderDataModule(**kwargs)
+    plain.setup()
+    reads.clear()
+    without_cache = _epochs(plain)
+    trained = len(plain.datasets["train"]) // 4 * 4  # drop_last
+    assert len(reads) == 2 * trained + len(plain.datasets["val"]) + len(plain.datasets["test"])
+    assert len(with_cache) == len(without_cache)
+    for a, b in zip(with_cache, without_cache, strict=True):
+        assert torch.equal(a["index"], b["index"])
+        assert torch.equal(a["image"], b["image"])
+    first_epoch = len(plain.train_dataloader())
+    assert not torch.equal(with_cache[0]["image"], with_cache[first_epoch]["image"])
+
+
+def test_cache_serves_loader_workers_without_files(image_folder: Path, tmp_path: Path):
+    """Filled in the main process during setup, the cache reaches two loader workers: the
+    files can be gone (without the cache, reading them then fails)."""
+    import shutil
+
+    kwargs = {"data_dir": image_folder, "image_size": 16, "batch_size": 4}
+    cached = FolderDataModule(cache=True, num_workers=2, **kwargs)
+    plain = FolderDataModule(**kwargs)
+    cached.setup()
+    plain.setup()
+    shutil.rmtree(image_folder)
+    for _ in range(2):
+        batches = list(cached.train_dataloader())
+        assert len(batches) == len(cached.datasets["train"]) // 4
+        assert all(b["image"].shape == (4, 1, 16, 16) for b in batches)
+    assert len(torch.cat([b["index"] for b in cached.val_dataloader()])) == 6
+    with pytest.raises(DataError, match="not found"):
+        next(iter(plain.val_dataloader()))
+
+
+def test_cache_must_be_a_boolean():
+    with pytest.raises(ConfigError, match="datamodule.cache='yes' must be true or false"):
+        DigitsDataModule(cache="yes")
+    dm = DigitsDataModule(image_size=8, cache=True)
+    dm.setup()  # in-memory data: nothing to cache, nothing copied
+    assert dm.datasets["train"].cache is None

@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 
 class ImageDataset(Dataset):
     """One split as dicts: ``image`` (C, H, W) or (C, D, H, W) float, ``target`` (class index
-    or 0/1 vector), ``index`` (row of the split frame) and, with metadata, ``metadata``."""
+    or 0/1 vector), ``index`` (row of the split frame) and, with metadata, ``metadata``.
+
+    ``cache`` holds the split's decoded images (before channel conversion, resizing and
+    augmentation), row-aligned with ``frame``; then no file is read again."""
 
     def __init__(
         self,
@@ -49,6 +52,7 @@ class ImageDataset(Dataset):
         targets: np.ndarray,
         metadata: np.ndarray | None = None,
         dicom_window: Any = None,
+        cache: list[np.ndarray] | None = None,
     ) -> None:
         self.paths = frame["path"].tolist()
         self.targets = targets
@@ -57,11 +61,16 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.metadata = metadata
         self.dicom_window = dicom_window
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def load(self, i: int) -> np.ndarray:
+        if self.cache is not None:
+            image = convert_channels(self.cache[i], self.channels)
+            # a copy, so that no transform can change the cached image in place
+            return image.copy() if image is self.cache[i] else image
         if self.arrays is not None:
             image = to_unit_float(np.asarray(self.arrays[self.paths[i]]))
         else:
@@ -103,6 +112,7 @@ class ClassificationDataModule(L.LightningDataModule):
         meta_columns: list[str] | None = None,
         meta_types: dict[str, str] | None = None,
         dicom_window: Any = None,
+        cache: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -136,6 +146,8 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"datamodule.volume_size={volume_size!r} must be three positive integers "
                 "[depth, height, width]."
             )
+        if not isinstance(cache, bool):
+            raise ConfigError(f"datamodule.cache={cache!r} must be true or false.")
         if sampler not in (None, "none", "balanced"):
             raise ConfigError(f"datamodule.sampler={sampler!r}: use null or balanced.")
         self.image_size = image_size
@@ -157,6 +169,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.meta_columns = list(meta_columns or [])
         self.meta_types = dict(meta_types or {})
         self.dicom_window = dicom_window
+        self.cache = cache
         self.table: SampleTable | None = None
         self.frame: pd.DataFrame | None = None
         self.channels: int | None = None
@@ -214,7 +227,8 @@ class ClassificationDataModule(L.LightningDataModule):
                     else "the train split is empty."
                 )
         self.table = table
-        self.channels, self.spatial_dims = self._check_images(frame, table.arrays)
+        decoded: dict[str, np.ndarray] = {}
+        self.channels, self.spatial_dims = self._check_images(frame, table.arrays, decoded)
         n_train = int((frame["split"] == "train").sum())
         if self.drop_last and n_train < self.batch_size:
             raise DataError(
@@ -242,15 +256,29 @@ class ClassificationDataModule(L.LightningDataModule):
         )
         for split in ("train", "val", "test"):
             mask = (frame["split"] == split).to_numpy()
+            split_frame = self.split_frame(split)
             self.datasets[split] = ImageDataset(
-                self.split_frame(split),
+                split_frame,
                 table.arrays,
                 self.channels,
                 self._transform(train=split == "train"),
                 self.split_targets(split),
                 self.metadata[mask] if self.metadata is not None else None,
                 self.dicom_window,
+                [decoded[path] for path in split_frame["path"]] if decoded else None,
             )
+        self._log_cache(decoded)
+
+    def _log_cache(self, decoded: dict[str, np.ndarray]) -> None:
+        if not self.cache:
+            return
+        if not decoded:
+            log.info("datamodule.cache: the images are already in memory (no files to cache)")
+            return
+        megabytes = sum(image.nbytes for image in decoded.values()) / 2**20
+        log.info(
+            "datamodule.cache: %d decoded images held in memory (%.0f MB)", len(decoded), megabytes
+        )
 
     def _transform(self, train: bool):
         """Resize (+ train-split augmentation): albumentations for 2D, VolumeTransform for 3D."""
@@ -259,21 +287,26 @@ class ClassificationDataModule(L.LightningDataModule):
             return VolumeTransform(self.volume_size, augment, seed=self.seed)
         return build_transform(self.image_size, self.augment if train else None, seed=self.seed)
 
-    def _check_images(self, frame: pd.DataFrame, arrays) -> tuple[int, int]:
-        """Decode every image once (a few when verify_images=false): channels and 2D/3D."""
+    def _check_images(
+        self, frame: pd.DataFrame, arrays, decoded: dict[str, np.ndarray]
+    ) -> tuple[int, int]:
+        """Decode every image once (a few when verify_images=false and cache=false): channels
+        and 2D/3D. With ``cache``, the decoded images are kept in ``decoded`` by path."""
         if arrays is not None:
             shapes = {(arrays.ndim - 2, int(arrays.shape[-1])): "the in-memory arrays"}
         else:
-            paths = frame["path"].tolist()
-            if not self.verify_images:
+            paths = list(dict.fromkeys(frame["path"]))
+            if not self.verify_images and not self.cache:
                 paths = paths[:16]
             errors, shapes = [], {}
             with ThreadPoolExecutor(max_workers=4) as pool:
-                for path, result in zip(paths, pool.map(self._probe, paths), strict=True):
+                for path, result in zip(paths, pool.map(self._decode, paths), strict=True):
                     if isinstance(result, str):
                         errors.append(result)
-                    else:
-                        shapes.setdefault(result, path)
+                        continue
+                    shapes.setdefault((result.ndim - 1, int(result.shape[-1])), path)
+                    if self.cache:
+                        decoded[path] = result
             if errors:
                 more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
                 raise DataError(
@@ -312,12 +345,12 @@ class ClassificationDataModule(L.LightningDataModule):
             "count the model should see (1 and 3 convert, other counts must match)."
         )
 
-    def _probe(self, path: str) -> tuple[int, int] | str:
+    def _decode(self, path: str) -> np.ndarray | str:
+        """The decoded image, or the error message naming the file."""
         try:
-            image = read_image(path, dicom_window=self.dicom_window)
+            return read_image(path, dicom_window=self.dicom_window)
         except DataError as exc:
             return str(exc)
-        return image.ndim - 1, int(image.shape[-1])
 
     def _train_sampler(self) -> WeightedRandomSampler | None:
         """``sampler=balanced``: draw samples with probability inverse to their class size

@@ -27,6 +27,13 @@ SCHEDULERS = {
 }
 
 
+def memory_format(channels_last: bool, spatial_dims: int) -> torch.memory_format | None:
+    """``model.channels_last``: NHWC for images, NDHWC for volumes; None keeps the default."""
+    if not channels_last:
+        return None
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+
+
 class ClassificationModule(L.LightningModule):
     """Image (N, C, *spatial) [+ metadata] → logits; probabilities via the head's activation.
 
@@ -47,6 +54,8 @@ class ClassificationModule(L.LightningModule):
         image_size: Any = None,
         spatial_dims: int = 2,
         metadata: list[dict[str, Any]] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -63,26 +72,39 @@ class ClassificationModule(L.LightningModule):
         loss_kwargs = {k: v for k, v in loss.items() if k != "name"}
         self.criterion = LOSSES[loss["name"]](activation=self.head.activation, **loss_kwargs)
         metrics = summary_metrics(task, n_classes, threshold=threshold)
-        self.train_metrics = summary_metrics(task, n_classes, ("accuracy", "f1"), threshold)
+        # updated every training step with the head's own outputs: no input checks (each
+        # would wait for the GPU)
+        self.train_metrics = summary_metrics(
+            task, n_classes, ("accuracy", "f1"), threshold, validate_args=False
+        )
         self.train_metrics.prefix = "train/"
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_per_class = per_class_metrics(task, n_classes, threshold)
         self.test_outputs: list[dict[str, torch.Tensor]] = []
         self.test_predictions: dict[str, torch.Tensor] | None = None
+        self.memory_format = memory_format(channels_last, spatial_dims)
+        if self.memory_format is not None:
+            self.to(memory_format=self.memory_format)
+        if compile:
+            self.compile()  # in place: the state dict keeps its keys (no ``_orig_mod.``)
 
     def forward(self, image: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for images (N, C, *spatial) in [0, 1], with metadata (N, M) if the head
         has a metadata block."""
-        return self.head(self.backbone((image - self.mean) / self.std), metadata)
+        image = (image - self.mean) / self.std
+        if self.memory_format is not None:
+            image = image.contiguous(memory_format=self.memory_format)
+        return self.head(self.backbone(image), metadata)
 
     def class_probabilities(self, probs: torch.Tensor) -> torch.Tensor:
         """One probability per class name: a binary head's p becomes [1 − p, p]."""
         return torch.cat([1 - probs, probs], dim=1) if self.task == "binary" else probs
 
     def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss, head probabilities (detached) and targets of a batch."""
-        logits = self(batch["image"], batch.get("metadata"))
+        """Loss, head probabilities (detached) and targets of a batch. Loss and probabilities
+        are float32 also under mixed precision (bf16 probabilities do not sum to 1)."""
+        logits = self(batch["image"], batch.get("metadata")).float()
         target = batch["target"]
         loss_target = target.float()[:, None] if self.task == "binary" else target
         loss = self.criterion(logits, loss_target)
