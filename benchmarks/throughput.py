@@ -11,12 +11,13 @@ Extra ``KEY=VALUE`` arguments are Hydra overrides for both (a) and (b), e.g. ``o
 
 What is timed, and why (a) and (b) compare fairly:
 
-(a) bare loop, in this process: the model that ``medclf.train.build_model`` (what train.py
-    uses) builds for the same composed config as (b), its loss (``module.criterion``) and the
-    optimizer of its ``configure_optimizers``. A step copies the batch to the device, zeroes
-    the gradients, runs forward and loss (under ``torch.autocast`` for mixed precision, with
-    a GradScaler for 16-mixed on a GPU), backward and the optimizer step. Nothing else.
-(b) ``python train.py`` in a subprocess: the default callbacks (checkpoint, early stopping,
+(a) bare loop, in a fresh process (this script with ``--bare-only``): the model that
+    ``medclf.train.build_model`` (what train.py uses) builds for the same composed config as
+    (b), its loss (``module.criterion``) and the optimizer of its ``configure_optimizers``.
+    A step copies the batch to the device, zeroes the gradients, runs forward and loss (under
+    ``torch.autocast`` for mixed precision, with a GradScaler for 16-mixed on a GPU),
+    backward and the optimizer step. Nothing else.
+(b) ``python train.py`` in a fresh process: the default callbacks (checkpoint, early stopping,
     rich progress bar drawn on a pseudo-terminal, learning-rate monitor), train metrics and
     MLflow logging to a fresh SQLite store, plus one callback, ``StepTimer``, that takes
     the timestamps (``test=false``: the run ends after fit).
@@ -35,6 +36,8 @@ window (b) does all the platform does per step (Lightning's loop, metric updates
 every ``trainer.log_every_n_steps``, progress bar, callback hooks); its once-per-epoch work
 (validation, epoch metrics, writing the checkpoint) comes after the window and is reported in
 seconds. (a) runs before and after (b) and is averaged, so drifting machine load hits both.
+(Both run in fresh processes: the same loop inside this longer-lived process measured 5-8 %
+slower here.)
 
 (c) the input pipeline alone: ``--pipeline-images`` JPEG files (smooth random images of
 ``--file-size`` px) in a temporary folder, read by the platform's FolderDataModule with the
@@ -194,9 +197,9 @@ def overrides(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def bare_loop(args: argparse.Namespace, device: torch.device):
-    """(a): the model, loss and optimizer set up; returns a function that runs warm-up and
-    timed steps and returns the step end times (called before and after (b))."""
+def bare_loop(args: argparse.Namespace, device: torch.device) -> list[float]:
+    """(a) in this process: set up the model, loss and optimizer, run the warm-up and timed
+    steps; the end times of steps warmup … warmup + steps."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -234,14 +237,19 @@ def bare_loop(args: argparse.Namespace, device: torch.device):
             scaler.step(optimizer)
             scaler.update()
 
-    def timed() -> list[float]:
-        ends = []
-        for done, batch in enumerate(datamodule.train_dataloader(), start=1):
-            step(batch)
-            mark_step(ends, done, args.warmup, args.steps, device)
-        return ends
+    ends = []
+    for done, batch in enumerate(datamodule.train_dataloader(), start=1):
+        step(batch)
+        mark_step(ends, done, args.warmup, args.steps, device)
+    return ends
 
-    return timed
+
+def bare_run(args: argparse.Namespace, root: Path) -> list[float]:
+    """(a) in a fresh process, as (b) is: this script with ``--bare-only``."""
+    path = root / "bare.json"
+    command = [sys.executable, str(Path(__file__).resolve()), "--bare-only", str(path), *args.argv]
+    subprocess.run(command, cwd=REPO, check=True)
+    return json.loads(path.read_text())["ends"]
 
 
 def platform_run(args: argparse.Namespace, root: Path) -> dict:
@@ -408,8 +416,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pipeline-images", type=int, default=1024)
     parser.add_argument("--file-size", type=int, default=None, help="JPEG side (image size)")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, for CI")
+    parser.add_argument("--bare-only", metavar="JSON", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for (a) and (b)")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.smoke:
         args.image_size, args.batch_size, args.steps, args.warmup = 32, 8, 2, 1
         args.pipeline_images = 48
@@ -421,12 +431,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.bare_only:
+        Path(args.bare_only).write_text(json.dumps({"ends": bare_loop(args, device)}))
+        return
     print(describe(args, device), flush=True)
-    timed = bare_loop(args, device)
-    before = timed()
     with tempfile.TemporaryDirectory() as tmp:
+        before = bare_run(args, Path(tmp))
         run = platform_run(args, Path(tmp))
-    after = timed()
+        after = bare_run(args, Path(tmp))
     before_mean, after_mean = rates(before, args.batch_size)[0], rates(after, args.batch_size)[0]
     bare = (before_mean + after_mean) / 2
     cycles = np.concatenate([np.diff(before), np.diff(after)])
