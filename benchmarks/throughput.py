@@ -35,7 +35,8 @@ loop may run ahead of the device between the window's ends, trust the window). I
 window (b) does all the platform does per step (Lightning's loop, metric updates, logging
 every ``trainer.log_every_n_steps``, progress bar, callback hooks); its once-per-epoch work
 (validation, epoch metrics, writing the checkpoint) comes after the window and is reported in
-seconds. (a) runs before and after (b) and is averaged, so drifting machine load hits both.
+seconds. (a) runs before and after (b) (``--rounds N``: a, b, a, ... with N runs of (b)),
+and the runs are averaged, so drifting machine load hits both.
 (Both run in fresh processes: the same loop inside this longer-lived process measured 5-8 %
 slower here.)
 
@@ -152,6 +153,11 @@ def rates(ends: list[float], batch_size: int) -> tuple[float, float]:
     (batch / median step-to-step time: robust to other load on a shared machine)."""
     cycles = np.diff(ends)
     return len(cycles) * batch_size / (ends[-1] - ends[0]), batch_size / float(np.median(cycles))
+
+
+def median_rate(runs: list[list[float]], batch_size: int) -> float:
+    """Images/s at the median step over several runs' step end times."""
+    return batch_size / float(np.median(np.concatenate([np.diff(ends) for ends in runs])))
 
 
 class StepTimer(L.Callback):
@@ -412,6 +418,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=1, help="(b) runs, between (a) runs")
     parser.add_argument("--workers", type=int, default=None, help="(c) also with this many")
     parser.add_argument("--pipeline-images", type=int, default=1024)
     parser.add_argument("--file-size", type=int, default=None, help="JPEG side (image size)")
@@ -423,8 +430,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.image_size, args.batch_size, args.steps, args.warmup = 32, 8, 2, 1
         args.pipeline_images = 48
-    if args.warmup < 1 or args.steps < 1:
-        parser.error("--warmup and --steps must be at least 1")
+    if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
+        parser.error("--warmup, --steps and --rounds must be at least 1")
     return args
 
 
@@ -435,15 +442,17 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.bare_only).write_text(json.dumps({"ends": bare_loop(args, device)}))
         return
     print(describe(args, device), flush=True)
+    bare_ends, runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        before = bare_run(args, Path(tmp))
-        run = platform_run(args, Path(tmp))
-        after = bare_run(args, Path(tmp))
-    before_mean, after_mean = rates(before, args.batch_size)[0], rates(after, args.batch_size)[0]
-    bare = (before_mean + after_mean) / 2
-    cycles = np.concatenate([np.diff(before), np.diff(after)])
-    bare_median = args.batch_size / float(np.median(cycles))
-    full, full_median = rates(run["ends"], args.batch_size)
+        bare_ends.append(bare_run(args, Path(tmp)))
+        for _ in range(args.rounds):  # a, b, a, b, ..., a
+            runs.append(platform_run(args, Path(tmp)))
+            bare_ends.append(bare_run(args, Path(tmp)))
+    bare_each = [rates(ends, args.batch_size)[0] for ends in bare_ends]
+    full_each = [rates(run["ends"], args.batch_size)[0] for run in runs]
+    bare, full = float(np.mean(bare_each)), float(np.mean(full_each))
+    bare_median = median_rate(bare_ends, args.batch_size)
+    full_median = median_rate([run["ends"] for run in runs], args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_jpegs(folder, args.pipeline_images, args.file_size or args.image_size)
@@ -453,11 +462,12 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- | ---: | ---: | --- |")
     print(
         f"| (a) bare PyTorch loop | {bare:.1f} | {bare_median:.1f} | model step only; "
-        f"{before_mean:.1f} before (b), {after_mean:.1f} after |"
+        f"runs: {', '.join(f'{r:.1f}' for r in bare_each)} |"
     )
     print(
         f"| (b) `python train.py` | {full:.1f} | {full_median:.1f} | (b)/(a) = "
-        f"{full / bare:.3f}; at the median step {full_median / bare_median:.3f} |"
+        f"{full / bare:.3f}, at the median step {full_median / bare_median:.3f}; "
+        f"runs: {', '.join(f'{r:.1f}' for r in full_each)} |"
     )
     others = "".join(f"{w} worker(s): {v:.1f}; " for w, v in pipeline.items() if w != workers)
     print(
@@ -469,12 +479,17 @@ def main(argv: list[str] | None = None) -> None:
     repeats = 1 if args.smoke else 3
     print(
         f"start-up: `python train.py --help` {help_seconds(repeats):.2f} s (best of {repeats}); "
-        f"command to first training step {run['to_first_step_s']:.1f} s"
+        f"command to first training step {_mean(runs, 'to_first_step_s'):.1f} s"
     )
     print(
         f"(b) once per epoch after the timed steps (validation of 1 batch, epoch metrics, "
-        f"checkpoint): {run['epoch_end_s']:.2f} s; whole command {run['wall_s']:.1f} s"
+        f"checkpoint): {_mean(runs, 'epoch_end_s'):.2f} s; whole command "
+        f"{_mean(runs, 'wall_s'):.1f} s"
     )
+
+
+def _mean(runs: list[dict], key: str) -> float:
+    return float(np.mean([run[key] for run in runs]))
 
 
 if __name__ == "__main__":
