@@ -11,12 +11,13 @@ Extra ``KEY=VALUE`` arguments are Hydra overrides for both (a) and (b), e.g. ``o
 
 What is timed, and why (a) and (b) compare fairly:
 
-(a) bare loop, in this process: the model that ``medclf.train.build_model`` (what train.py
-    uses) builds for the same composed config as (b), its loss (``module.criterion``) and the
-    optimizer of its ``configure_optimizers``. A step copies the batch to the device, zeroes
-    the gradients, runs forward and loss (under ``torch.autocast`` for mixed precision, with
-    a GradScaler for 16-mixed on a GPU), backward and the optimizer step. Nothing else.
-(b) ``python train.py`` in a subprocess: the default callbacks (checkpoint, early stopping,
+(a) bare loop, in a fresh process (this script with ``--bare-only``): the model that
+    ``medclf.train.build_model`` (what train.py uses) builds for the same composed config as
+    (b), its loss (``module.criterion``) and the optimizer of its ``configure_optimizers``.
+    A step copies the batch to the device, zeroes the gradients, runs forward and loss (under
+    ``torch.autocast`` for mixed precision, with a GradScaler for 16-mixed on a GPU),
+    backward and the optimizer step. Nothing else.
+(b) ``python train.py`` in a fresh process: the default callbacks (checkpoint, early stopping,
     rich progress bar drawn on a pseudo-terminal, learning-rate monitor), train metrics and
     MLflow logging to a fresh SQLite store, plus one callback, ``StepTimer``, that takes
     the timestamps (``test=false``: the run ends after fit).
@@ -34,7 +35,10 @@ loop may run ahead of the device between the window's ends, trust the window). I
 window (b) does all the platform does per step (Lightning's loop, metric updates, logging
 every ``trainer.log_every_n_steps``, progress bar, callback hooks); its once-per-epoch work
 (validation, epoch metrics, writing the checkpoint) comes after the window and is reported in
-seconds. (a) runs before and after (b) and is averaged, so drifting machine load hits both.
+seconds. (a) runs before and after (b) (``--rounds N``: a, b, a, ... with N runs of (b)),
+and the runs are averaged, so drifting machine load hits both.
+(Both run in fresh processes: the same loop inside this longer-lived process measured 5-8 %
+slower here.)
 
 (c) the input pipeline alone: ``--pipeline-images`` JPEG files (smooth random images of
 ``--file-size`` px) in a temporary folder, read by the platform's FolderDataModule with the
@@ -151,6 +155,11 @@ def rates(ends: list[float], batch_size: int) -> tuple[float, float]:
     return len(cycles) * batch_size / (ends[-1] - ends[0]), batch_size / float(np.median(cycles))
 
 
+def median_rate(runs: list[list[float]], batch_size: int) -> float:
+    """Images/s at the median step over several runs' step end times."""
+    return batch_size / float(np.median(np.concatenate([np.diff(ends) for ends in runs])))
+
+
 class StepTimer(L.Callback):
     """In train.py: wall-clock time of the first step's start (to compare with the command's
     start), ``perf_counter`` at the end of steps ``warmup`` … ``warmup + steps`` and at the
@@ -194,9 +203,9 @@ def overrides(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def bare_loop(args: argparse.Namespace, device: torch.device):
-    """(a): the model, loss and optimizer set up; returns a function that runs warm-up and
-    timed steps and returns the step end times (called before and after (b))."""
+def bare_loop(args: argparse.Namespace, device: torch.device) -> list[float]:
+    """(a) in this process: set up the model, loss and optimizer, run the warm-up and timed
+    steps; the end times of steps warmup … warmup + steps."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -234,14 +243,19 @@ def bare_loop(args: argparse.Namespace, device: torch.device):
             scaler.step(optimizer)
             scaler.update()
 
-    def timed() -> list[float]:
-        ends = []
-        for done, batch in enumerate(datamodule.train_dataloader(), start=1):
-            step(batch)
-            mark_step(ends, done, args.warmup, args.steps, device)
-        return ends
+    ends = []
+    for done, batch in enumerate(datamodule.train_dataloader(), start=1):
+        step(batch)
+        mark_step(ends, done, args.warmup, args.steps, device)
+    return ends
 
-    return timed
+
+def bare_run(args: argparse.Namespace, root: Path) -> list[float]:
+    """(a) in a fresh process, as (b) is: this script with ``--bare-only``."""
+    path = root / "bare.json"
+    command = [sys.executable, str(Path(__file__).resolve()), "--bare-only", str(path), *args.argv]
+    subprocess.run(command, cwd=REPO, check=True)
+    return json.loads(path.read_text())["ends"]
 
 
 def platform_run(args: argparse.Namespace, root: Path) -> dict:
@@ -404,34 +418,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=1, help="(b) runs, between (a) runs")
     parser.add_argument("--workers", type=int, default=None, help="(c) also with this many")
     parser.add_argument("--pipeline-images", type=int, default=1024)
     parser.add_argument("--file-size", type=int, default=None, help="JPEG side (image size)")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, for CI")
+    parser.add_argument("--bare-only", metavar="JSON", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for (a) and (b)")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.smoke:
         args.image_size, args.batch_size, args.steps, args.warmup = 32, 8, 2, 1
         args.pipeline_images = 48
-    if args.warmup < 1 or args.steps < 1:
-        parser.error("--warmup and --steps must be at least 1")
+    if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
+        parser.error("--warmup, --steps and --rounds must be at least 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.bare_only:
+        Path(args.bare_only).write_text(json.dumps({"ends": bare_loop(args, device)}))
+        return
     print(describe(args, device), flush=True)
-    timed = bare_loop(args, device)
-    before = timed()
+    bare_ends, runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        run = platform_run(args, Path(tmp))
-    after = timed()
-    before_mean, after_mean = rates(before, args.batch_size)[0], rates(after, args.batch_size)[0]
-    bare = (before_mean + after_mean) / 2
-    cycles = np.concatenate([np.diff(before), np.diff(after)])
-    bare_median = args.batch_size / float(np.median(cycles))
-    full, full_median = rates(run["ends"], args.batch_size)
+        bare_ends.append(bare_run(args, Path(tmp)))
+        for _ in range(args.rounds):  # a, b, a, b, ..., a
+            runs.append(platform_run(args, Path(tmp)))
+            bare_ends.append(bare_run(args, Path(tmp)))
+    bare_each = [rates(ends, args.batch_size)[0] for ends in bare_ends]
+    full_each = [rates(run["ends"], args.batch_size)[0] for run in runs]
+    bare, full = float(np.mean(bare_each)), float(np.mean(full_each))
+    bare_median = median_rate(bare_ends, args.batch_size)
+    full_median = median_rate([run["ends"] for run in runs], args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_jpegs(folder, args.pipeline_images, args.file_size or args.image_size)
@@ -441,11 +462,12 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- | ---: | ---: | --- |")
     print(
         f"| (a) bare PyTorch loop | {bare:.1f} | {bare_median:.1f} | model step only; "
-        f"{before_mean:.1f} before (b), {after_mean:.1f} after |"
+        f"runs: {', '.join(f'{r:.1f}' for r in bare_each)} |"
     )
     print(
         f"| (b) `python train.py` | {full:.1f} | {full_median:.1f} | (b)/(a) = "
-        f"{full / bare:.3f}; at the median step {full_median / bare_median:.3f} |"
+        f"{full / bare:.3f}, at the median step {full_median / bare_median:.3f}; "
+        f"runs: {', '.join(f'{r:.1f}' for r in full_each)} |"
     )
     others = "".join(f"{w} worker(s): {v:.1f}; " for w, v in pipeline.items() if w != workers)
     print(
@@ -457,12 +479,17 @@ def main(argv: list[str] | None = None) -> None:
     repeats = 1 if args.smoke else 3
     print(
         f"start-up: `python train.py --help` {help_seconds(repeats):.2f} s (best of {repeats}); "
-        f"command to first training step {run['to_first_step_s']:.1f} s"
+        f"command to first training step {_mean(runs, 'to_first_step_s'):.1f} s"
     )
     print(
         f"(b) once per epoch after the timed steps (validation of 1 batch, epoch metrics, "
-        f"checkpoint): {run['epoch_end_s']:.2f} s; whole command {run['wall_s']:.1f} s"
+        f"checkpoint): {_mean(runs, 'epoch_end_s'):.2f} s; whole command "
+        f"{_mean(runs, 'wall_s'):.1f} s"
     )
+
+
+def _mean(runs: list[dict], key: str) -> float:
+    return float(np.mean([run[key] for run in runs]))
 
 
 if __name__ == "__main__":
