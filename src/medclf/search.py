@@ -399,13 +399,14 @@ class OptunaSearch:
     def _tag_best(self, study: optuna.Study, run_id: str) -> None:
         from mlflow.tracking import MlflowClient
 
+        from medclf.tracking import sweep_filter
+
         tracking_uri, experiment_name = self._mlflow()
         client = MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name(experiment_name)
-        quoted = str(self.sweep_dir).replace("'", "\\'")
         for run in client.search_runs(
             [experiment.experiment_id],
-            filter_string=f"tags.sweep_dir = '{quoted}' and tags.{BEST_TAG} = 'true'",
+            filter_string=f"{sweep_filter(self.sweep_dir)} and tags.{BEST_TAG} = 'true'",
         ):
             if run.info.run_id != run_id:
                 client.set_tag(run.info.run_id, BEST_TAG, "false")

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +64,7 @@ class MLflowRunLogger(MLFlowLogger):
         db = sqlite_path(tracking_uri or "")
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-        if rank_zero_only.rank == 0:  # DDP ranks > 0 log nothing (and must not race here)
-            ensure_experiment(tracking_uri, experiment_name, artifact_location)
+        ensure_experiment(tracking_uri, experiment_name, artifact_location)
         self.save_model = save_model
         super().__init__(
             experiment_name=experiment_name,
@@ -188,6 +186,12 @@ def log_model(
     return info.model_uri
 
 
+def sweep_filter(sweep_dir: str | Path) -> str:
+    """MLflow filter for the runs of the multirun in ``sweep_dir`` (its ``sweep_dir`` tag)."""
+    quoted = str(sweep_dir).replace("'", "\\'")
+    return f"tags.sweep_dir = '{quoted}'"
+
+
 def sweep_job_runs(tracking_uri: str, experiment_name: str, sweep_dir: str, job: int) -> list:
     """The MLflow runs of job ``job`` of the multirun in ``sweep_dir`` (tags ``sweep_dir``
     and ``sweep_job`` set by train.py), newest first; an interrupted job may have several."""
@@ -197,9 +201,8 @@ def sweep_job_runs(tracking_uri: str, experiment_name: str, sweep_dir: str, job:
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
-    quoted = str(sweep_dir).replace("'", "\\'")
     return client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.sweep_dir = '{quoted}' and tags.sweep_job = '{job}'",
+        filter_string=f"{sweep_filter(sweep_dir)} and tags.sweep_job = '{job}'",
         order_by=["attributes.start_time DESC"],
     )
