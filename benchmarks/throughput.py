@@ -344,6 +344,14 @@ def write_jpegs(folder: Path, n: int, size: int, seed: int = 0) -> None:
         Image.fromarray(image).save(folder / label / f"{i:05d}.jpg", quality=90)
 
 
+def pipeline_images(args: argparse.Namespace) -> int:
+    """``--pipeline-images``, raised so that every worker delivers at least 3 batches after
+    its first (the timing starts once each worker has delivered one)."""
+    workers = max(2, args.workers or 0)
+    needed = args.batch_size * (4 * workers + 1) / 0.9  # 10 % go to val and test
+    return max(args.pipeline_images, int(np.ceil(needed)))
+
+
 def input_pipeline(args: argparse.Namespace, folder: Path) -> tuple[dict[int, float], int]:
     """(c): images/s of the train DataLoader over the JPEG folder by worker count (1, the
     default ``datamodule.num_workers``, ``--workers``), and that default."""
@@ -375,6 +383,11 @@ def input_pipeline(args: argparse.Namespace, folder: Path) -> tuple[dict[int, fl
                 start = time.perf_counter()
             elif start is not None:
                 images += len(batch["target"])
+        if start is None or images == 0:
+            raise SystemExit(
+                f"(c): {len(datamodule.train_dataloader())} batches are too few for {workers} "
+                "workers; raise --pipeline-images"
+            )
         results[workers] = images / (time.perf_counter() - start)
     return results, default_workers
 
@@ -453,10 +466,6 @@ def main(argv: list[str] | None = None) -> None:
     bare, full = float(np.mean(bare_each)), float(np.mean(full_each))
     bare_median = median_rate(bare_ends, args.batch_size)
     full_median = median_rate([run["ends"] for run in runs], args.batch_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        write_jpegs(folder, args.pipeline_images, args.file_size or args.image_size)
-        pipeline, workers = input_pipeline(args, folder)
     print()
     print("| measurement | images/s | at the median step | note |")
     print("| --- | ---: | ---: | --- |")
@@ -467,8 +476,13 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"| (b) `python train.py` | {full:.1f} | {full_median:.1f} | (b)/(a) = "
         f"{full / bare:.3f}, at the median step {full_median / bare_median:.3f}; "
-        f"runs: {', '.join(f'{r:.1f}' for r in full_each)} |"
+        f"runs: {', '.join(f'{r:.1f}' for r in full_each)} |",
+        flush=True,
     )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_jpegs(folder, pipeline_images(args), args.file_size or args.image_size)
+        pipeline, workers = input_pipeline(args, folder)
     others = "".join(f"{w} worker(s): {v:.1f}; " for w, v in pipeline.items() if w != workers)
     print(
         f"| (c) input pipeline, {workers} workers (default) | {pipeline[workers]:.1f} | | "
