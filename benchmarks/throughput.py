@@ -359,11 +359,14 @@ def input_pipeline(args: argparse.Namespace, folder: Path) -> tuple[dict[int, fl
     from hydra import compose, initialize_config_dir
 
     from medclf.config import CONF_DIR
-    from medclf.data.datamodule import FolderDataModule
+    from medclf.data.datamodule import FolderDataModule, auto_workers
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["datamodule=folder", "augment=default"])
-    default_workers = max(int(cfg.datamodule.num_workers), 1)
+    default_workers = cfg.datamodule.num_workers
+    if default_workers == "auto":
+        default_workers = auto_workers(on_gpu=args.device == "cuda")
+    default_workers = max(int(default_workers), 1)
     results = {}
     for workers in sorted({1, default_workers, args.workers or default_workers}):
         datamodule = FolderDataModule(

@@ -94,6 +94,8 @@ def test_default_run_logs_artifacts_and_tags_experiment(tmp_path: Path) -> None:
     assert list(history.columns) == ["epoch", "train/loss", "train/f1", "val/loss", "val/f1"]
     val_f1 = [m.value for m in client.get_metric_history(run["run_id"], "val/f1")]
     assert history["val/f1"].tolist() == pytest.approx(val_f1)
+    train_f1 = [m.value for m in client.get_metric_history(run["run_id"], "train/f1")]
+    assert len(train_f1) == len(history) and history["train/f1"].tolist() == pytest.approx(train_f1)
     (checkpoint,) = client.list_artifacts(run["run_id"], "checkpoints")
     assert checkpoint.path.endswith(".ckpt") and checkpoint.file_size > 1e6
     for key in (

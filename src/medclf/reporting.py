@@ -149,14 +149,29 @@ class TrainingCurves(Callback):
     def __init__(self, output_dir: str | Path) -> None:
         self.output_dir = Path(output_dir)
         self.history: list[dict[str, float]] = []
+        self._ended_epoch: int | None = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning runs this hook before the module's own ``on_train_epoch_end``, where the
+        # train metrics are computed: read the epoch's values at the next hook
+        self._ended_epoch = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer)
+
+    def _record(self, trainer: L.Trainer) -> None:
+        if self._ended_epoch is None:
+            return
         metrics = trainer.callback_metrics
-        row = {"epoch": trainer.current_epoch}
+        row = {"epoch": self._ended_epoch}
         for key in self.KEYS:
             if key in metrics:
                 row[key.replace("_epoch", "")] = float(metrics[key])
         self.history.append(row)
+        self._ended_epoch = None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not self.history:

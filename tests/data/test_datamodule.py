@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import albumentations as A
@@ -270,6 +271,7 @@ def test_empty_split_rejected(tmp_path: Path):
         ({"batch_size": -4}, "datamodule.batch_size"),
         ({"batch_size": 2.5}, "datamodule.batch_size"),
         ({"num_workers": -1}, "datamodule.num_workers"),
+        ({"num_workers": "many"}, "datamodule.num_workers"),
         ({"val_fraction": 1.0}, "datamodule.val_fraction"),
         ({"test_fraction": -0.1}, "datamodule.test_fraction"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction + test_fraction"),
@@ -400,3 +402,36 @@ def test_cache_must_be_a_boolean():
     dm = DigitsDataModule(image_size=8, cache=True)
     dm.setup()  # in-memory data: nothing to cache, nothing copied
     assert dm.datasets["train"].cache is None
+
+
+# --- num_workers: auto ------------------------------------------------------------------
+
+
+def test_auto_workers_rule() -> None:
+    from medclf.data.datamodule import auto_workers
+
+    assert auto_workers(on_gpu=False, cores=2) == 2
+    assert auto_workers(on_gpu=False, cores=64) == 2  # CPU training: the model needs the cores
+    assert auto_workers(on_gpu=False, cores=1) == 1
+    assert auto_workers(on_gpu=True, processes=1, cores=16) == 16
+    assert auto_workers(on_gpu=True, processes=4, cores=32) == 8  # shared among DDP ranks
+    assert auto_workers(on_gpu=True, processes=1, cores=128) == 16
+    assert auto_workers(on_gpu=True, processes=8, cores=4) == 1
+
+
+def test_auto_workers_follow_the_attached_trainer(tmp_path) -> None:
+    dm = _digits(num_workers="auto", persistent_workers=True)
+    dm.trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
+    loader = dm.train_dataloader()
+    assert loader.num_workers == min(2, len(os.sched_getaffinity(0)))
+    assert loader.persistent_workers
+
+
+def test_default_config_uses_auto_workers() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from medclf.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["datamodule=folder", "datamodule.data_dir=/x"])
+    assert cfg.datamodule.num_workers == "auto"

@@ -8,6 +8,7 @@ a model or an MLflow run: bad data fails before any training, with the file name
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,20 @@ class ImageDataset(Dataset):
         return item
 
 
+def auto_workers(on_gpu: bool, processes: int = 1, cores: int | None = None) -> int:
+    """Loader workers for ``num_workers: auto``. Training on CPU: 2 (the model step needs the
+    cores, and 2 workers already decode 64 px JPEGs about 24 times faster than resnet18
+    trains on them). On GPUs: the cores this process may use, shared among the node's
+    ``processes`` training processes, at most 16 each (resnet50 at 224 px, bf16, on one H100
+    trains about 2000 images/s; one worker decodes and augments about 150-190 of them)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = cores or os.cpu_count() or 1
+    if not on_gpu:
+        return min(2, cores)
+    return max(1, min(16, cores // max(processes, 1)))
+
+
 class ClassificationDataModule(L.LightningDataModule):
     """Base: subclasses implement :meth:`load_table`; everything else is shared."""
 
@@ -96,7 +111,7 @@ class ClassificationDataModule(L.LightningDataModule):
         image_size: int | list[int] = 224,
         channels: int | str = "auto",
         batch_size: int = 32,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         seed: int = 42,
@@ -117,8 +132,12 @@ class ClassificationDataModule(L.LightningDataModule):
         super().__init__()
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"datamodule.batch_size={batch_size!r} must be a positive integer.")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"datamodule.num_workers={num_workers!r} must be an integer >= 0.")
+        if num_workers != "auto" and (
+            not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0
+        ):
+            raise ConfigError(
+                f"datamodule.num_workers={num_workers!r} must be auto or an integer >= 0."
+            )
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0 <= value < 1:
                 raise ConfigError(f"datamodule.{key}={value} must be in [0, 1).")
@@ -163,7 +182,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.volume_augment = volume_augment
         self.verify_images = verify_images
         self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.persistent_workers = persistent_workers and num_workers != 0
         self.drop_last = drop_last
         self.sampler = None if sampler == "none" else sampler
         self.meta_columns = list(meta_columns or [])
@@ -371,17 +390,31 @@ class ClassificationDataModule(L.LightningDataModule):
             torch.as_tensor(weights, dtype=torch.double), num_samples=len(targets)
         )
 
+    def workers(self) -> int:
+        """``num_workers``, with ``auto`` resolved for the attached Trainer (or, before one is
+        attached, for the machine): see ``auto_workers``."""
+        if self.num_workers != "auto":
+            return self.num_workers
+        trainer = self.trainer
+        if trainer is not None:
+            on_gpu = trainer.accelerator.__class__.__name__ != "CPUAccelerator"
+            processes = trainer.num_devices
+        else:
+            on_gpu, processes = torch.cuda.is_available(), max(torch.cuda.device_count(), 1)
+        return auto_workers(on_gpu, processes)
+
     def _loader(self, split: str, shuffle: bool, drop_last: bool = False, sampler=None):
+        workers = self.workers()
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
             drop_last=drop_last,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers,
-            worker_init_fn=seed_worker if self.num_workers > 0 else None,
+            persistent_workers=self.persistent_workers and workers > 0,
+            worker_init_fn=seed_worker if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
