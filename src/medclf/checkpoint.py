@@ -1,8 +1,9 @@
 """Load a trained model from its Lightning checkpoint, with nothing else needed.
 
 A checkpoint's hyperparameters hold everything about the model (class names, channels,
-image size, spatial dims, task, threshold, metadata encoding, backbone and head config; see
-medclf.models.module), so eval, predict, export and Grad-CAM read only the file. It is
+image size, volume size, DICOM window, spatial dims, task, threshold, metadata encoding,
+backbone and head config; see medclf.models.module), so eval, predict, export and Grad-CAM
+read only the file. It is
 loaded with ``torch.load(weights_only=True)``: tensors and plain values, never code.
 """
 
@@ -49,5 +50,7 @@ def describe(module: Any) -> dict[str, Any]:
         "image_size": hp.get("image_size"),
         "spatial_dims": int(hp.get("spatial_dims", 2)),
         "metadata": list(hp.get("metadata") or []),
+        "volume_size": hp.get("volume_size"),
+        "dicom_window": hp.get("dicom_window"),
         "backbone": dict(hp["backbone"]),
     }

@@ -89,6 +89,8 @@ def build_model(cfg: DictConfig, datamodule) -> Any:
         image_size=_plain(cfg.datamodule.image_size),
         spatial_dims=datamodule.spatial_dims,
         metadata=datamodule.meta_encoder.state() if datamodule.meta_encoder else None,
+        volume_size=list(datamodule.volume_size) if datamodule.spatial_dims == 3 else None,
+        dicom_window=_plain(datamodule.dicom_window),
         channels_last=bool(speed.get("channels_last", False)),
         compile=bool(speed.get("compile", False)),
     )

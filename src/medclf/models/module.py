@@ -54,6 +54,8 @@ class ClassificationModule(L.LightningModule):
         image_size: Any = None,
         spatial_dims: int = 2,
         metadata: list[dict[str, Any]] | None = None,
+        volume_size: list[int] | None = None,
+        dicom_window: Any = None,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
