@@ -21,6 +21,27 @@ def test_per_class_report_equals_sklearn() -> None:
     np.testing.assert_allclose(table.loc[["a", "b", "c"], "f1"], f)
     assert table.loc[["a", "b", "c"], "support"].tolist() == support.tolist()
     assert list(table.index) == ["a", "b", "c", "macro avg", "weighted avg"]
+    # sensitivity and specificity, one-vs-rest, from scikit-learn's confusion matrix
+    from sklearn.metrics import multilabel_confusion_matrix
+
+    matrices = multilabel_confusion_matrix(target, probs.argmax(1), labels=[0, 1, 2])
+    tn, fp, fn, tp = (matrices.reshape(3, 4).T).astype(float)
+    np.testing.assert_allclose(table.loc[["a", "b", "c"], "sensitivity"], tp / (tp + fn))
+    np.testing.assert_allclose(table.loc[["a", "b", "c"], "specificity"], tn / (tn + fp))
+
+
+def test_per_class_figure_has_a_bar_per_class_and_kind() -> None:
+    import pandas as pd
+
+    from medclf.plots import per_class_figure
+
+    report = pd.DataFrame(
+        {"precision": [1, 0.5], "sensitivity": [0.2, 0.4], "specificity": [0.9, 1], "f1": [0.3, 0]},
+        index=["a", "b"],
+    )
+    ax = per_class_figure(report).axes[0]
+    assert len(ax.patches) == 8
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
 
 
 def test_confusion_figures_show_row_rates_and_counts() -> None:

@@ -85,6 +85,7 @@ def test_default_run_logs_artifacts_and_tags_experiment(tmp_path: Path) -> None:
         "test/test_predictions.csv",
         "test/per_class_report.csv",
         "test/confusion_matrix.png",
+        "test/per_class_metrics.png",
         "test/roc_curves.png",
         "test/pr_curves.png",
     }

@@ -85,6 +85,23 @@ def multilabel_confusion_figure(matrices: np.ndarray, class_names: Sequence[str]
     return fig
 
 
+def per_class_figure(report) -> plt.Figure:
+    """Grouped bars per class: precision, recall (sensitivity), specificity and F1 (rows of
+    the per-class report, indexed by class name)."""
+    kinds = [k for k in ("precision", "sensitivity", "specificity", "f1") if k in report]
+    names = [str(n) for n in report.index]
+    x = np.arange(len(names))
+    width = 0.8 / len(kinds)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) + 2), 4))
+    for i, kind in enumerate(kinds):
+        ax.bar(x + (i - (len(kinds) - 1) / 2) * width, report[kind], width, label=kind)
+    ax.set(xticks=x, xticklabels=names, ylim=(0, 1.05), ylabel="score", title="Per-class metrics")
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: plt.Figure, path) -> None:
     """Write a figure to ``path`` and free it (figures otherwise accumulate in pyplot)."""
     fig.savefig(path, dpi=120)

@@ -80,7 +80,31 @@ def per_class_report(
     table = pd.DataFrame(report).T.rename(columns={"f1-score": "f1"})
     table["support"] = table["support"].astype(int)
     table.index.name = "class"
+    sensitivity, specificity = sensitivity_specificity(frame, class_names, task)
+    table["sensitivity"] = pd.Series(sensitivity, index=class_names)
+    table["specificity"] = pd.Series(specificity, index=class_names)
     return table
+
+
+def sensitivity_specificity(
+    frame: pd.DataFrame, class_names: list[str], task: str = "multiclass"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, one-vs-rest (as AUCMEDI reports): sensitivity TP / (TP + FN) and
+    specificity TN / (TN + FP); 0 where the denominator is 0."""
+    if task == "multilabel":
+        y, p = indicator(frame["label"], class_names), indicator(frame["prediction"], class_names)
+    else:
+        names = np.asarray(class_names, dtype=object)
+        y = (frame["label"].to_numpy()[:, None] == names).astype(int)
+        p = (frame["prediction"].to_numpy()[:, None] == names).astype(int)
+    tp = ((y == 1) & (p == 1)).sum(0)
+    fn = ((y == 1) & (p == 0)).sum(0)
+    tn = ((y == 0) & (p == 0)).sum(0)
+    fp = ((y == 0) & (p == 1)).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sensitivity = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
+        specificity = np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), 0.0)
+    return sensitivity.astype(float), specificity.astype(float)
 
 
 class TestReport(Callback):
@@ -98,6 +122,7 @@ class TestReport(Callback):
         from medclf.plots import (
             confusion_matrix_figure,
             multilabel_confusion_figure,
+            per_class_figure,
             roc_pr_figures,
             save_figure,
         )
@@ -117,7 +142,10 @@ class TestReport(Callback):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         files = [self.output_dir / "test_predictions.csv", self.output_dir / "per_class_report.csv"]
         frame.to_csv(files[0], index=False, float_format="%.9g")
-        per_class_report(frame, class_names, task).to_csv(files[1], float_format="%.6f")
+        report = per_class_report(frame, class_names, task)
+        report.to_csv(files[1], float_format="%.6f")
+        files.append(self.output_dir / "per_class_metrics.png")
+        save_figure(per_class_figure(report.loc[class_names]), files[-1])
         roc, pr = roc_pr_figures(
             outputs["target"].numpy(), outputs["probs"].float().numpy(), class_names, task
         )
@@ -134,7 +162,13 @@ class TestReport(Callback):
             counts = confusion_matrix(frame["label"], frame["prediction"], labels=class_names)
             figure = confusion_matrix_figure(counts, class_names)
         save_figure(figure, files[-1])
+        rates = {
+            f"test/{kind}_{name}": float(report.loc[name, kind])
+            for kind in ("sensitivity", "specificity")
+            for name in class_names
+        }
         for logger in mlflow_loggers(trainer.loggers):
+            logger.log_metrics(rates)
             for path in files:
                 logger.log_artifact(path, "test")
         log.info("test report written to %s", self.output_dir)
