@@ -161,6 +161,24 @@ def _validate_rest(cfg: DictConfig) -> None:
     if cfg.optimizer.lr <= 0:
         raise ConfigError(f"optimizer.lr={cfg.optimizer.lr} must be positive.")
     _check_sync_batchnorm(cfg)
+    _check_transfer(cfg)
+
+
+def _check_transfer(cfg: DictConfig) -> None:
+    """``backbone.freeze_epochs`` ≥ 0, ``finetune_lr`` null or positive; plain DDP refuses
+    parameters without gradients, which the frozen phase has."""
+    freeze = cfg.backbone.get("freeze_epochs") or 0
+    if not isinstance(freeze, int) or isinstance(freeze, bool) or freeze < 0:
+        raise ConfigError(f"backbone.freeze_epochs={freeze!r} must be an integer >= 0.")
+    lr = cfg.backbone.get("finetune_lr")
+    if lr is not None and (not isinstance(lr, int | float) or lr <= 0):
+        raise ConfigError(f"backbone.finetune_lr={lr!r} must be null or a positive number.")
+    strategy = OmegaConf.select(cfg, "trainer.strategy")
+    if freeze and isinstance(strategy, str) and strategy in ("ddp", "ddp_spawn"):
+        raise ConfigError(
+            f"backbone.freeze_epochs={freeze} with trainer.strategy={strategy}: DDP needs every "
+            "parameter to get a gradient; use trainer.strategy=ddp_find_unused_parameters_true."
+        )
 
 
 def _check_sync_batchnorm(cfg: DictConfig) -> None:

@@ -146,8 +146,11 @@ def roc_pr_figures(
     return roc[0], pr[0]
 
 
-def training_curves_figure(history: list[dict[str, float]]) -> plt.Figure:
-    """Loss and F1 per epoch, train and validation side by side."""
+def training_curves_figure(
+    history: list[dict[str, float]], unfrozen_at: int | None = None
+) -> plt.Figure:
+    """Loss and F1 per epoch, train and validation side by side; with two-phase transfer
+    learning a dashed line where the backbone was unfrozen (epoch ``unfrozen_at``)."""
     fig, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [row["epoch"] for row in history]
     for ax, name in ((loss_ax, "loss"), (f1_ax, "f1")):
@@ -155,6 +158,8 @@ def training_curves_figure(history: list[dict[str, float]]) -> plt.Figure:
             values = [row.get(key, np.nan) for row in history]
             if not np.all(np.isnan(values)):
                 ax.plot(epochs, values, marker="o", label=stage)
+        if unfrozen_at:
+            ax.axvline(unfrozen_at - 0.5, color="grey", linestyle="--", label="backbone unfrozen")
         ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()

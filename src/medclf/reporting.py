@@ -215,7 +215,8 @@ class TrainingCurves(Callback):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         files = [self.output_dir / "history.csv", self.output_dir / "training_curves.png"]
         pd.DataFrame(self.history).to_csv(files[0], index=False)
-        save_figure(training_curves_figure(self.history), files[1])
+        unfrozen_at = getattr(pl_module, "freeze_epochs", 0) or None
+        save_figure(training_curves_figure(self.history, unfrozen_at), files[1])
         for logger in mlflow_loggers(trainer.loggers):
             for path in files:
                 logger.log_artifact(path, "plots")

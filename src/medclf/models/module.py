@@ -7,6 +7,7 @@ hyperparameters, so a checkpoint describes its model fully and loads with
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -32,6 +33,9 @@ def memory_format(channels_last: bool, spatial_dims: int) -> torch.memory_format
     if not channels_last:
         return None
     return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+
+
+log = logging.getLogger(__name__)
 
 
 class ClassificationModule(L.LightningModule):
@@ -64,6 +68,9 @@ class ClassificationModule(L.LightningModule):
         self.class_names = list(class_names)
         self.task = task
         n_classes = len(self.class_names)
+        backbone = dict(backbone)
+        self.freeze_epochs = int(backbone.pop("freeze_epochs", 0) or 0)
+        self.finetune_lr = backbone.pop("finetune_lr", None)
         self.backbone = Backbone(in_chans=in_chans, **backbone)
         mean, std = self.backbone.normalization(in_chans)
         shape = (1, -1) + (1,) * spatial_dims
@@ -164,6 +171,29 @@ class ClassificationModule(L.LightningModule):
         merged = {k: torch.cat([p[k] for p in parts]) for k in keys}  # every rank's share
         order = torch.argsort(merged["index"])
         self.test_predictions = {k: v[order] for k, v in merged.items()}
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def on_train_epoch_start(self) -> None:
+        """Two-phase transfer learning: a frozen backbone for ``freeze_epochs`` epochs, then
+        all layers at ``finetune_lr`` (also right after resuming from either phase)."""
+        if not self.freeze_epochs:
+            return
+        if self.current_epoch < self.freeze_epochs:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()  # batch-norm statistics stay as they are, as Keras does
+        elif self.backbone_frozen or self.current_epoch == self.freeze_epochs:
+            self.backbone.requires_grad_(True)
+            self.backbone.train()
+            lr = self.finetune_lr if self.finetune_lr is not None else self.hparams.optimizer["lr"]
+            for optimizer in self.trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] = float(lr)
+            for config in self.trainer.lr_scheduler_configs:
+                config.scheduler.base_lrs = [float(lr)] * len(config.scheduler.base_lrs)
+            log.info("epoch %d: backbone unfrozen, learning rate %g", self.current_epoch, lr)
 
     def configure_optimizers(self) -> Any:
         opt_cfg = dict(self.hparams.optimizer)
