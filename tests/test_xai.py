@@ -13,15 +13,18 @@ from medclf.errors import ConfigError
 from medclf.models.module import ClassificationModule
 
 
-def build(backbone: str, class_names=("a", "b", "c"), in_chans=3, **kwargs) -> ClassificationModule:
+def build(
+    backbone: str, class_names=("a", "b", "c"), in_chans=3, meta_variables=None, **kwargs
+) -> ClassificationModule:
     """A randomly initialised module (fixed seed): random weights already give structured maps."""
     torch.manual_seed(0)
     task = kwargs.pop("task", "multiclass")
+    activation = "sigmoid" if task == "binary" else "softmax"
     return ClassificationModule(
         class_names=list(class_names),
         in_chans=in_chans,
         backbone={"name": backbone, "pretrained": False},
-        head={"activation": "sigmoid" if task == "binary" else "softmax"},
+        head={"activation": activation, "meta_variables": meta_variables},
         loss={"name": "ce"},
         optimizer={"name": "adamw", "lr": 1e-3},
         task=task,
@@ -97,6 +100,17 @@ def test_heatmaps_leave_the_module_as_found_and_work_in_inference_mode(images):
     assert all(p.grad is None for p in module.parameters())
     by_name = xai.heatmaps(module, images, targets="c")  # a class name for every image
     np.testing.assert_allclose(by_name[1], reference[1], atol=1e-6)
+
+
+def test_metadata_is_held_fixed_for_the_image_model(images):
+    module = build("resnet18", meta_variables=2)
+    metadata = torch.tensor([[0.0, 1.0], [5.0, -5.0]])
+    maps = xai.heatmaps(module, images, metadata=metadata, targets=0)
+    other = xai.heatmaps(module, images, metadata=-metadata, targets=0)
+    assert maps.shape == (2, 96, 128)
+    assert np.abs(maps - other).max() > 1e-3  # the metadata reaches the head
+    with pytest.raises(ValueError, match="metadata"):
+        xai.heatmaps(module, images)
 
 
 def test_binary_model_explains_either_class(images):
