@@ -95,7 +95,8 @@ def _class_indices(module: nn.Module, targets: Any, n_images: int) -> list[int] 
     names = list(module.class_names)
     if isinstance(targets, torch.Tensor | np.ndarray):
         targets = targets.tolist()
-    items = [targets] * n_images if isinstance(targets, int | str) else list(targets)
+    single = isinstance(targets, int | np.integer | str)
+    items = [targets] * n_images if single else list(targets)
     if len(items) != n_images:
         raise ConfigError(f"xai targets: {len(items)} classes given for {n_images} images.")
     indices = []
