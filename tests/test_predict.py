@@ -185,3 +185,22 @@ def test_command_line_and_its_errors(tmp_path, image_folder) -> None:
         cwd=tmp_path,
     )
     assert bad.returncode == 2 and "missing.ckpt" in bad.stderr
+
+
+def test_gradcam_overlays_per_image(tmp_path, image_folder) -> None:
+    from PIL import Image
+
+    save_checkpoint(tmp_path / "m.ckpt")
+    files = sorted(image_folder.rglob("*.png"))[:3]
+    small = tmp_path / "few"
+    small.mkdir()
+    for f in files:
+        (small / f.name).write_bytes(f.read_bytes())
+    maps = tmp_path / "maps"
+    base = [f"ckpt_path={tmp_path / 'm.ckpt'}", f"input={small}", f"xai_dir={maps}"]
+    run_predict(tmp_path, *base, "xai=gradcam++")
+    written = sorted(p.name for p in maps.iterdir())
+    assert written == sorted(f.stem + ".png" for f in files)
+    assert Image.open(maps / written[0]).size == (32, 32)
+    with pytest.raises(ConfigError, match="gradcam"):
+        run_predict(tmp_path, *base, "xai=gradcm")

@@ -111,13 +111,8 @@ def predict(cfg: DictConfig) -> Path:
 def _explainer(cfg: DictConfig, spec: dict[str, Any]):
     """A function writing the heatmaps of a batch into ``xai_dir``."""
     from medclf import xai
-    from medclf.errors import did_you_mean
 
-    if cfg.xai not in xai.METHODS:
-        raise ConfigError(
-            f"xai={cfg.xai!r} is not a heatmap method.{did_you_mean(str(cfg.xai), xai.METHODS)} "
-            f"Methods: {', '.join(xai.METHODS)}."
-        )
+    xai.get_method(str(cfg.xai))  # an unknown name: ConfigError with the nearest ones
     if not cfg.xai_dir:
         raise ConfigError("xai_dir is not set: give the folder for the heatmaps (xai_dir=DIR).")
     directory = Path(cfg.xai_dir).expanduser()
@@ -126,11 +121,8 @@ def _explainer(cfg: DictConfig, spec: dict[str, Any]):
     def explain(model, image, metadata, labels, samples) -> None:
         maps = xai.heatmaps(model, image, method=cfg.xai, metadata=metadata, targets=labels)
         for picture, heatmap, sample in zip(image, maps, samples, strict=True):
-            stem = str(sample).replace("/", "__").rsplit(".", 1)[0]
-            if spec["spatial_dims"] == 3:
-                xai.save_volume(heatmap, picture.numpy(), directory, stem)
-            else:
-                xai.overlay_png(picture.numpy(), heatmap, directory / f"{stem}.png")
+            stem = str(sample).replace("/", "__").replace("\\", "__").split(".", 1)[0]
+            xai.save_heatmap(heatmap, picture.numpy(), directory, stem)
 
     return explain
 
