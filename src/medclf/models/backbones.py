@@ -88,6 +88,27 @@ def get_spec(name: str) -> BackboneSpec:
         ) from None
 
 
+def cached_pretrained_file(model_id: str) -> str | None:
+    """The path of ``model_id``'s default pretrained weights in the local Hugging Face
+    cache, or None (not cached, or not published on the Hub)."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(model_id) if "." in model_id else None
+    if cfg is None:
+        tags = timm.list_pretrained(model_id + ".*")
+        cfg = timm.models.get_pretrained_cfg(tags[0]) if tags else None
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return None
+    names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else []
+    for filename in [*names, "model.safetensors", "pytorch_model.bin"]:
+        path = try_to_load_from_cache(repo, filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
 class Backbone(nn.Module):
     """A feature extractor: image (N, C, *spatial) → last feature map (N, F, *spatial')."""
 
@@ -129,7 +150,24 @@ class Backbone(nn.Module):
                 f"{name} ({spec.model_id}). Set backbone.pretrained=false or give local "
                 "weights with backbone.weights=PATH."
             )
-        self.model = timm.create_model(spec.model_id, pretrained=pretrained, **kwargs)
+        elif pretrained:
+            cached = cached_pretrained_file(spec.model_id)
+            if cached:  # no request to the Hub: the weights are on this machine already
+                kwargs["pretrained_cfg_overlay"] = {"file": cached}
+        try:
+            self.model = timm.create_model(spec.model_id, pretrained=pretrained, **kwargs)
+        except OSError as error:  # huggingface_hub's LocalEntryNotFoundError among them
+            if weights:
+                raise
+            raise ConfigError(
+                f"backbone.pretrained=true: the ImageNet weights of {name} ({spec.model_id}) "
+                "are not in the local Hugging Face cache and could not be downloaded "
+                f"(offline: {type(error).__name__}). Fetch them once where there is a network "
+                f"(python -c \"import timm; timm.create_model('{spec.model_id}', "
+                "pretrained=True)\") and copy the cache (HF_HOME, default "
+                "~/.cache/huggingface) here, give a weights file with backbone.weights=PATH, "
+                "or set backbone.pretrained=false."
+            ) from None
         self.num_features = int(self.model.num_features)
         self.pretrained_cfg = dict(getattr(self.model, "pretrained_cfg", {}) or {})
         self._drop_unused(int(in_chans))
