@@ -157,6 +157,8 @@ def test_user_errors_name_the_key(tmp_path: Path) -> None:
     ckpt.write_bytes(b"not read: the options are checked first")
     with pytest.raises(ConfigError, match="format='onx'.*Did you mean: onnx"):
         export(ckpt, "onx")
+    with pytest.raises(ConfigError, match="opset='latest'"):
+        export(ckpt, "onnx", opset="latest")
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ConfigError, match="output=.*a_file"):
         export(ckpt, "onnx", output=tmp_path / "a_file" / "model.onnx")

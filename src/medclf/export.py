@@ -186,6 +186,8 @@ def export(
         raise ConfigError(
             f"batch_size={batch_size!r}: give a positive integer, or null for any batch size."
         )
+    if format == "onnx" and (isinstance(opset, bool) or not isinstance(opset, int)):
+        raise ConfigError(f"opset={opset!r}: give an ONNX opset version such as opset=17.")
     ckpt_path = Path(ckpt_path).expanduser()
     if not ckpt_path.is_file():  # before importing torch: a typo is answered at once
         raise ConfigError(
@@ -234,8 +236,6 @@ def _export_onnx(model, example, path: Path, spec, opset: Any, dynamic: bool) ->
     import onnx
     import torch
 
-    if isinstance(opset, bool) or not isinstance(opset, int):
-        raise ConfigError(f"opset={opset!r}: give an ONNX opset version such as opset=17.")
     names = [item["name"] for item in spec["inputs"]]
     axes = {name: {0: "batch"} for name in [*names, "probabilities"]} if dynamic else None
     with warnings.catch_warnings():
