@@ -164,7 +164,7 @@ class Backbone(nn.Module):
                 "are not in the local Hugging Face cache and could not be downloaded "
                 f"(offline: {type(error).__name__}). Fetch them once where there is a network "
                 f"(python -c \"import timm; timm.create_model('{spec.model_id}', "
-                "pretrained=True)\") and copy the cache (HF_HOME, default "
+                'pretrained=True)") and copy the cache (HF_HOME, default '
                 "~/.cache/huggingface) here, give a weights file with backbone.weights=PATH, "
                 "or set backbone.pretrained=false."
             ) from None
