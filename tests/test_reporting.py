@@ -67,3 +67,15 @@ def test_roc_pr_figures_one_curve_per_present_class() -> None:
     assert len(pr.axes[0].get_lines()) == 3
     roc_b, _ = roc_pr_figures(target % 2, np.c_[1 - probs[:, 0], probs[:, 0]], ["n", "p"], "binary")
     assert [t.get_text() for t in roc_b.axes[0].get_legend().get_texts()][0].startswith("p (AUC")
+
+
+def test_training_curves_mark_the_unfreezing() -> None:
+    from medclf.plots import training_curves_figure
+
+    history = [{"epoch": e, "train/loss": 1.0 / (e + 1), "val/f1": 0.1 * e} for e in range(4)]
+    plain = training_curves_figure(history)
+    marked = training_curves_figure(history, unfrozen_at=2)
+    for ax in marked.axes:
+        lines = [line for line in ax.get_lines() if line.get_label() == "backbone unfrozen"]
+        assert len(lines) == 1 and lines[0].get_xdata()[0] == 1.5
+    assert not any(line.get_label() == "backbone unfrozen" for line in plain.axes[0].get_lines())

@@ -22,7 +22,26 @@ from medclf.errors import ConfigError, MedclfError
 log = logging.getLogger(__name__)
 
 
-def checkpoint_paths(value: Any) -> list[str]:
+def checkpoint_paths(value: Any, run_id: str | None = None, tracking_uri: str = "") -> list[str]:
+    """``ckpt_path`` as a list, or the fold checkpoints of cross-validation run ``run_id``."""
+    if run_id:
+        if value:
+            raise ConfigError("give ckpt_path or run_id, not both.")
+        import mlflow
+
+        try:
+            run = mlflow.MlflowClient(tracking_uri).get_run(str(run_id))
+        except mlflow.exceptions.MlflowException as exc:
+            raise ConfigError(f"run_id={run_id}: no such run at {tracking_uri} ({exc}).") from None
+        folds = run.data.tags.get("fold_checkpoints")
+        if not folds:
+            raise ConfigError(
+                f"run_id={run_id} is not a cross-validation run (no fold_checkpoints tag); "
+                "give its checkpoints with ckpt_path=[...]."
+            )
+        return folds.split(";")
+    if value is None:
+        raise ConfigError("ckpt_path is not set: give ckpt_path=MODEL.ckpt (or run_id=...).")
     paths = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
     if not paths:
         raise ConfigError("ckpt_path=[]: give at least one checkpoint.")
@@ -62,7 +81,7 @@ def predict(cfg: DictConfig) -> Path:
         tta_views,
     )
 
-    paths = checkpoint_paths(cfg.ckpt_path)
+    paths = checkpoint_paths(cfg.ckpt_path, cfg.get("run_id"), cfg.get("tracking_uri") or "")
     models, spec = load_models(paths)
     threshold = spec["threshold"] if cfg.threshold is None else float(cfg.threshold)
     table = input_table(cfg.input, cfg.image_column)

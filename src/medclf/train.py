@@ -120,8 +120,14 @@ def _tidy_lightning_logging() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Train and test as configured; returns the best ``cfg.optimized_metric`` value."""
+def run(cfg: DictConfig, results: dict | None = None) -> float | None:
+    """Train and test as configured; returns the best ``cfg.optimized_metric`` value.
+    ``results`` (if given) receives the final metrics, the best checkpoint and the MLflow
+    run id. With ``cv.folds`` ≥ 2, cross-validation (medclf.cv) instead."""
+    if (OmegaConf.select(cfg, "cv.folds") or 0) >= 2 and results is None:
+        from medclf.cv import run_cv
+
+        return run_cv(cfg)
     import lightning as L
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -201,7 +207,13 @@ def run(cfg: DictConfig) -> float | None:
         distributed.release(ddp_environment)
     if trainer.is_global_zero:
         _summary(trainer, trackers, output_dir)
-    return _best(trainer, cfg.get("optimized_metric"))
+    best = _best(trainer, cfg.get("optimized_metric"))
+    if results is not None:
+        results["metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        results["checkpoint"] = checkpoint
+        results["run_id"] = trackers[0].run_id if trackers else None
+        results["best"] = best
+    return best
 
 
 def _best(trainer, metric: str | None) -> float | None:

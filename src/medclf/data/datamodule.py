@@ -23,6 +23,7 @@ from medclf.data.io import convert_channels, read_image, to_unit_float
 from medclf.data.metadata import MetadataEncoder
 from medclf.data.sources import (
     SampleTable,
+    assign_fold,
     assign_splits,
     csv_table,
     digits_table,
@@ -128,6 +129,8 @@ class ClassificationDataModule(L.LightningDataModule):
         meta_types: dict[str, str] | None = None,
         dicom_window: Any = None,
         cache: bool = False,
+        folds: int = 0,
+        fold: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -171,6 +174,8 @@ class ClassificationDataModule(L.LightningDataModule):
             raise ConfigError(f"datamodule.sampler={sampler!r}: use null or balanced.")
         self.image_size = image_size
         self.volume_size = volume_size
+        self.folds = int(folds or 0)
+        self.fold = int(fold or 0)
         self.requested_channels = channels
         self.requested_spatial_dims = spatial_dims
         self.batch_size = batch_size
@@ -237,6 +242,8 @@ class ClassificationDataModule(L.LightningDataModule):
                 "(datamodule=csv); this data source has no metadata."
             )
         frame = assign_splits(table.frame, self.val_fraction, self.test_fraction, self.seed)
+        if self.folds >= 2:  # cross-validation: this fold is the val split
+            frame = assign_fold(frame, self.folds, self.fold, self.seed)
         for split in ("train", "val", "test"):
             if not (frame["split"] == split).any():
                 raise DataError(

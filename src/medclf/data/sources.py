@@ -385,6 +385,38 @@ def assign_splits(
     return frame
 
 
+def assign_fold(frame: pd.DataFrame, folds: int, fold: int, seed: int) -> pd.DataFrame:
+    """Cross-validation: the train and val samples are cut into ``folds`` stratified, seeded
+    folds (iteratively stratified for multi-label data); fold ``fold`` becomes the val split,
+    the others train. The test split is left as it is."""
+    from sklearn.model_selection import StratifiedKFold
+
+    if not 0 <= fold < folds:
+        raise DataError(f"fold {fold} of cv.folds={folds}: use 0 … {folds - 1}.")
+    frame = frame.copy()
+    pool = frame.index[frame["split"].isin(["train", "val"])]
+    labels = frame.loc[pool, "label"]
+    if isinstance(labels.iloc[0], tuple):
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        target = label_matrix(labels, multilabel=True)
+    else:
+        counts = labels.value_counts()
+        if counts.min() < folds:
+            raise DataError(
+                f"class index {counts.idxmin()} has {counts.min()} sample(s) outside the test "
+                f"split, fewer than cv.folds={folds}: every fold needs one of each class. "
+                "Lower cv.folds or add samples."
+            )
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        target = labels.to_numpy()
+    _, val = list(splitter.split(np.zeros(len(pool)), target))[fold]
+    frame.loc[pool, "split"] = "train"
+    frame.loc[pool[val], "split"] = "val"
+    return frame
+
+
 def _iterative_split(candidates, labels, share: float, seed: int, split: str, fraction: float):
     """Multi-label stratification (Sechidis et al. 2011, via iterative-stratification)."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
