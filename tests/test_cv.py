@@ -7,8 +7,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import FAST, run_train
 
+from helpers import FAST, run_train
 from medclf.data.sources import assign_fold, assign_splits
 
 
