@@ -115,3 +115,13 @@ def test_failure_during_training_marks_run_failed(tmp_path: Path, monkeypatch) -
     runs = search_runs(tmp_path)
     assert list(runs["status"]) == ["FAILED"]
     assert runs.iloc[0]["tags.mlflow.runName"] == "failure-test"
+
+
+def test_nonfinite_loss_stops_and_fails_the_run(tmp_path: Path) -> None:
+    """A learning rate that blows the weights up: exit 2 with the epoch and batch named, the
+    MLflow run FAILED."""
+    result = run_train(tmp_path, "optimizer.lr=1e30", "logger.mlflow.save_model=false", *FAST)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "the training loss became NaN or infinite at epoch 0, batch" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(search_runs(tmp_path)["status"]) == ["FAILED"]

@@ -22,3 +22,7 @@ def did_you_mean(value: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ' Did you mean: a, b?' for the closest names, or '' when nothing is close."""
     close = difflib.get_close_matches(str(value), sorted(choices), n=n, cutoff=0.5)
     return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+class NonFiniteLossError(MedclfError):
+    """The training loss became NaN or infinite."""

@@ -93,6 +93,7 @@ def build_model(cfg: DictConfig, datamodule) -> Any:
         dicom_window=_plain(datamodule.dicom_window),
         channels_last=bool(speed.get("channels_last", False)),
         compile=bool(speed.get("compile", False)),
+        nonfinite_loss=str(cfg.get("nonfinite_loss", "stop")),
     )
 
 

@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from medclf.distributed import gather_objects
+from medclf.errors import ConfigError, NonFiniteLossError
 from medclf.losses import CrossEntropyLoss, FocalLoss, KLDivergenceLoss
 from medclf.metrics import per_class_metrics, summary_metrics
 from medclf.models.backbones import Backbone
@@ -62,9 +63,16 @@ class ClassificationModule(L.LightningModule):
         dicom_window: Any = None,
         channels_last: bool = False,
         compile: bool = False,
+        nonfinite_loss: str = "stop",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
+        if nonfinite_loss not in ("stop", "skip"):
+            raise ConfigError(f"nonfinite_loss={nonfinite_loss!r}: use stop or skip.")
+        self.nonfinite_loss = nonfinite_loss
+        self.skipped_steps = 0
+        # (epoch, batch, global step) of the first non-finite loss, kept on the device
+        self.register_buffer("first_nonfinite", torch.full((3,), -1), persistent=False)
         self.class_names = list(class_names)
         self.task = task
         n_classes = len(self.class_names)
@@ -123,14 +131,56 @@ class ClassificationModule(L.LightningModule):
         """What the summary metrics take: p for binary, the probability matrix otherwise."""
         return probs[:, 0] if self.task == "binary" else probs
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss, probs, target = self.model_step(batch)
+        if self._nonfinite(loss, batch_idx):
+            return None  # no backward: the optimizer step finds no gradients and changes nothing
         self.train_metrics.update(self._scored(probs), target.long())
         bs = len(target)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
         return loss
 
+    def _nonfinite(self, loss: torch.Tensor, batch_idx: int) -> bool:
+        """``nonfinite_loss=skip``: True for a NaN/inf loss (its batch is skipped; one host
+        read per step). ``stop``: the first such step is noted on the device and checked on
+        the host every step on CPU, every 25 steps and at epoch end on a GPU (no wait for the
+        GPU in between); then NonFiniteLossError."""
+        finite = torch.isfinite(loss.detach())
+        if self.nonfinite_loss == "skip":
+            if bool(finite):
+                return False
+            self.skipped_steps += 1
+            if self.skipped_steps <= 5:
+                log.warning(
+                    "non-finite loss (%s) at epoch %d, step %d: batch skipped (%d so far)",
+                    float(loss),
+                    self.current_epoch,
+                    batch_idx,
+                    self.skipped_steps,
+                )
+            return True
+        mark = torch.tensor(
+            [self.current_epoch, batch_idx, self.global_step], device=self.first_nonfinite.device
+        )
+        first = self.first_nonfinite
+        self.first_nonfinite = torch.where(~finite & (first[0] < 0), mark, first)
+        if loss.device.type == "cpu" or batch_idx % 25 == 0:
+            self._raise_if_nonfinite()
+        return False
+
+    def _raise_if_nonfinite(self) -> None:
+        epoch, batch, step = (int(v) for v in self.first_nonfinite.tolist())
+        if epoch < 0:
+            return
+        raise NonFiniteLossError(
+            f"the training loss became NaN or infinite at epoch {epoch}, batch {batch} "
+            f"(global step {step}). Lower optimizer.lr, check the inputs for NaN/inf "
+            "values, or set nonfinite_loss=skip to skip such batches. The last checkpoint "
+            "holds the last finished epoch."
+        )
+
     def on_train_epoch_end(self) -> None:
+        self._raise_if_nonfinite()
         # computed once per epoch (synchronised across DDP ranks by torchmetrics) rather than
         # handed to ``self.log`` every step, where Lightning moves each Metric object to the
         # device again: about 1 ms of host time per metric and step
