@@ -87,7 +87,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from medclf.data.transforms import VolumeTransform, build_transform
     from medclf.reporting import TestReport
     from medclf.tracking import mlflow_loggers
-    from medclf.train import _instantiate_all, _tidy_lightning_logging
+    from medclf.train import _instantiate_all, _tidy_lightning_logging, instantiate
 
     _tidy_lightning_logging()
     L.seed_everything(cfg.seed, verbose=False)
@@ -99,7 +99,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    datamodule = hydra.utils.instantiate(cfg.datamodule)
+    datamodule = instantiate(cfg.datamodule)
     frame, targets, meta, arrays = labelled_split(datamodule, spec, cfg.split)
     metadata = None
     if spec["metadata"]:
@@ -121,9 +121,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     log.info("evaluating %s on %d samples (%s)", cfg.ckpt_path, len(frame), cfg.split)
 
     loggers = _instantiate_all(_logger_config(cfg))
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=[TestReport(output_dir)]
-    )
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[TestReport(output_dir)])
     trackers = mlflow_loggers(loggers)
     status = "FAILED"
     try:

@@ -101,10 +101,26 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a medclf error raised by the constructor reaches the
+    user as itself (one message, exit 2), not wrapped in Hydra's InstantiationException."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, MedclfError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
 def _instantiate_all(group: DictConfig | None) -> list:
     """Instantiate every ``_target_`` node of a group (callbacks, loggers); skip nulls."""
     return [
-        hydra.utils.instantiate(node)
+        instantiate(node)
         for node in (group or {}).values()
         if isinstance(node, DictConfig) and "_target_" in node
     ]
@@ -148,8 +164,8 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     ddp_environment = distributed.ddp_environment()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    augment = {k: hydra.utils.instantiate(v) for k, v in (cfg.get("augment") or {}).items() if v}
-    datamodule = hydra.utils.instantiate(
+    augment = {k: instantiate(v) for k, v in (cfg.get("augment") or {}).items() if v}
+    datamodule = instantiate(
         cfg.datamodule, augment=augment.get("image"), volume_augment=augment.get("volume")
     )
     datamodule.setup()
@@ -158,6 +174,8 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     for node in (cfg.get("logger") or {}).values():
         if node is not None and "run_name" in node and node.run_name is None:
             node.run_name = _job()[0]
+        if node is not None and "spool_path" in node and node.spool_path is None:
+            node.spool_path = str(output_dir / "mlflow_unsent.jsonl")
     # DDP ranks > 0 log nothing; not even opening the store (concurrent table creation).
     loggers = _instantiate_all(cfg.get("logger")) if rank_zero_only.rank == 0 else []
     callbacks = _instantiate_all(cfg.get("callbacks"))
@@ -170,7 +188,7 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
     trackers = mlflow_loggers(loggers)
     status = "FAILED"
