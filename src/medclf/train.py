@@ -150,6 +150,7 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
 
     from medclf import distributed
     from medclf.config import validate
+    from medclf.interrupt import InterruptCheckpoint
     from medclf.reporting import TestReport, TrainingCurves
     from medclf.tracking import flatten, log_model, mlflow_loggers
 
@@ -180,6 +181,7 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     loggers = _instantiate_all(cfg.get("logger")) if rank_zero_only.rank == 0 else []
     callbacks = _instantiate_all(cfg.get("callbacks"))
     callbacks += [
+        InterruptCheckpoint(),
         TestReport(output_dir),
         TrainingCurves(output_dir / "plots"),
         distributed.ConfigFingerprint(digest, output_dir),
