@@ -11,7 +11,6 @@ run directory and logs it to MLflow: a new run linked to the training run, or
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from medclf.config import CONF_DIR
-from medclf.errors import DataError, MedclfError
+from medclf.errors import DataError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +174,7 @@ def _tags(cfg: DictConfig, tracker) -> dict[str, str]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except MedclfError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    exit_on_user_error(evaluate, cfg)
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from medclf.config import CONF_DIR
-from medclf.errors import ConfigError, MedclfError, did_you_mean
+from medclf.errors import ConfigError, did_you_mean, exit_on_user_error
 
 log = logging.getLogger("medclf.export")
 
@@ -329,12 +328,7 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except MedclfError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    exit_on_user_error(run, cfg)
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ several checkpoints are combined by ``ensemble``; ``xai=gradcam`` also writes he
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig
 
 from medclf.config import CONF_DIR
-from medclf.errors import ConfigError, MedclfError
+from medclf.errors import ConfigError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +147,7 @@ def _explainer(cfg: DictConfig, spec: dict[str, Any]):
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        predict(cfg)
-    except MedclfError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    exit_on_user_error(predict, cfg)
 
 
 def main() -> None:
