@@ -1,6 +1,6 @@
 """Ctrl-C during training: the state at that step is saved as ``last.ckpt`` before Lightning
 shuts down (and train.py marks the MLflow run KILLED), so nothing since the last epoch's
-checkpoint is lost: ``python train.py ckpt_path=<run dir>/checkpoints/last.ckpt`` resumes."""
+checkpoint is lost: the same command with ``ckpt_path=last`` resumes (medclf.resume)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class InterruptCheckpoint(Callback):
             path.unlink()
         trainer.save_checkpoint(path)
         log.warning(
-            "interrupted at epoch %d, step %d: saved %s; resume with ckpt_path=%s",
+            "interrupted at epoch %d, step %d: saved %s; resume with ckpt_path=last (and "
+            "the same overrides) or ckpt_path=%s",
             trainer.current_epoch,
             trainer.global_step,
             path,

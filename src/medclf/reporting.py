@@ -184,6 +184,7 @@ class TrainingCurves(Callback):
         self.output_dir = Path(output_dir)
         self.history: list[dict[str, float]] = []
         self._ended_epoch: int | None = None
+        self._val_row: dict[str, float] | None = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning runs this hook before the module's own ``on_train_epoch_end``, where the
@@ -196,16 +197,36 @@ class TrainingCurves(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer)
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:  # what a checkpoint taken now knows of this epoch
+            self._val_row = self._row(trainer, trainer.current_epoch, self.KEYS[2:])
+
     def _record(self, trainer: L.Trainer) -> None:
         if self._ended_epoch is None:
             return
+        row = self._row(trainer, self._ended_epoch, self.KEYS)
+        self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]
+        self._ended_epoch = None
+
+    @staticmethod
+    def _row(trainer: L.Trainer, epoch: int, keys) -> dict[str, float]:
         metrics = trainer.callback_metrics
-        row = {"epoch": self._ended_epoch}
-        for key in self.KEYS:
+        row = {"epoch": epoch}
+        for key in keys:
             if key in metrics:
                 row[key.replace("_epoch", "")] = float(metrics[key])
-        self.history.append(row)
-        self._ended_epoch = None
+        return row
+
+    def state_dict(self) -> dict:
+        """The rows so far (plain numbers), with the validation values of the epoch being
+        checkpointed: a resumed run's curves start where the checkpoint's left off."""
+        pending = self._val_row
+        done = {r["epoch"] for r in self.history}
+        extra = [pending] if pending and pending["epoch"] not in done else []
+        return {"history": [dict(r) for r in self.history + extra]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [dict(r) for r in state_dict.get("history", [])]
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not self.history:

@@ -92,6 +92,15 @@ class MLflowRunLogger(MLFlowLogger):
             db.parent.mkdir(parents=True, exist_ok=True)
         ensure_experiment(tracking_uri, experiment_name, artifact_location)
         self.save_model = save_model
+        run_id = kwargs.pop("run_id", None)
+        if run_id is not None and not _run_exists(tracking_uri, run_id):
+            log.warning(
+                "the checkpoint's MLflow run %s is not in %s: logging to a new run",
+                run_id,
+                tracking_uri,
+            )
+            run_id = None
+        kwargs["run_id"] = run_id
         super().__init__(
             experiment_name=experiment_name,
             tracking_uri=tracking_uri,
@@ -135,6 +144,19 @@ class MLflowRunLogger(MLFlowLogger):
             with open(self.spool_path, "a") as spool:
                 spool.write(json.dumps({"step": record[1], "metrics": record[0]}) + "\n")
 
+    def resume_run(self, checkpoint: str | Path, epoch: int) -> None:
+        """Continue this (killed, failed or finished) run: status RUNNING again, tagged with
+        where it resumed from. Its params stay those of its start (MLflow params are
+        immutable)."""
+        client = self.experiment
+        client.update_run(self.run_id, status="RUNNING")
+        tags = client.get_run(self.run_id).data.tags
+        count = int(tags.get("resume_count", "0")) + 1
+        client.set_tag(self.run_id, "resume_count", str(count))
+        client.set_tag(self.run_id, "resumed_from_checkpoint", str(checkpoint))
+        client.set_tag(self.run_id, "resumed_at_epoch", str(epoch))
+        log.info("MLflow: resuming run %s (resume %d)", self.run_id, count)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.experiment.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -157,6 +179,17 @@ class MLflowRunLogger(MLFlowLogger):
                 self.run_id,
                 status,
             )
+
+
+def _run_exists(tracking_uri: str, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def _reachable_uri(tracking_uri: str, fallback: bool, offline_uri: str | None) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medclf.config import CONF_DIR, check_group_choices
 from medclf.errors import ConfigError, MedclfError
@@ -152,14 +152,26 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     from medclf.config import validate
     from medclf.interrupt import InterruptCheckpoint
     from medclf.reporting import TestReport, TrainingCurves
+    from medclf.resume import ResumeState, check_fits
     from medclf.tracking import flatten, log_model, mlflow_loggers
 
     _tidy_lightning_logging()
     validate(cfg)
+    resume = _plan_resume(cfg)
+    own_dir = Path(cfg.paths.output_dir)
+    own_dir.mkdir(parents=True, exist_ok=True)
+    if resume is not None and resume.run_dir is not None:
+        log.info(
+            "resuming %s (epoch %d) in its run directory %s; this command's log is in %s",
+            resume.ckpt_path,
+            resume.epoch,
+            resume.run_dir,
+            own_dir,
+        )
+        cfg.paths.output_dir = str(resume.run_dir)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # also what DDP children of a multirun job start from
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (own_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     digest = distributed.config_hash(cfg)
     distributed.install()
     ddp_environment = distributed.ddp_environment()
@@ -171,16 +183,23 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     )
     datamodule.setup()
     model = build_model(cfg, datamodule)
+    if resume is not None:
+        check_fits(resume, model)
 
     for node in (cfg.get("logger") or {}).values():
         if node is not None and "run_name" in node and node.run_name is None:
             node.run_name = _job()[0]
         if node is not None and "spool_path" in node and node.spool_path is None:
             node.spool_path = str(output_dir / "mlflow_unsent.jsonl")
+        if node is not None and "spool_path" in node and resume and resume.mlflow_run_id:
+            with open_dict(node):
+                node.run_id = resume.mlflow_run_id
     # DDP ranks > 0 log nothing; not even opening the store (concurrent table creation).
     loggers = _instantiate_all(cfg.get("logger")) if rank_zero_only.rank == 0 else []
     callbacks = _instantiate_all(cfg.get("callbacks"))
+    trackers = mlflow_loggers(loggers)
     callbacks += [
+        ResumeState(cfg.seed, output_dir, trackers),
         InterruptCheckpoint(),
         TestReport(output_dir),
         TrainingCurves(output_dir / "plots"),
@@ -192,18 +211,21 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
-    trackers = mlflow_loggers(loggers)
     status = "FAILED"
     try:
         for tracker in trackers:  # the MLflow run is created here, so inside the try
+            if resume is not None and tracker.run_id == resume.mlflow_run_id:
+                tracker.resume_run(resume.ckpt_path, resume.epoch)
+                continue
             tracker.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
             for key, value in _run_tags(output_dir, cfg.paths.root_dir).items():
                 tracker.experiment.set_tag(tracker.run_id, key, value)
         if cfg.train:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            ckpt = str(resume.ckpt_path) if resume is not None else None
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         if cfg.test:
-            ckpt = checkpoint if cfg.train else cfg.get("ckpt_path")
+            ckpt = checkpoint if cfg.train else (resume and str(resume.ckpt_path))
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         for tracker in trackers if trainer.is_global_zero else []:
             tracker.log_artifact(output_dir / "config.yaml")
@@ -235,6 +257,15 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
         results["run_id"] = trackers[0].run_id if trackers else None
         results["best"] = best
     return best
+
+
+def _plan_resume(cfg: DictConfig):
+    """What ``ckpt_path`` resumes (medclf.resume.plan), or None without one."""
+    if not cfg.get("ckpt_path"):
+        return None
+    from medclf.resume import plan
+
+    return plan(str(cfg.ckpt_path), cfg.paths.log_dir, _job()[1], bool(cfg.train))
 
 
 def _best(trainer, metric: str | None) -> float | None:

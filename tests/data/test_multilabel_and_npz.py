@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from conftest import class_image
 from PIL import Image
-from torch.utils.data import WeightedRandomSampler
 
 from medclf.data.datamodule import CsvDataModule, NpzDataModule
+from medclf.data.sampling import EpochSampler
 from medclf.data.sources import assign_splits, csv_table, label_matrix, npz_table
 from medclf.errors import ConfigError, DataError
 
@@ -423,14 +423,14 @@ def test_balanced_sampler_weights_are_inverse_class_frequency(tmp_path: Path):
     dm.setup()
     loader = dm.train_dataloader()
     sampler = loader.sampler
-    assert isinstance(sampler, WeightedRandomSampler)
-    assert sampler.replacement and sampler.num_samples == len(dm.datasets["train"])
+    assert isinstance(sampler, EpochSampler) and sampler.weights is not None
+    assert sampler.num_samples == len(dm.datasets["train"])
     targets = dm.split_frame("train")["label"].to_numpy()
     expected = 1.0 / np.bincount(targets)[targets]
     np.testing.assert_allclose(sampler.weights.numpy(), expected)
     plain = NpzDataModule(path=_imbalanced_npz(tmp_path), image_size=8)
     plain.setup()
-    assert not isinstance(plain.train_dataloader().sampler, WeightedRandomSampler)
+    assert plain.train_dataloader().sampler.weights is None
 
 
 def test_balanced_sampler_draws_classes_evenly(tmp_path: Path):
@@ -439,8 +439,11 @@ def test_balanced_sampler_draws_classes_evenly(tmp_path: Path):
     dm.setup()
     sampler = dm.train_dataloader().sampler
     targets = dm.split_frame("train")["label"].to_numpy()
-    torch.manual_seed(0)
-    drawn = np.concatenate([targets[list(sampler)] for _ in range(30)])
+    drawn = []
+    for epoch in range(30):
+        sampler.set_epoch(epoch)
+        drawn.append(targets[[i for _, i in sampler]])
+    drawn = np.concatenate(drawn)
     share = np.bincount(drawn, minlength=3) / len(drawn)
     np.testing.assert_allclose(share, [1 / 3] * 3, atol=0.04)
     assert np.bincount(targets)[0] / len(targets) > 0.55  # the data itself is imbalanced

@@ -17,10 +17,11 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from medclf.data.io import convert_channels, read_image, to_unit_float
 from medclf.data.metadata import MetadataEncoder
+from medclf.data.sampling import EpochSampler, sample_seed
 from medclf.data.sources import (
     SampleTable,
     assign_fold,
@@ -55,8 +56,10 @@ class ImageDataset(Dataset):
         metadata: np.ndarray | None = None,
         dicom_window: Any = None,
         cache: list[np.ndarray] | None = None,
+        seed: int | None = None,
     ) -> None:
         self.paths = frame["path"].tolist()
+        self.seed = seed
         self.targets = targets
         self.arrays = arrays
         self.channels = channels
@@ -79,7 +82,15 @@ class ImageDataset(Dataset):
             image = read_image(self.paths[i], dicom_window=self.dicom_window)
         return convert_channels(image, self.channels)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key``: a row, or ``(epoch, row)`` from the train split's EpochSampler, whose
+        augmentation is then seeded from (seed, epoch, row) alone."""
+        if isinstance(key, tuple):
+            epoch, i = key
+            if self.seed is not None and hasattr(self.transform, "set_random_seed"):
+                self.transform.set_random_seed(sample_seed(self.seed, epoch, i))
+        else:
+            i = key
         item = {
             "image": self.transform(image=self.load(i))["image"],
             "target": torch.as_tensor(self.targets[i]),
@@ -292,6 +303,7 @@ class ClassificationDataModule(L.LightningDataModule):
                 self.metadata[mask] if self.metadata is not None else None,
                 self.dicom_window,
                 [decoded[path] for path in split_frame["path"]] if decoded else None,
+                self.seed,
             )
         self._log_cache(decoded)
 
@@ -378,11 +390,17 @@ class ClassificationDataModule(L.LightningDataModule):
         except DataError as exc:
             return str(exc)
 
-    def _train_sampler(self) -> WeightedRandomSampler | None:
-        """``sampler=balanced``: draw samples with probability inverse to their class size
+    def _train_sampler(self) -> EpochSampler:
+        """The train split's order for this epoch (resumed runs: the restored epoch). With
+        ``sampler=balanced``: draws with probability inverse to the sample's class size
         (multi-label: the mean inverse frequency of the sample's positive labels)."""
+        dataset = self.datasets["train"]
+        # the epoch the loop runs next (what Lightning passes to set_epoch); a checkpoint
+        # saved at validation end has the epoch processed but not completed
+        trainer = self.trainer
+        epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
         if self.sampler != "balanced":
-            return None
+            return EpochSampler(dataset, self.seed, epoch)
         targets = self.split_targets("train")
         if targets.ndim == 1:
             counts = np.bincount(targets, minlength=self.n_classes)
@@ -393,9 +411,8 @@ class ClassificationDataModule(L.LightningDataModule):
             weights = np.where(
                 positives > 0, targets @ inverse / np.maximum(positives, 1), inverse.min()
             )
-        return WeightedRandomSampler(
-            torch.as_tensor(weights, dtype=torch.double), num_samples=len(targets)
-        )
+        weights = torch.as_tensor(weights, dtype=torch.double)
+        return EpochSampler(dataset, self.seed, epoch, weights=weights)
 
     def workers(self) -> int:
         """``num_workers``, with ``auto`` resolved for the attached Trainer (or, before one is
@@ -410,12 +427,15 @@ class ClassificationDataModule(L.LightningDataModule):
             on_gpu, processes = torch.cuda.is_available(), max(torch.cuda.device_count(), 1)
         return auto_workers(on_gpu, processes)
 
-    def _loader(self, split: str, shuffle: bool, drop_last: bool = False, sampler=None):
+    def _loader(self, split: str, drop_last: bool = False, sampler=None):
+        """The split's DataLoader. It has its own generator (for the workers' base seed), so
+        making an iterator never draws from torch's global one (dropout's, reseeded per
+        epoch by medclf.resume.ResumeState, whether or not the run was resumed)."""
         workers = self.workers()
         return DataLoader(
             self.datasets[split],
+            generator=torch.Generator().manual_seed(self.seed),
             batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
             sampler=sampler,
             drop_last=drop_last,
             num_workers=workers,
@@ -425,15 +445,13 @@ class ClassificationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(
-            "train", shuffle=True, drop_last=self.drop_last, sampler=self._train_sampler()
-        )
+        return self._loader("train", drop_last=self.drop_last, sampler=self._train_sampler())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False, sampler=eval_sampler(self.datasets["val"]))
+        return self._loader("val", sampler=eval_sampler(self.datasets["val"]))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False, sampler=eval_sampler(self.datasets["test"]))
+        return self._loader("test", sampler=eval_sampler(self.datasets["test"]))
 
 
 class DigitsDataModule(ClassificationDataModule):

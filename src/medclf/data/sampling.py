@@ -1,0 +1,56 @@
+"""The train split's sample order and augmentation, both a function of (seed, epoch) only.
+
+:class:`EpochSampler` shuffles (or, with ``sampler=balanced``, draws by class weight) from a
+generator seeded with ``seed + epoch``, shares the order among DDP ranks like Lightning's
+DistributedSampler (which it is, so Lightning leaves it in place), and yields
+``(epoch, index)`` keys. :class:`~medclf.data.datamodule.ImageDataset` seeds the sample's
+augmentation from ``(seed, epoch, index)`` (:func:`sample_seed`). So an epoch's batches do
+not depend on what ran before it, on the number of loader workers, or on whether they
+persist: a run resumed from an epoch-end checkpoint sees exactly the batches an
+uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 32-bit seed for one sample's augmentation in one epoch (distinct per triple)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+class EpochSampler(DistributedSampler):
+    """The train split for this rank: a permutation seeded with ``seed + epoch`` (or, with
+    ``weights``, that many draws with replacement), padded to a multiple of the world size
+    and dealt out rank by rank; yields ``(epoch, index)``. Lightning calls ``set_epoch``."""
+
+    def __init__(
+        self, dataset: Dataset, seed: int, epoch: int = 0, weights: torch.Tensor | None = None
+    ) -> None:
+        world, rank = _world()
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        self.weights = weights
+        self.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.weights is None:
+            indices = list(super().__iter__())
+        else:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            drawn = torch.multinomial(
+                self.weights, self.total_size, replacement=True, generator=generator
+            )
+            indices = drawn[self.rank : self.total_size : self.num_replicas].tolist()
+        epoch = self.epoch
+        return iter([(epoch, i) for i in indices])

@@ -1,0 +1,186 @@
+"""Resume a run from its checkpoint: same run directory, same MLflow run, same results.
+
+``python train.py ckpt_path=last ...`` continues the newest run under ``logs/`` whose
+overrides are this command's (``ckpt_path`` aside); ``ckpt_path=<file>`` continues the run
+that wrote the file. Training goes on in that run's directory (its checkpoints, best score
+and early-stopping state carry on) and logs into the MLflow run recorded in the checkpoint,
+which is set back to RUNNING.
+
+Results equal an uninterrupted run's because nothing random depends on history: the train
+order and augmentation are functions of (seed, epoch) (medclf.data.sampling), and
+:class:`ResumeState` reseeds torch, numpy and random at every epoch start (dropout and any
+other draw). The checkpoint stores the MLflow run id and the run directory; it is read with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+from medclf.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# keys whose value may differ between a run and its resumption
+IGNORED_OVERRIDES = ("ckpt_path", "paths.root_dir", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, epoch, 0x5EED]).generate_state(1)[0])
+
+
+class ResumeState(Callback):
+    """Reseeds the global generators at each train epoch start from (seed, epoch); writes
+    the MLflow run id and the run directory into every checkpoint."""
+
+    def __init__(self, seed: int, run_dir: str | Path, trackers: list | None = None) -> None:
+        self.seed = int(seed)
+        self.run_dir = str(run_dir)
+        self.trackers = trackers or []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        import numpy as np
+        import torch
+
+        seed = epoch_seed(self.seed, trainer.current_epoch)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        tracker = self.trackers[0] if self.trackers else None
+        return {
+            "mlflow_run_id": tracker.run_id if tracker is not None else None,
+            "mlflow_tracking_uri": tracker._tracking_uri if tracker is not None else None,
+            "run_dir": self.run_dir,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore: :func:`plan` read the state before the run started."""
+
+
+@dataclass
+class Resume:
+    ckpt_path: Path
+    run_dir: Path | None  # the run directory to continue in (None: this run's own)
+    mlflow_run_id: str | None
+    epoch: int
+    hparams: dict[str, Any]
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's plain contents (tensors memory-mapped), loaded with weights_only."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        raise ConfigError(
+            f"ckpt_path={path} is not a checkpoint that loads safely ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:300]}). Give a .ckpt written by train.py."
+        ) from error
+
+
+def plan(ckpt_path: str, log_dir: str | Path, overrides: list[str], train: bool) -> Resume:
+    """Resolve ``ckpt_path`` (``last`` or a file) and read what resuming needs from it."""
+    if ckpt_path == "last":
+        if not train:
+            raise ConfigError("ckpt_path=last resumes training; with train=false give a file.")
+        path = find_last(Path(log_dir), overrides)
+    else:
+        path = Path(ckpt_path).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(
+                f"ckpt_path={ckpt_path}: no such file. Give a .ckpt from a run directory's "
+                "checkpoints/ folder, or ckpt_path=last to resume the newest run with these "
+                "overrides."
+            )
+    checkpoint = read_checkpoint(path)
+    state = (checkpoint.get("callbacks") or {}).get("ResumeState") or {}
+    run_dir = None
+    if train:
+        recorded = state.get("run_dir")
+        candidate = Path(recorded) if recorded else path.parent.parent
+        if (candidate / "checkpoints").is_dir() and path.parent.samefile(candidate / "checkpoints"):
+            run_dir = candidate
+    return Resume(
+        ckpt_path=path,
+        run_dir=run_dir,
+        mlflow_run_id=state.get("mlflow_run_id") if train else None,
+        epoch=int(checkpoint.get("epoch", 0)),
+        hparams=dict(checkpoint.get("hyper_parameters") or {}),
+    )
+
+
+def _comparable(overrides: list[str]) -> list[str]:
+    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in IGNORED_OVERRIDES)
+
+
+def find_last(log_dir: Path, overrides: list[str]) -> Path:
+    """The newest ``checkpoints/last.ckpt`` under ``log_dir`` (runs and multirun jobs) of a
+    run started with these overrides."""
+    wanted = _comparable(overrides)
+    found: list[tuple[float, Path, list[str]]] = []
+    patterns = ("runs/*/checkpoints/last.ckpt", "multiruns/*/*/checkpoints/last.ckpt")
+    for pattern in patterns:
+        for last in log_dir.glob(pattern):
+            run_dir = last.parent.parent
+            try:
+                listed = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if not os.path.exists(last):  # a link whose target is gone
+                continue
+            found.append((os.lstat(last).st_mtime, last, _comparable(list(listed or []))))
+    found.sort(key=lambda item: item[0], reverse=True)
+    for _, last, listed in found:
+        if listed == wanted:
+            return last
+    shown = "\n  ".join(
+        f"{last}  ({' '.join(listed) or 'no overrides'})" for _, last, listed in found[:5]
+    )
+    raise ConfigError(
+        f"ckpt_path=last: no run under {log_dir} with the overrides "
+        f"[{' '.join(wanted) or 'none'}] has a checkpoints/last.ckpt"
+        + (
+            f". Newest runs that have one:\n  {shown}\nGive ckpt_path=<file> to resume one of them."
+            if found
+            else "; nothing to resume."
+        )
+    )
+
+
+def check_fits(resume: Resume, model) -> None:
+    """The checkpoint's model must be this config's: same classes, channels, backbone, task."""
+    hp = resume.hparams
+    ours = model.hparams
+    checks = [
+        ("class_names", list(hp.get("class_names") or []), list(ours["class_names"]), "classes"),
+        ("in_chans", hp.get("in_chans"), ours["in_chans"], "input channels"),
+        ("task", hp.get("task"), ours["task"], "task"),
+        (
+            "backbone",
+            (hp.get("backbone") or {}).get("name"),
+            ours["backbone"]["name"],
+            "backbone",
+        ),
+    ]
+    for _, theirs, mine, what in checks:
+        if theirs != mine:
+            raise ConfigError(
+                f"ckpt_path={resume.ckpt_path} was trained with {what} {theirs!r}, but this "
+                f"config and data give {mine!r}; resume with the config and data it was trained "
+                "with, or leave ckpt_path=null to train a new model."
+            )
