@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -125,3 +126,256 @@ def test_nonfinite_loss_stops_and_fails_the_run(tmp_path: Path) -> None:
     assert "the training loss became NaN or infinite at epoch 0, batch" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(search_runs(tmp_path)["status"]) == ["FAILED"]
+
+
+# --- the corpus: each bad input fails before training with one message naming it ---------
+
+
+def _csv(tmp_path: Path, image_csv: Path, rows: list[str], header: str = "file,diagnosis"):
+    """A CSV next to the fixture's images (``img/<class>_<i>.jpg``) with the given rows."""
+    path = image_csv.parent / "bad.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def _rows(image_csv: Path) -> list[str]:
+    return image_csv.read_text().splitlines()[1:]
+
+
+def _csv_args(path: Path, *more: str) -> tuple[str, ...]:
+    return (
+        "datamodule=csv",
+        f"datamodule.csv_path={path}",
+        "datamodule.image_column=file",
+        "datamodule.label_column=diagnosis",
+        *more,
+    )
+
+
+def test_truncated_jpeg(tmp_path: Path, image_csv: Path) -> None:
+    jpeg = image_csv.parent / "img" / "benign_03.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
+    assert_fails_with(tmp_path, f"{jpeg}: cannot read this image", *_csv_args(image_csv))
+
+
+def test_zero_byte_png(tmp_path: Path, image_folder: Path) -> None:
+    empty = image_folder / "normal" / "empty.png"
+    empty.write_bytes(b"")
+    folder = ("datamodule=folder", f"datamodule.data_dir={image_folder}")
+    assert_fails_with(tmp_path, f"{empty}: cannot read this image", *folder)
+
+
+def test_image_with_zero_width(tmp_path: Path, image_folder: Path) -> None:
+    flat = image_folder / "normal" / "flat.npy"
+    np.save(flat, np.zeros((24, 0), np.uint8))
+    folder = ("datamodule=folder", f"datamodule.data_dir={image_folder}")
+    assert_fails_with(tmp_path, f"{flat}: the image has no pixels", *folder)
+
+
+def test_label_seen_only_outside_train(tmp_path: Path, image_csv: Path) -> None:
+    rows = [f"{r},train" for r in _rows(image_csv)]
+    rows[0] = rows[0].replace("benign,train", "cyst,test")
+    rows[1] = rows[1].replace("train", "val")
+    rows[-1] = rows[-1].replace("train", "test")
+    path = _csv(tmp_path, image_csv, rows, "file,diagnosis,split")
+    assert_fails_with(
+        tmp_path,
+        "label(s) ['cyst'] occur only outside the train split",
+        *_csv_args(path, "datamodule.split_column=split"),
+    )
+
+
+def test_empty_csv(tmp_path: Path, image_csv: Path) -> None:
+    path = _csv(tmp_path, image_csv, [])
+    assert_fails_with(tmp_path, f"{path}: the table has no rows", *_csv_args(path))
+
+
+def test_duplicate_sample_ids(tmp_path: Path, image_csv: Path) -> None:
+    rows = _rows(image_csv)
+    path = _csv(tmp_path, image_csv, [*rows, rows[4]])
+    assert_fails_with(
+        tmp_path, f"are listed more than once, first '{rows[4].split(',')[0]}'", *_csv_args(path)
+    )
+
+
+def _meta_csv(image_csv: Path, ages: list[str]) -> Path:
+    rows = [f"{r},{age}" for r, age in zip(_rows(image_csv), ages, strict=True)]
+    return _csv(image_csv.parent, image_csv, rows, "file,diagnosis,age")
+
+
+def test_metadata_column_missing(tmp_path: Path, image_csv: Path) -> None:
+    assert_fails_with(
+        tmp_path,
+        "no column 'weight' (datamodule.meta_columns)",
+        *_csv_args(image_csv, "datamodule.meta_columns=[weight]"),
+    )
+
+
+def test_word_in_numeric_metadata_column(tmp_path: Path, image_csv: Path) -> None:
+    ages = [str(30 + i) for i in range(36)]
+    ages[7] = "unknown"
+    path = _meta_csv(image_csv, ages)
+    assert_fails_with(
+        tmp_path,
+        "metadata column 'age' holds numbers but also 'unknown' (CSV line 9",
+        *_csv_args(path, "datamodule.meta_columns=[age]"),
+    )
+
+
+def test_all_empty_metadata_column(tmp_path: Path, image_csv: Path) -> None:
+    path = _meta_csv(image_csv, [""] * 36)
+    assert_fails_with(
+        tmp_path,
+        "metadata column 'age' has no values in the train split (it is empty throughout)",
+        *_csv_args(path, "datamodule.meta_columns=[age]"),
+    )
+
+
+def test_class_with_one_sample_cannot_be_stratified(tmp_path: Path, image_csv: Path) -> None:
+    rows = _rows(image_csv)
+    rows[0] = rows[0].replace("benign", "rare")
+    path = _csv(tmp_path, image_csv, rows)
+    assert_fails_with(tmp_path, "class 'rare' has 1 sample(s)", *_csv_args(path))
+
+
+def test_fewer_train_samples_than_a_batch(tmp_path: Path, image_folder: Path) -> None:
+    assert_fails_with(
+        tmp_path,
+        "fewer than datamodule.batch_size=64 with datamodule.drop_last=true",
+        "datamodule=folder",
+        f"datamodule.data_dir={image_folder}",
+        "datamodule.batch_size=64",
+    )
+
+
+def test_mixed_2d_and_3d_files(tmp_path: Path, image_folder: Path) -> None:
+    np.save(image_folder / "benign" / "volume.npy", np.zeros((8, 24, 24), np.uint8))
+    folder = ("datamodule=folder", f"datamodule.data_dir={image_folder}")
+    assert_fails_with(tmp_path, "the data mixes 2D images", *folder)
+
+
+def test_dicom_without_pixel_data(tmp_path: Path, image_folder: Path) -> None:
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # a structured report
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report = pydicom.Dataset()
+    report.file_meta = meta
+    report.PatientName = "Test^Report"
+    report.Modality = "SR"
+    path = image_folder / "malignant" / "report.dcm"
+    report.save_as(path, enforce_file_format=True)
+    folder = ("datamodule=folder", f"datamodule.data_dir={image_folder}")
+    assert_fails_with(tmp_path, f"{path}: this DICOM has no pixel data", *folder)
+
+
+def test_nifti_time_series_where_a_volume_is_expected(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    root = tmp_path / "volumes"
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            data = rng.random((12, 12, 12)).astype(np.float32)
+            nib.save(nib.Nifti1Image(data, np.eye(4)), root / name / f"{i}.nii.gz")
+    series = root / "a" / "series.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((12, 12, 12, 10), np.float32), np.eye(4)), series)
+    assert_fails_with(
+        tmp_path,
+        f"{series}: NIfTI of shape (12, 12, 12, 10) is 4D",
+        "datamodule=folder",
+        f"datamodule.data_dir={root}",
+        "backbone=3d_resnet18",
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("datamodule.batch_size=-4", "datamodule.batch_size=-4"),
+        ("datamodule.image_size=0", "datamodule.image_size=0"),
+        ("trainer.max_epochs=-5", "trainer.max_epochs=-5"),
+        ("trainer.max_epoch=3", "trainer.max_epoch"),  # a typo: Hydra names the key
+        ("backbone.name=resnet_999", "resnet_999"),
+        ("ckpt_path=/nowhere/model.ckpt", "ckpt_path=/nowhere/model.ckpt: no such file"),
+    ],
+)
+def test_bad_values(tmp_path: Path, override: str, message: str) -> None:
+    assert_fails_with(tmp_path, message, override)
+
+
+def test_meta_variables_disagree_with_meta_columns(tmp_path: Path, image_csv: Path) -> None:
+    path = _meta_csv(image_csv, [str(30 + i) for i in range(36)])
+    assert_fails_with(
+        tmp_path,
+        "head.meta_variables=5 disagrees with datamodule.meta_columns",
+        *_csv_args(path, "datamodule.meta_columns=[age]", "head.meta_variables=5"),
+    )
+
+
+def test_softmax_with_multilabel_data(tmp_path: Path, image_csv: Path) -> None:
+    rows = _rows(image_csv)
+    rows = [r + ";normal" if i % 3 == 0 else r for i, r in enumerate(rows)]
+    path = _csv(tmp_path, image_csv, rows)
+    assert_fails_with(
+        tmp_path,
+        "head.activation=softmax cannot be used with a multi-label datamodule",
+        *_csv_args(path, "head.activation=softmax"),
+    )
+
+
+def test_checkpoint_of_another_task(tmp_path: Path) -> None:
+    """A 3-class checkpoint given to a 10-class (digits) run: named, before any training."""
+    import lightning
+    import torch
+
+    from medclf.models.module import ClassificationModule
+
+    module = ClassificationModule(
+        class_names=["a", "b", "c"],
+        in_chans=1,
+        backbone={"name": "resnet18", "pretrained": False},
+        head={"activation": "softmax"},
+        loss={"name": "ce"},
+        optimizer={"name": "adamw", "lr": 1e-3},
+    )
+    path = tmp_path / "other.ckpt"
+    torch.save(
+        {
+            "epoch": 3,
+            "global_step": 30,
+            "pytorch-lightning_version": lightning.__version__,
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+        },
+        path,
+    )
+    assert_fails_with(
+        tmp_path, f"ckpt_path={path} was trained with classes ['a', 'b', 'c']", f"ckpt_path={path}"
+    )
+
+
+def test_check_only_reports_every_problem_at_once(tmp_path: Path, image_csv: Path) -> None:
+    """check_only=true: no training, no MLflow run; all the table's problems in one report."""
+    rows = _rows(image_csv)
+    (image_csv.parent / rows[2].split(",")[0]).write_bytes(b"not a jpeg")
+    rows = [*rows, rows[5], "img/missing.jpg,normal"]
+    path = _csv(tmp_path, image_csv, rows)
+    result = run_train(tmp_path, "check_only=true", *_csv_args(path, "trainer.max_epochs=-5"))
+    assert result.returncode == 2, result.stderr[-3000:]
+    report = result.stdout
+    for message in ("trainer.max_epochs=-5", "listed more than once", "not found"):
+        assert message in report, report
+    assert "check_only: 3 problem(s)" in report
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+    result = run_train(tmp_path, "+check_only=true", *_csv_args(image_csv))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "no problems found" in result.stdout + result.stderr
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+    assert not list(tmp_path.glob("logs/runs/*/checkpoints"))

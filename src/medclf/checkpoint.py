@@ -30,7 +30,14 @@ def load_module(path: str | Path) -> Any:
         module = ClassificationModule.load_from_checkpoint(
             path, map_location="cpu", weights_only=True, compile=False
         )
-    except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as error:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        EOFError,
+    ) as error:
         raise ConfigError(
             f"ckpt_path={path} is not a medclf checkpoint that loads safely "
             f"({type(error).__name__}: {str(error).splitlines()[0][:300]}). Only files written "

@@ -30,7 +30,13 @@ from medclf.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # keys whose value may differ between a run and its resumption
-IGNORED_OVERRIDES = ("ckpt_path", "paths.root_dir", "hydra.run.dir", "hydra.sweep.dir")
+IGNORED_OVERRIDES = (
+    "ckpt_path",
+    "check_only",
+    "paths.root_dir",
+    "hydra.run.dir",
+    "hydra.sweep.dir",
+)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

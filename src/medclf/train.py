@@ -141,6 +141,14 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     """Train and test as configured; returns the best ``cfg.optimized_metric`` value.
     ``results`` (if given) receives the final metrics, the best checkpoint and the MLflow
     run id. With ``cv.folds`` ≥ 2, cross-validation (medclf.cv) instead."""
+    if cfg.get("check_only"):
+        from medclf.checks import report
+
+        _tidy_lightning_logging()
+        status = report(cfg)
+        if status:
+            raise SystemExit(status)
+        return None
     if (OmegaConf.select(cfg, "cv.folds") or 0) >= 2 and results is None:
         from medclf.cv import run_cv
 
@@ -324,12 +332,20 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point: check group choices, then hand over to Hydra."""
+    # check_only is a key of train.yaml; Hydra refuses "+key=" for a key that exists
+    sys.argv = [a.replace("+check_only=", "check_only=", 1) for a in sys.argv]
     try:
         check_group_choices(sys.argv[1:])
     except MedclfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     _hydra_main()
+
+
+def check_data() -> None:
+    """``medclf-check-data [overrides]``: ``train.py check_only=true`` (see medclf.checks)."""
+    sys.argv.append("check_only=true")
+    main()
 
 
 if __name__ == "__main__":  # python -m medclf.train: how DDP children of a multirun job start

@@ -335,7 +335,11 @@ def test_invalid_image_size_rejected(image_size):
 def _epochs(dm: ClassificationDataModule, n: int = 2) -> list[dict]:
     """n shuffled, augmented train epochs (seeded), then the val and test splits."""
     L.seed_everything(0, workers=True)
-    batches = [batch for _ in range(n) for batch in dm.train_dataloader()]
+    batches = []
+    for epoch in range(n):
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)  # what Lightning does at each epoch start
+        batches += list(loader)
     return batches + list(dm.val_dataloader()) + list(dm.test_dataloader())
 
 

@@ -120,8 +120,10 @@ def test_categorical_matches_sklearn_one_hot():
 
 
 def test_kind_auto_detection():
-    """Numeric strings → numeric (1 value per column); text or mixed → categorical."""
-    table = _table(mixed=["1", "2", "three", "4", "5", "6", "7", "8"])
+    """Numeric strings → numeric (1 value per column); text, or words with a few numbers →
+    categorical; numbers with a few words → an error naming the word (a typo would otherwise
+    turn the column categorical without a word)."""
+    table = _table(mixed=["1", "x", "three", "y", "z", "6", "w", "v"])
     kinds = {c["name"]: c["kind"] for c in MetadataEncoder.fit(table, TRAIN).state()}
     assert kinds == {
         "age": "numeric",
@@ -129,6 +131,9 @@ def test_kind_auto_detection():
         "site": "numeric",
         "mixed": "categorical",
     }
+    typo = _table(mixed=["1", "2", "three", "4", "5", "6", "7", "8"])
+    with pytest.raises(DataError, match=r"'mixed' holds numbers but also 'three' \(CSV line 4"):
+        MetadataEncoder.fit(typo, TRAIN)
 
 
 def test_types_force_a_kind():

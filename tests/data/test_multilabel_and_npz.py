@@ -520,7 +520,7 @@ def test_csv_datamodule_metadata_batches(image_csv: Path):
     np.testing.assert_allclose(train_meta[:, 0].std(), 1, atol=1e-5)
     for split in ("val", "test"):
         rows = dm.frame.index[dm.frame["split"] == split]
-        batch = next(iter(dm._loader(split, shuffle=False)))
+        batch = next(iter(dm._loader(split)))
         assert batch["metadata"].dtype == torch.float32
         assert tuple(batch["metadata"].shape) == (len(batch["index"]), dm.meta_variables)
         np.testing.assert_allclose(

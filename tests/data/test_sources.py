@@ -330,7 +330,7 @@ def test_assign_splits_keeps_given_test_and_draws_val_from_train():
 
 
 def test_assign_splits_single_sample_class():
-    """A class with one sample cannot be stratified → DataError naming the class index."""
+    """A class with one sample cannot be stratified → DataError naming the class."""
     with pytest.raises(DataError, match="class index 2 has 1 sample"):
         assign_splits(_frame({0: 20, 1: 20, 2: 1}), 0.2, 0.2, seed=0)
 

@@ -34,7 +34,7 @@ from medclf.data.sources import (
 )
 from medclf.data.transforms import VolumeTransform, build_transform, image_hw, seed_worker
 from medclf.distributed import eval_sampler
-from medclf.errors import ConfigError, DataError
+from medclf.errors import ConfigError, DataError, Problems
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.meta_encoder: MetadataEncoder | None = None
         self.metadata: np.ndarray | None = None
         self.datasets: dict[str, ImageDataset] = {}
+        self._table_problems: Problems | None = None  # setup's, for load_table's sources
 
     def load_table(self) -> SampleTable:
         raise NotImplementedError
@@ -246,38 +247,42 @@ class ClassificationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.frame is not None:
             return
-        table = self.load_table()
+        # independent checks: all their problems are reported at once
+        problems = self._table_problems = Problems()
+        table = None
+        with problems.check():
+            table = self.load_table()
+        if table is None:
+            problems.raise_any()
         if self.meta_columns and table.meta is None:
             raise ConfigError(
                 f"datamodule.meta_columns={self.meta_columns} needs a table with those columns "
                 "(datamodule=csv); this data source has no metadata."
             )
-        frame = assign_splits(table.frame, self.val_fraction, self.test_fraction, self.seed)
-        if self.folds >= 2:  # cross-validation: this fold is the val split
-            frame = assign_fold(frame, self.folds, self.fold, self.seed)
-        for split in ("train", "val", "test"):
-            if not (frame["split"] == split).any():
-                raise DataError(
-                    f"the {split} split is empty ({len(frame)} samples in all); add samples or "
-                    f"raise datamodule.{split}_fraction."
-                    if split != "train"
-                    else "the train split is empty."
-                )
-        self.table = table
+        frame = None
+        with problems.check():
+            frame = self._split(table)
         decoded: dict[str, np.ndarray] = {}
-        self.channels, self.spatial_dims = self._check_images(frame, table.arrays, decoded)
-        n_train = int((frame["split"] == "train").sum())
-        if self.drop_last and n_train < self.batch_size:
-            raise DataError(
-                f"the train split has {n_train} samples, fewer than datamodule.batch_size="
-                f"{self.batch_size} with datamodule.drop_last=true: no batch would be trained. "
-                "Lower the batch size or set datamodule.drop_last=false."
+        with problems.check():
+            self.channels, self.spatial_dims = self._check_images(
+                table.frame if frame is None else frame, table.arrays, decoded
             )
-        if table.meta is not None and self.meta_columns:
-            meta = table.meta.loc[frame.index]
-            train = (frame["split"] == "train").to_numpy()
-            self.meta_encoder = MetadataEncoder.fit(meta, train, self.meta_types)
-            self.metadata = self.meta_encoder.transform(meta)
+        if frame is not None:
+            n_train = int((frame["split"] == "train").sum())
+            if self.drop_last and n_train < self.batch_size:
+                problems.add(
+                    f"the train split has {n_train} samples, fewer than datamodule.batch_size="
+                    f"{self.batch_size} with datamodule.drop_last=true: no batch would be "
+                    "trained. Lower the batch size or set datamodule.drop_last=false."
+                )
+            if table.meta is not None and self.meta_columns:
+                with problems.check():
+                    meta = table.meta.loc[frame.index]
+                    train = (frame["split"] == "train").to_numpy()
+                    self.meta_encoder = MetadataEncoder.fit(meta, train, self.meta_types)
+                    self.metadata = self.meta_encoder.transform(meta)
+        problems.raise_any()
+        self.table = table
         self.frame = frame
         counts = frame["split"].value_counts()
         log.info(
@@ -307,6 +312,36 @@ class ClassificationDataModule(L.LightningDataModule):
             )
         self._log_cache(decoded)
 
+    def _split(self, table: SampleTable) -> pd.DataFrame:
+        """The table with every sample's split; each split non-empty, every class trained."""
+        names = table.class_names
+        frame = assign_splits(table.frame, self.val_fraction, self.test_fraction, self.seed, names)
+        if self.folds >= 2:  # cross-validation: this fold is the val split
+            frame = assign_fold(frame, self.folds, self.fold, self.seed, names)
+        for split in ("train", "val", "test"):
+            if not (frame["split"] == split).any():
+                raise DataError(
+                    f"the {split} split is empty ({len(frame)} samples in all); add samples or "
+                    f"raise datamodule.{split}_fraction."
+                    if split != "train"
+                    else "the train split is empty."
+                )
+        targets = label_matrix(frame["label"], table.multilabel)
+        train = (frame["split"] == "train").to_numpy()
+        if table.multilabel:
+            trained = targets[train].sum(axis=0) > 0
+        else:
+            trained = np.bincount(targets[train], minlength=len(table.class_names)) > 0
+        unseen = [name for name, seen in zip(table.class_names, trained, strict=True) if not seen]
+        if unseen:
+            where = frame.loc[~train, "split"].value_counts().to_dict()
+            raise DataError(
+                f"label(s) {unseen} occur only outside the train split (val/test samples: "
+                f"{where}): the model could never learn them. Move samples of those labels "
+                "to train, or fix the labels."
+            )
+        return frame
+
     def _log_cache(self, decoded: dict[str, np.ndarray]) -> None:
         if not self.cache:
             return
@@ -330,13 +365,14 @@ class ClassificationDataModule(L.LightningDataModule):
     ) -> tuple[int, int]:
         """Decode every image once (a few when verify_images=false and cache=false): channels
         and 2D/3D. With ``cache``, the decoded images are kept in ``decoded`` by path."""
+        errors: list[str] = []
         if arrays is not None:
             shapes = {(arrays.ndim - 2, int(arrays.shape[-1])): "the in-memory arrays"}
         else:
             paths = list(dict.fromkeys(frame["path"]))
             if not self.verify_images and not self.cache:
                 paths = paths[:16]
-            errors, shapes = [], {}
+            shapes = {}
             with ThreadPoolExecutor(max_workers=4) as pool:
                 for path, result in zip(paths, pool.map(self._decode, paths), strict=True):
                     if isinstance(result, str):
@@ -345,17 +381,19 @@ class ClassificationDataModule(L.LightningDataModule):
                     shapes.setdefault((result.ndim - 1, int(result.shape[-1])), path)
                     if self.cache:
                         decoded[path] = result
-            if errors:
-                more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-                raise DataError(
-                    f"{len(errors)} unreadable image(s):\n  " + "\n  ".join(errors[:5]) + more
-                )
+        problems = Problems()
+        if errors:
+            more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+            problems.add(
+                f"{len(errors)} unreadable image(s):\n    " + "\n    ".join(errors[:5]) + more
+            )
         dims = {d: path for (d, _), path in shapes.items()}
         if len(dims) > 1:
-            raise DataError(
+            problems.add(
                 f"the data mixes 2D images (e.g. {dims[2]}) and 3D volumes (e.g. {dims[3]}); "
                 "keep one kind per data set (datamodule.spatial_dims selects which)."
             )
+        problems.raise_any()
         (found_dims,) = dims
         if self.requested_spatial_dims not in ("auto", found_dims):
             raise DataError(
@@ -506,6 +544,7 @@ class CsvDataModule(ClassificationDataModule):
             label_columns=self.label_columns,
             label_separator=self.label_separator,
             meta_columns=self.meta_columns,
+            problems=self._table_problems,
         )
 
 

@@ -258,6 +258,12 @@ def _read_nifti(path: Path) -> np.ndarray:
             f"{path}: NIfTI of shape {data.shape} is not a 2D, 3D or 4D image; save one volume "
             "(X, Y, Z) or one volume with channels (X, Y, Z, C) per file."
         )
+    if data.ndim == 4 and data.shape[3] > 4:
+        raise DataError(
+            f"{path}: NIfTI of shape {data.shape} is 4D ({data.shape[3]} volumes, e.g. a time "
+            "series), but one 3D volume per file is expected (or X, Y, Z with at most 4 "
+            "channels). Split it into one file per volume, or pick the volume to train on."
+        )
     data = data.reshape(data.shape + (1,) * (4 - data.ndim))
     volume = data.transpose(2, 1, 0, 3)
     return _minmax(volume[0] if volume.shape[0] == 1 else volume)
@@ -336,7 +342,12 @@ def read_image(path: str | Path, dicom_window: DicomWindow = None) -> np.ndarray
             f"{path}: cannot read this image ({type(exc).__name__}: {exc}). The file is "
             "corrupt, truncated or not an image; replace or remove it."
         ) from None
-    if array.ndim not in (3, 4) or 0 in array.shape:
+    if 0 in array.shape:
+        raise DataError(
+            f"{path}: the image has no pixels (shape {array.shape}: a width, height or depth "
+            "of 0); replace or remove the file."
+        )
+    if array.ndim not in (3, 4):
         raise DataError(
             f"{path}: expected a 2D image or a 3D volume, got an array of shape {array.shape}; "
             "replace or remove the file."

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medclf.errors import ConfigError, DataError
+from medclf.errors import ConfigError, DataError, Problems
 
 
 class MetadataEncoder:
@@ -37,37 +37,41 @@ class MetadataEncoder:
                 f"datamodule.meta_columns ({', '.join(table.columns)})."
             )
         columns = []
+        problems = Problems()
         for name in table.columns:
-            values = table[name]
-            kind = types.get(name) or ("numeric" if _is_numeric(values) else "categorical")
-            if kind not in ("numeric", "categorical"):
-                raise ConfigError(
-                    f"datamodule.meta_types.{name}={kind!r}: use numeric or categorical."
-                )
-            if values[train].isna().all():
-                raise DataError(
-                    f"metadata column {name!r} has no values in the train split; fill it in "
-                    "or remove it from datamodule.meta_columns."
-                )
-            if kind == "numeric":
-                numbers = _to_numbers(values, name)
-                median = float(numbers[train].median())
-                filled = numbers[train].fillna(median)
-                std = float(filled.std(ddof=0))
-                columns.append(
-                    {
-                        "name": name,
-                        "kind": kind,
-                        "median": median,
-                        "mean": float(filled.mean()),
-                        "std": std if std > 0 else 1.0,
-                        "indicator": bool(numbers[train].isna().any()),
-                    }
-                )
-            else:
-                categories = sorted({str(v) for v in values[train].dropna()})
-                columns.append({"name": name, "kind": kind, "categories": categories})
+            with problems.check():
+                columns.append(cls._fit_column(name, table[name], train, types.get(name)))
+        problems.raise_any()
         return cls(columns)
+
+    @staticmethod
+    def _fit_column(
+        name: str, values: pd.Series, train: np.ndarray, kind: str | None
+    ) -> dict[str, Any]:
+        kind = kind or _guess_kind(name, values)
+        if kind not in ("numeric", "categorical"):
+            raise ConfigError(f"datamodule.meta_types.{name}={kind!r}: use numeric or categorical.")
+        if values[train].isna().all():
+            raise DataError(
+                f"metadata column {name!r} has no values in the train split"
+                f"{' (it is empty throughout)' if values.isna().all() else ''}; fill it in or "
+                "remove it from datamodule.meta_columns."
+            )
+        if kind == "numeric":
+            numbers = _to_numbers(values, name)
+            median = float(numbers[train].median())
+            filled = numbers[train].fillna(median)
+            std = float(filled.std(ddof=0))
+            return {
+                "name": name,
+                "kind": kind,
+                "median": median,
+                "mean": float(filled.mean()),
+                "std": std if std > 0 else 1.0,
+                "indicator": bool(numbers[train].isna().any()),
+            }
+        categories = sorted({str(v) for v in values[train].dropna()})
+        return {"name": name, "kind": kind, "categories": categories}
 
     @property
     def width(self) -> int:
@@ -120,9 +124,21 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _is_numeric(values: pd.Series) -> bool:
+def _guess_kind(name: str, values: pd.Series) -> str:
+    """numeric when every present value is a number, categorical when few are; a column of
+    mostly numbers with a few words is a typo to fix, never silently categorical."""
     present = values.dropna()
-    return bool(len(present)) and pd.to_numeric(present, errors="coerce").notna().all()
+    numeric = pd.to_numeric(present, errors="coerce").notna()
+    if len(present) and numeric.all():
+        return "numeric"
+    if len(present) and numeric.mean() >= 0.5:
+        words = present[~numeric]
+        raise DataError(
+            f"metadata column {name!r} holds numbers but also {words.iloc[0]!r} (CSV line "
+            f"{words.index[0] + 2}, {len(words)} such value(s)); fix the value, leave it empty, or "
+            f"declare the column categorical with datamodule.meta_types.{name}=categorical."
+        )
+    return "categorical"
 
 
 def _to_numbers(values: pd.Series, name: str) -> pd.Series:
@@ -130,8 +146,8 @@ def _to_numbers(values: pd.Series, name: str) -> pd.Series:
     bad = values[numbers.isna() & values.notna()]
     if len(bad):
         raise DataError(
-            f"metadata column {name!r} is numeric but holds {bad.iloc[0]!r} (row "
-            f"{bad.index[0]}); fix the value, leave it empty, or declare the column "
+            f"metadata column {name!r} is numeric but holds {bad.iloc[0]!r} (CSV line "
+            f"{bad.index[0] + 2}); fix the value, leave it empty, or declare the column "
             f"categorical with datamodule.meta_types.{name}=categorical."
         )
     return numbers.astype(float)

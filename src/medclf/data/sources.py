@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from medclf.data.io import IMAGE_SUFFIXES, is_image_file, to_unit_float
-from medclf.errors import ConfigError, DataError, did_you_mean
+from medclf.errors import ConfigError, DataError, Problems, did_you_mean
 
 SPLITS = ("train", "val", "test")
 
@@ -130,11 +130,15 @@ def csv_table(
     label_columns: list[str] | None = None,
     label_separator: str = ";",
     meta_columns: list[str] | None = None,
+    problems: Problems | None = None,
 ) -> SampleTable:
     """A table with an image-path column (absolute or relative to ``image_dir``) and labels.
 
     Labels: one ``label_column`` of class names (multi-label when a value holds
     ``label_separator``, e.g. ``effusion;nodule``), or several ``label_columns`` of 0/1.
+    Problems that leave the rest of the table usable (repeated rows, missing image files:
+    those rows are left out) go to ``problems`` when given, so that the caller can check
+    the remaining images too and report everything at once; otherwise they raise.
     """
     csv_path = _required_file(csv_path, "csv_path", "/path/to/labels.csv")
     try:
@@ -149,42 +153,62 @@ def csv_table(
     wanted = [("image_column", image_column), *label_keys]
     wanted += [("split_column", split_column)] if split_column else []
     wanted += [("meta_columns", c) for c in meta_columns or []]
+    fatal = Problems()
     for key, column in wanted:
         if column not in table.columns:
             hint = did_you_mean(column, table.columns)
-            raise DataError(
+            fatal.add(
                 f"{csv_path}: no column {column!r} (datamodule.{key}).{hint}"
-                f" Columns are: {', '.join(table.columns)}."
+                f" Columns are: {', '.join(table.columns) or '(none)'}."
             )
     if table.empty:
-        raise DataError(f"{csv_path}: the table has no rows.")
+        fatal.add(f"{csv_path}: the table has no rows.")
+    fatal.raise_any()
+    usable = problems if problems is not None else Problems()  # the rest stays checkable
+    blank_labels = False
     for key, column in [("image_column", image_column), *label_keys]:
         blank = np.flatnonzero(table[column].str.strip() == "")
         if blank.size:
-            raise DataError(
+            blank_labels |= key != "image_column"
+            fatal.add(
                 f"{csv_path}: {blank.size} row(s) have an empty {column!r} "
                 f"(datamodule.{key}), first on line {blank[0] + 2}. Fill them in or remove "
                 "those rows."
             )
+    repeated = table[image_column][table[image_column].duplicated(keep=False)]
+    if len(repeated):
+        first = repeated.iloc[0]
+        lines = [i + 2 for i in repeated.index[repeated == first]]
+        usable.add(
+            f"{csv_path}: {repeated.nunique()} image(s) of column {image_column!r} are listed "
+            f"more than once, first {first!r} on lines {', '.join(map(str, lines))}. Each "
+            "sample must appear once: remove the repeated rows (or merge their labels)."
+        )
     base = Path(image_dir).expanduser() if image_dir else csv_path.parent
     paths = [p if Path(p).is_absolute() else str(base / p) for p in table[image_column]]
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
-        raise DataError(
+        usable.add(
             f"{csv_path}: {len(missing)} image file(s) of column {image_column!r} not found, "
             f"first {missing[0]!r}. Paths are absolute or relative to datamodule.image_dir "
             f"({str(base)!r})."
         )
-    class_names, labels, multilabel = _csv_labels(
-        csv_path, table, label_column, label_columns, label_separator
-    )
     split = table[split_column].str.lower().replace("", None) if split_column else None
     if split is not None:
         bad = sorted(set(split.dropna()) - set(SPLITS))
         if bad:
-            raise DataError(
+            fatal.add(
                 f"{csv_path}: column {split_column!r} holds {bad}; allowed: train, val, test."
             )
+    if not blank_labels:  # labels are parsed only when none is blank
+        with fatal.check():
+            class_names, labels, multilabel = _csv_labels(
+                csv_path, table, label_column, label_columns, label_separator
+            )
+    if problems is None:
+        for message in usable.messages:
+            fatal.add(message)
+    fatal.raise_any()
     frame = pd.DataFrame(
         {
             "sample": table[image_column].to_numpy(),
@@ -194,6 +218,10 @@ def csv_table(
         }
     )
     meta = _metadata_frame(table, meta_columns) if meta_columns else None
+    if missing:  # reported in problems; the other rows are still checked
+        found = np.array([Path(p).is_file() for p in paths])
+        frame = frame[found]  # the index stays the CSV row (line - 2) for later messages
+        meta = meta[found] if meta is not None else None
     return SampleTable(frame, class_names, multilabel=multilabel, meta=meta)
 
 
@@ -329,7 +357,11 @@ def _with_channels(images: np.ndarray, spatial_dims: int | str, path: Path) -> n
 
 
 def assign_splits(
-    frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int
+    frame: pd.DataFrame,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    class_names: list[str] | None = None,
 ) -> pd.DataFrame:
     """Fill missing splits by stratified, seeded sampling; given splits are kept.
 
@@ -364,9 +396,9 @@ def assign_splits(
         counts = labels.value_counts()
         stratify = labels if counts.min() >= 2 else None
         if stratify is None:
-            rare = counts.idxmin()
             raise DataError(
-                f"class index {rare} has {counts.min()} sample(s) in the train pool; a "
+                f"class {_class_name(counts.idxmin(), class_names)} has {counts.min()} "
+                "sample(s) in the train pool; a "
                 "stratified split needs at least 2 per class. Add samples or give the split "
                 "explicitly (train/ val/ test/ folders or a split column)."
             )
@@ -385,7 +417,13 @@ def assign_splits(
     return frame
 
 
-def assign_fold(frame: pd.DataFrame, folds: int, fold: int, seed: int) -> pd.DataFrame:
+def _class_name(index: int, class_names: list[str] | None) -> str:
+    return repr(class_names[index]) if class_names else f"index {index}"
+
+
+def assign_fold(
+    frame: pd.DataFrame, folds: int, fold: int, seed: int, class_names: list[str] | None = None
+) -> pd.DataFrame:
     """Cross-validation: the train and val samples are cut into ``folds`` stratified, seeded
     folds (iteratively stratified for multi-label data); fold ``fold`` becomes the val split,
     the others train. The test split is left as it is."""
@@ -405,7 +443,8 @@ def assign_fold(frame: pd.DataFrame, folds: int, fold: int, seed: int) -> pd.Dat
         counts = labels.value_counts()
         if counts.min() < folds:
             raise DataError(
-                f"class index {counts.idxmin()} has {counts.min()} sample(s) outside the test "
+                f"class {_class_name(counts.idxmin(), class_names)} has {counts.min()} "
+                "sample(s) outside the test "
                 f"split, fewer than cv.folds={folds}: every fold needs one of each class. "
                 "Lower cv.folds or add samples."
             )
