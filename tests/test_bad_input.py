@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,41 @@ pytestmark = pytest.mark.slow
 
 
 def assert_fails_with(root: Path, message: str, *overrides: str) -> None:
-    result = run_train(root, *overrides, *FAST, timeout=300)
-    assert result.returncode != 0, result.stdout[-2000:]
-    assert message in result.stderr, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    """``python train.py`` in a subprocess: non-zero exit, the message on stderr, no
+    traceback, no MLflow run left RUNNING."""
+    result = run_train(root, *FAST, *overrides, timeout=300)
+    _assert_failed(root, message, result.returncode, result.stdout, result.stderr)
+
+
+def _assert_failed(root: Path, message: str, code, stdout: str, stderr: str) -> None:
+    assert code not in (0, None), stdout[-2000:]
+    assert message in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
     runs = search_runs(root)
     assert runs.empty or "RUNNING" not in set(runs["status"])
+
+
+@pytest.fixture
+def fails_with(capsys, monkeypatch):
+    """``assert_fails_with`` through ``medclf.train.main`` in this process: the entry point
+    of ``python train.py`` without paying a process start (about 12 s here) per case."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from medclf.train import main
+
+    def check(root: Path, message: str, *overrides: str) -> None:
+        GlobalHydra.instance().clear()
+        monkeypatch.setattr(sys, "argv", ["train.py", f"paths.root_dir={root}", *FAST, *overrides])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        captured = capsys.readouterr()
+        _assert_failed(root, message, code, captured.out, captured.err)
+
+    return check
 
 
 def test_missing_data_dir(tmp_path: Path) -> None:
@@ -35,13 +65,13 @@ def test_missing_data_dir(tmp_path: Path) -> None:
     )
 
 
-def test_unset_data_dir(tmp_path: Path) -> None:
-    assert_fails_with(tmp_path, "datamodule.data_dir", "datamodule=folder")
+def test_unset_data_dir(tmp_path: Path, fails_with) -> None:
+    fails_with(tmp_path, "datamodule.data_dir", "datamodule=folder")
 
 
-def test_empty_class_folder(tmp_path: Path, image_folder: Path) -> None:
+def test_empty_class_folder(tmp_path: Path, image_folder: Path, fails_with) -> None:
     (image_folder / "empty_class").mkdir()
-    assert_fails_with(
+    fails_with(
         tmp_path,
         f"{image_folder / 'empty_class'}: class folder holds no images",
         "datamodule=folder",
@@ -61,8 +91,8 @@ def test_corrupt_image_is_named(tmp_path: Path, image_folder: Path) -> None:
     )
 
 
-def test_csv_without_the_named_columns(tmp_path: Path, image_csv: Path) -> None:
-    assert_fails_with(
+def test_csv_without_the_named_columns(tmp_path: Path, image_csv: Path, fails_with) -> None:
+    fails_with(
         tmp_path,
         "no column 'label' (datamodule.label_column)",
         "datamodule=csv",
@@ -71,8 +101,8 @@ def test_csv_without_the_named_columns(tmp_path: Path, image_csv: Path) -> None:
     )
 
 
-def test_image_size_below_backbone_minimum(tmp_path: Path) -> None:
-    assert_fails_with(
+def test_image_size_below_backbone_minimum(tmp_path: Path, fails_with) -> None:
+    fails_with(
         tmp_path,
         "needs inputs of at least 75 px",
         "backbone=inceptionv3",
@@ -88,8 +118,10 @@ def test_image_size_below_backbone_minimum(tmp_path: Path) -> None:
         ("datamodule=digit", "digits"),
     ],
 )
-def test_unknown_names_list_the_closest(tmp_path: Path, override: str, suggestion: str) -> None:
-    assert_fails_with(tmp_path, f"Did you mean: {suggestion}", override)
+def test_unknown_names_list_the_closest(
+    tmp_path: Path, override: str, suggestion: str, fails_with
+) -> None:
+    fails_with(tmp_path, f"Did you mean: {suggestion}", override)
 
 
 def test_failure_during_training_marks_run_failed(tmp_path: Path, monkeypatch) -> None:
@@ -148,52 +180,53 @@ def _csv_args(path: Path, *more: str) -> tuple[str, ...]:
         f"datamodule.csv_path={path}",
         "datamodule.image_column=file",
         "datamodule.label_column=diagnosis",
+        "datamodule.batch_size=8",
         *more,
     )
 
 
-def test_truncated_jpeg(tmp_path: Path, image_csv: Path) -> None:
+def test_truncated_jpeg(tmp_path: Path, image_csv: Path, fails_with) -> None:
     jpeg = image_csv.parent / "img" / "benign_03.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
-    assert_fails_with(tmp_path, f"{jpeg}: cannot read this image", *_csv_args(image_csv))
+    fails_with(tmp_path, f"{jpeg}: cannot read this image", *_csv_args(image_csv))
 
 
-def test_zero_byte_png(tmp_path: Path, image_folder: Path) -> None:
+def test_zero_byte_png(tmp_path: Path, image_folder: Path, fails_with) -> None:
     empty = image_folder / "normal" / "empty.png"
     empty.write_bytes(b"")
     folder = ("datamodule=folder", f"datamodule.data_dir={image_folder}")
-    assert_fails_with(tmp_path, f"{empty}: cannot read this image", *folder)
+    fails_with(tmp_path, f"{empty}: cannot read this image", *folder)
 
 
-def test_image_with_zero_width(tmp_path: Path, image_folder: Path) -> None:
+def test_image_with_zero_width(tmp_path: Path, image_folder: Path, fails_with) -> None:
     flat = image_folder / "normal" / "flat.npy"
     np.save(flat, np.zeros((24, 0), np.uint8))
     folder = ("datamodule=folder", f"datamodule.data_dir={image_folder}")
-    assert_fails_with(tmp_path, f"{flat}: the image has no pixels", *folder)
+    fails_with(tmp_path, f"{flat}: the image has no pixels", *folder)
 
 
-def test_label_seen_only_outside_train(tmp_path: Path, image_csv: Path) -> None:
+def test_label_seen_only_outside_train(tmp_path: Path, image_csv: Path, fails_with) -> None:
     rows = [f"{r},train" for r in _rows(image_csv)]
     rows[0] = rows[0].replace("benign,train", "cyst,test")
     rows[1] = rows[1].replace("train", "val")
     rows[-1] = rows[-1].replace("train", "test")
     path = _csv(tmp_path, image_csv, rows, "file,diagnosis,split")
-    assert_fails_with(
+    fails_with(
         tmp_path,
         "label(s) ['cyst'] occur only outside the train split",
         *_csv_args(path, "datamodule.split_column=split"),
     )
 
 
-def test_empty_csv(tmp_path: Path, image_csv: Path) -> None:
+def test_empty_csv(tmp_path: Path, image_csv: Path, fails_with) -> None:
     path = _csv(tmp_path, image_csv, [])
-    assert_fails_with(tmp_path, f"{path}: the table has no rows", *_csv_args(path))
+    fails_with(tmp_path, f"{path}: the table has no rows", *_csv_args(path))
 
 
-def test_duplicate_sample_ids(tmp_path: Path, image_csv: Path) -> None:
+def test_duplicate_sample_ids(tmp_path: Path, image_csv: Path, fails_with) -> None:
     rows = _rows(image_csv)
     path = _csv(tmp_path, image_csv, [*rows, rows[4]])
-    assert_fails_with(
+    fails_with(
         tmp_path, f"are listed more than once, first '{rows[4].split(',')[0]}'", *_csv_args(path)
     )
 
@@ -203,43 +236,45 @@ def _meta_csv(image_csv: Path, ages: list[str]) -> Path:
     return _csv(image_csv.parent, image_csv, rows, "file,diagnosis,age")
 
 
-def test_metadata_column_missing(tmp_path: Path, image_csv: Path) -> None:
-    assert_fails_with(
+def test_metadata_column_missing(tmp_path: Path, image_csv: Path, fails_with) -> None:
+    fails_with(
         tmp_path,
         "no column 'weight' (datamodule.meta_columns)",
         *_csv_args(image_csv, "datamodule.meta_columns=[weight]"),
     )
 
 
-def test_word_in_numeric_metadata_column(tmp_path: Path, image_csv: Path) -> None:
+def test_word_in_numeric_metadata_column(tmp_path: Path, image_csv: Path, fails_with) -> None:
     ages = [str(30 + i) for i in range(36)]
     ages[7] = "unknown"
     path = _meta_csv(image_csv, ages)
-    assert_fails_with(
+    fails_with(
         tmp_path,
         "metadata column 'age' holds numbers but also 'unknown' (CSV line 9",
         *_csv_args(path, "datamodule.meta_columns=[age]"),
     )
 
 
-def test_all_empty_metadata_column(tmp_path: Path, image_csv: Path) -> None:
+def test_all_empty_metadata_column(tmp_path: Path, image_csv: Path, fails_with) -> None:
     path = _meta_csv(image_csv, [""] * 36)
-    assert_fails_with(
+    fails_with(
         tmp_path,
         "metadata column 'age' has no values in the train split (it is empty throughout)",
         *_csv_args(path, "datamodule.meta_columns=[age]"),
     )
 
 
-def test_class_with_one_sample_cannot_be_stratified(tmp_path: Path, image_csv: Path) -> None:
+def test_class_with_one_sample_cannot_be_stratified(
+    tmp_path: Path, image_csv: Path, fails_with
+) -> None:
     rows = _rows(image_csv)
-    rows[0] = rows[0].replace("benign", "rare")
+    rows[0] = rows[0].split(",")[0] + ",rare"
     path = _csv(tmp_path, image_csv, rows)
-    assert_fails_with(tmp_path, "class 'rare' has 1 sample(s)", *_csv_args(path))
+    fails_with(tmp_path, "class 'rare' has 1 sample(s)", *_csv_args(path))
 
 
-def test_fewer_train_samples_than_a_batch(tmp_path: Path, image_folder: Path) -> None:
-    assert_fails_with(
+def test_fewer_train_samples_than_a_batch(tmp_path: Path, image_folder: Path, fails_with) -> None:
+    fails_with(
         tmp_path,
         "fewer than datamodule.batch_size=64 with datamodule.drop_last=true",
         "datamodule=folder",
@@ -248,13 +283,13 @@ def test_fewer_train_samples_than_a_batch(tmp_path: Path, image_folder: Path) ->
     )
 
 
-def test_mixed_2d_and_3d_files(tmp_path: Path, image_folder: Path) -> None:
+def test_mixed_2d_and_3d_files(tmp_path: Path, image_folder: Path, fails_with) -> None:
     np.save(image_folder / "benign" / "volume.npy", np.zeros((8, 24, 24), np.uint8))
     folder = ("datamodule=folder", f"datamodule.data_dir={image_folder}")
-    assert_fails_with(tmp_path, "the data mixes 2D images", *folder)
+    fails_with(tmp_path, "the data mixes 2D images", *folder)
 
 
-def test_dicom_without_pixel_data(tmp_path: Path, image_folder: Path) -> None:
+def test_dicom_without_pixel_data(tmp_path: Path, image_folder: Path, fails_with) -> None:
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -270,10 +305,10 @@ def test_dicom_without_pixel_data(tmp_path: Path, image_folder: Path) -> None:
     path = image_folder / "malignant" / "report.dcm"
     report.save_as(path, enforce_file_format=True)
     folder = ("datamodule=folder", f"datamodule.data_dir={image_folder}")
-    assert_fails_with(tmp_path, f"{path}: this DICOM has no pixel data", *folder)
+    fails_with(tmp_path, f"{path}: this DICOM has no pixel data", *folder)
 
 
-def test_nifti_time_series_where_a_volume_is_expected(tmp_path: Path) -> None:
+def test_nifti_time_series_where_a_volume_is_expected(tmp_path: Path, fails_with) -> None:
     import nibabel as nib
 
     root = tmp_path / "volumes"
@@ -285,7 +320,7 @@ def test_nifti_time_series_where_a_volume_is_expected(tmp_path: Path) -> None:
             nib.save(nib.Nifti1Image(data, np.eye(4)), root / name / f"{i}.nii.gz")
     series = root / "a" / "series.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((12, 12, 12, 10), np.float32), np.eye(4)), series)
-    assert_fails_with(
+    fails_with(
         tmp_path,
         f"{series}: NIfTI of shape (12, 12, 12, 10) is 4D",
         "datamodule=folder",
@@ -305,31 +340,33 @@ def test_nifti_time_series_where_a_volume_is_expected(tmp_path: Path) -> None:
         ("ckpt_path=/nowhere/model.ckpt", "ckpt_path=/nowhere/model.ckpt: no such file"),
     ],
 )
-def test_bad_values(tmp_path: Path, override: str, message: str) -> None:
-    assert_fails_with(tmp_path, message, override)
+def test_bad_values(tmp_path: Path, override: str, message: str, fails_with) -> None:
+    fails_with(tmp_path, message, override)
 
 
-def test_meta_variables_disagree_with_meta_columns(tmp_path: Path, image_csv: Path) -> None:
+def test_meta_variables_disagree_with_meta_columns(
+    tmp_path: Path, image_csv: Path, fails_with
+) -> None:
     path = _meta_csv(image_csv, [str(30 + i) for i in range(36)])
-    assert_fails_with(
+    fails_with(
         tmp_path,
         "head.meta_variables=5 disagrees with datamodule.meta_columns",
         *_csv_args(path, "datamodule.meta_columns=[age]", "head.meta_variables=5"),
     )
 
 
-def test_softmax_with_multilabel_data(tmp_path: Path, image_csv: Path) -> None:
+def test_softmax_with_multilabel_data(tmp_path: Path, image_csv: Path, fails_with) -> None:
     rows = _rows(image_csv)
     rows = [r + ";normal" if i % 3 == 0 else r for i, r in enumerate(rows)]
     path = _csv(tmp_path, image_csv, rows)
-    assert_fails_with(
+    fails_with(
         tmp_path,
         "head.activation=softmax cannot be used with a multi-label datamodule",
         *_csv_args(path, "head.activation=softmax"),
     )
 
 
-def test_checkpoint_of_another_task(tmp_path: Path) -> None:
+def test_checkpoint_of_another_task(tmp_path: Path, fails_with) -> None:
     """A 3-class checkpoint given to a 10-class (digits) run: named, before any training."""
     import lightning
     import torch
@@ -355,7 +392,7 @@ def test_checkpoint_of_another_task(tmp_path: Path) -> None:
         },
         path,
     )
-    assert_fails_with(
+    fails_with(
         tmp_path, f"ckpt_path={path} was trained with classes ['a', 'b', 'c']", f"ckpt_path={path}"
     )
 
@@ -363,17 +400,25 @@ def test_checkpoint_of_another_task(tmp_path: Path) -> None:
 def test_check_only_reports_every_problem_at_once(tmp_path: Path, image_csv: Path) -> None:
     """check_only=true: no training, no MLflow run; all the table's problems in one report."""
     rows = _rows(image_csv)
-    (image_csv.parent / rows[2].split(",")[0]).write_bytes(b"not a jpeg")
+    broken = image_csv.parent / rows[2].split(",")[0]
+    original = broken.read_bytes()
+    broken.write_bytes(b"not a jpeg")
     rows = [*rows, rows[5], "img/missing.jpg,normal"]
     path = _csv(tmp_path, image_csv, rows)
     result = run_train(tmp_path, "check_only=true", *_csv_args(path, "trainer.max_epochs=-5"))
     assert result.returncode == 2, result.stderr[-3000:]
     report = result.stdout
-    for message in ("trainer.max_epochs=-5", "listed more than once", "not found"):
+    for message in (
+        "trainer.max_epochs=-5",
+        "listed more than once",
+        "not found",
+        f"{broken}: cannot read this image",
+    ):
         assert message in report, report
-    assert "check_only: 3 problem(s)" in report
+    assert "check_only: 4 problem(s)" in report
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
+    broken.write_bytes(original)
     result = run_train(tmp_path, "+check_only=true", *_csv_args(image_csv))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "no problems found" in result.stdout + result.stderr

@@ -59,7 +59,8 @@ def _positive_int(cfg: DictConfig, key: str, allow_minus_one: bool = False) -> N
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         if allow_minus_one and value == -1:
             return
-        raise ConfigError(f"{key}={value!r} must be a positive integer.")
+        extra = " (or -1 for no limit)" if allow_minus_one else ""
+        raise ConfigError(f"{key}={value!r} must be a positive integer{extra}.")
 
 
 def _check_kwargs(cfg: DictConfig, group: str) -> None:
