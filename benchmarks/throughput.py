@@ -90,7 +90,8 @@ class CycledItems(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        i = key[1] if isinstance(key, tuple) else key  # the train sampler yields (epoch, i)
         j = i % len(self.images)
         return {"image": self.images[j], "target": self.targets[j], "index": j}
 

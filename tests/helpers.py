@@ -75,3 +75,53 @@ def ui_server(root: Path):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def tiny_module(class_names=("a", "b", "c"), **overrides):
+    """An untrained resnet18 ClassificationModule (1 channel, 32 px)."""
+    from medclf.models.module import ClassificationModule
+
+    kwargs = {
+        "class_names": list(class_names),
+        "in_chans": 1,
+        "backbone": {"name": "resnet18", "pretrained": False},
+        "head": {"activation": "softmax"},
+        "loss": {"name": "ce"},
+        "optimizer": {"name": "adamw", "lr": 1e-3},
+        "image_size": 32,
+    }
+    return ClassificationModule(**{**kwargs, **overrides})
+
+
+def write_checkpoint(module, path: Path) -> Path:
+    """``module`` saved as Lightning saves a checkpoint (no training)."""
+    import lightning as L
+
+    trainer = L.Trainer(
+        logger=False, enable_checkpointing=False, max_epochs=0, enable_model_summary=False
+    )
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def run_config(root: Path, overrides: list[str], run_name: str):
+    """The composed train config of ``train.py paths.root_dir=ROOT OVERRIDES``, with the
+    Hydra state ``medclf.train.run`` reads set up, for calling ``run`` in this process."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    from medclf.config import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[f"paths.root_dir={root}", *overrides], return_hydra_config=True
+        )
+    OmegaConf.set_readonly(cfg.hydra, False)
+    cfg.hydra.runtime.output_dir = str(root / "run")
+    cfg.hydra.job.override_dirname = run_name
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg

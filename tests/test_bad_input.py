@@ -7,12 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
 
-from helpers import FAST, run_train, search_runs
-from medclf.config import CONF_DIR
+from helpers import FAST, run_config, run_train, search_runs, tiny_module, write_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -133,16 +129,7 @@ def test_failure_during_training_marks_run_failed(tmp_path: Path, monkeypatch) -
         raise RuntimeError("simulated failure in training_step")
 
     monkeypatch.setattr(ClassificationModule, "training_step", broken_step)
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[f"paths.root_dir={tmp_path}", *FAST], return_hydra_config=True
-        )
-    OmegaConf.set_readonly(cfg.hydra, False)
-    cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-    cfg.hydra.job.override_dirname = "failure-test"
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
+    cfg = run_config(tmp_path, list(FAST), "failure-test")
     with pytest.raises(RuntimeError, match="simulated failure"):
         run(cfg)
     runs = search_runs(tmp_path)
@@ -368,30 +355,7 @@ def test_softmax_with_multilabel_data(tmp_path: Path, image_csv: Path, fails_wit
 
 def test_checkpoint_of_another_task(tmp_path: Path, fails_with) -> None:
     """A 3-class checkpoint given to a 10-class (digits) run: named, before any training."""
-    import lightning
-    import torch
-
-    from medclf.models.module import ClassificationModule
-
-    module = ClassificationModule(
-        class_names=["a", "b", "c"],
-        in_chans=1,
-        backbone={"name": "resnet18", "pretrained": False},
-        head={"activation": "softmax"},
-        loss={"name": "ce"},
-        optimizer={"name": "adamw", "lr": 1e-3},
-    )
-    path = tmp_path / "other.ckpt"
-    torch.save(
-        {
-            "epoch": 3,
-            "global_step": 30,
-            "pytorch-lightning_version": lightning.__version__,
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-        },
-        path,
-    )
+    path = write_checkpoint(tiny_module(), tmp_path / "other.ckpt")
     fails_with(
         tmp_path, f"ckpt_path={path} was trained with classes ['a', 'b', 'c']", f"ckpt_path={path}"
     )

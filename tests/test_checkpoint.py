@@ -8,21 +8,14 @@ import pickle
 import pytest
 import torch
 
+from helpers import tiny_module
 from medclf.checkpoint import describe, load_module
 from medclf.errors import ConfigError
 from medclf.models.module import ClassificationModule
 
 
 def _module() -> ClassificationModule:
-    return ClassificationModule(
-        class_names=["a", "b", "c"],
-        in_chans=1,
-        backbone={"name": "resnet18", "pretrained": False},
-        head={"activation": "softmax"},
-        loss={"name": "ce"},
-        optimizer={"name": "adamw", "lr": 1e-3},
-        image_size=32,
-    )
+    return tiny_module()
 
 
 def test_checkpoint_describes_and_reproduces_its_model(tmp_path) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tiny_module, write_checkpoint
 from medclf.errors import ConfigError
 from medclf.export import export
 from medclf.models.module import ClassificationModule
@@ -35,25 +36,8 @@ METADATA = [
 
 def _checkpoint(tmp_path: Path, **overrides) -> tuple[Path, ClassificationModule]:
     """A randomly initialised model saved as train.py saves it (no training)."""
-    import lightning as L
-
-    kwargs = {
-        "class_names": CLASSES,
-        "in_chans": 1,
-        "backbone": {"name": "resnet18", "pretrained": False},
-        "head": {"activation": "softmax"},
-        "loss": {"name": "ce"},
-        "optimizer": {"name": "adamw", "lr": 1e-3},
-        "image_size": 32,
-    }
-    module = ClassificationModule(**{**kwargs, **overrides})
-    trainer = L.Trainer(
-        logger=False, enable_checkpointing=False, max_epochs=0, enable_model_summary=False
-    )
-    trainer.strategy.connect(module)
-    path = tmp_path / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return path, module.eval()
+    module = tiny_module(CLASSES, **overrides)
+    return write_checkpoint(module, tmp_path / "model.ckpt"), module.eval()
 
 
 def _logits(module: ClassificationModule, *inputs: torch.Tensor) -> torch.Tensor:

@@ -7,14 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import lightning
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
 
-from helpers import FAST
+from helpers import FAST, run_config, tiny_module, write_checkpoint
 from medclf.checkpoint import load_module
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
@@ -59,7 +55,6 @@ def test_training_instantiates_only_targets_from_conf(
     monkeypatch.setattr(instantiate2, "_locate", spying_locate)
     csv = _hostile_csv(image_csv)
     overrides = [
-        f"paths.root_dir={tmp_path}",
         "datamodule=csv",
         f"datamodule.csv_path={csv}",
         "datamodule.image_column=file",
@@ -70,14 +65,7 @@ def test_training_instantiates_only_targets_from_conf(
         "logger.mlflow.save_model=false",
         *FAST,
     ]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    OmegaConf.set_readonly(cfg.hydra, False)
-    cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-    cfg.hydra.job.override_dirname = "hostile"
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
+    cfg = run_config(tmp_path, overrides, "hostile")
     results: dict = {}
     run(cfg, results)
 
@@ -92,25 +80,8 @@ def test_training_instantiates_only_targets_from_conf(
 def test_checkpoint_metadata_is_never_instantiated(tmp_path: Path) -> None:
     """A checkpoint asking for an instantiator, or carrying _target_ and interpolations in
     its hyperparameters: refused, or loaded as plain text; nothing named is imported."""
-    from medclf.models.module import ClassificationModule
-
-    module = ClassificationModule(
-        class_names=[HOSTILE[1], "b"],
-        in_chans=1,
-        backbone={"name": "resnet18", "pretrained": False},
-        head={"activation": "softmax"},
-        loss={"name": "ce"},
-        optimizer={"name": "adamw", "lr": 1e-3},
-    )
-    checkpoint = {
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": lightning.__version__,
-        "state_dict": module.state_dict(),
-        "hyper_parameters": dict(module.hparams),
-    }
-    plain = tmp_path / "plain.ckpt"
-    torch.save(checkpoint, plain)
+    plain = write_checkpoint(tiny_module([HOSTILE[1], "b"]), tmp_path / "plain.ckpt")
+    checkpoint = torch.load(plain, weights_only=True)
     loaded = load_module(plain)
     assert loaded.class_names == [HOSTILE[1], "b"]
 

@@ -15,6 +15,7 @@ import torch
 from conftest import CLASSES, REPO
 from hydra import compose, initialize_config_dir
 
+from helpers import tiny_module, write_checkpoint
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
 from medclf.models.module import ClassificationModule
@@ -22,23 +23,9 @@ from medclf.predict import predict
 
 
 def save_checkpoint(path: Path, **kwargs) -> ClassificationModule:
-    import lightning as L
-
     torch.manual_seed(kwargs.pop("seed", 0))
-    args = {
-        "class_names": list(CLASSES),
-        "in_chans": 1,
-        "backbone": {"name": "resnet18", "pretrained": False},
-        "head": {"activation": "softmax"},
-        "loss": {"name": "ce"},
-        "optimizer": {"name": "adamw", "lr": 1e-3},
-        "image_size": 32,
-    }
-    args.update(kwargs)
-    module = ClassificationModule(**args)
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0)
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(path)
+    module = tiny_module(CLASSES, **kwargs)
+    write_checkpoint(module, path)
     return module.eval()
 
 

@@ -141,7 +141,7 @@ def test_metadata_drives_the_prediction(tmp_path: Path) -> None:
         "datamodule.meta_columns=[age,bmi,sex,site]",
     )
     run = finished(tmp_path / "meta", with_meta)
-    assert run["metrics.test/accuracy"] >= 0.9
+    assert round(run["metrics.test/accuracy"], 6) >= 0.9  # logged as float32: 0.9 → 0.8999999
     frame = predictions(run)
     from sklearn.metrics import accuracy_score
 

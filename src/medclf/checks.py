@@ -65,7 +65,5 @@ def report(cfg: DictConfig) -> int:
         log.info("check_only: no problems found; nothing was trained")
         return 0
     listed = "\n".join(f"  {i}. {message}" for i, message in enumerate(found, 1))
-    text = f"check_only: {len(found)} problem(s):\n{listed}"
-    log.error("%s", text)
-    print(text, flush=True)
+    log.error("check_only: %d problem(s):\n%s", len(found), listed)
     return 2

@@ -199,8 +199,9 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
             node.run_name = _job()[0]
         if node is not None and "spool_path" in node and node.spool_path is None:
             node.spool_path = str(output_dir / "mlflow_unsent.jsonl")
-        if node is not None and "spool_path" in node and resume and resume.mlflow_run_id:
-            with open_dict(node):
+        is_mlflow = node is not None and str(node.get("_target_", "")).endswith("MLflowRunLogger")
+        if is_mlflow and resume is not None and resume.mlflow_run_id:
+            with open_dict(node):  # continue the checkpoint's MLflow run
                 node.run_id = resume.mlflow_run_id
     # DDP ranks > 0 log nothing; not even opening the store (concurrent table creation).
     loggers = _instantiate_all(cfg.get("logger")) if rank_zero_only.rank == 0 else []
