@@ -36,7 +36,7 @@ METADATA = [
 
 def _checkpoint(tmp_path: Path, **overrides) -> tuple[Path, ClassificationModule]:
     """A randomly initialised model saved as train.py saves it (no training)."""
-    module = tiny_module(CLASSES, **overrides)
+    module = tiny_module(**{"class_names": CLASSES, **overrides})
     return write_checkpoint(module, tmp_path / "model.ckpt"), module.eval()
 
 

@@ -24,7 +24,7 @@ from medclf.predict import predict
 
 def save_checkpoint(path: Path, **kwargs) -> ClassificationModule:
     torch.manual_seed(kwargs.pop("seed", 0))
-    module = tiny_module(CLASSES, **kwargs)
+    module = tiny_module(**{"class_names": CLASSES, **kwargs})
     write_checkpoint(module, path)
     return module.eval()
 
