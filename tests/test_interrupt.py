@@ -25,6 +25,7 @@ def test_ctrl_c_saves_last_checkpoint_and_marks_the_run_killed(tmp_path) -> None
         str(REPO / "train.py"),
         f"paths.root_dir={tmp_path}",
         "trainer.max_epochs=100",
+        "callbacks.early_stopping=null",  # else the run may end on its own before the signal
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=1",
         "logger.mlflow.save_model=false",
