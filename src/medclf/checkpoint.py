@@ -46,6 +46,19 @@ def load_module(path: str | Path) -> Any:
     return module.eval()
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's plain contents (tensors memory-mapped), loaded with weights_only."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        raise ConfigError(
+            f"ckpt_path={path} is not a checkpoint that loads safely ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:300]}). Give a .ckpt written by train.py."
+        ) from error
+
+
 def describe(module: Any) -> dict[str, Any]:
     """What a checkpoint says about its inputs and outputs (plain values)."""
     hp = module.hparams

@@ -21,25 +21,21 @@ log = logging.getLogger("medclf.checks")
 def find_problems(cfg: DictConfig) -> tuple[list[str], list[str]]:
     """(problems, a summary of what was checked) for this config."""
     from medclf.config import validate
-    from medclf.train import _plan_resume, build_model, instantiate
+    from medclf.train import _plan_resume, build_model, make_datamodule
 
     problems, summary = Problems(), []
     with problems.check():
         validate(cfg)
     datamodule = model = None
     with problems.check():
-        augment = {k: instantiate(v) for k, v in (cfg.get("augment") or {}).items() if v}
-        datamodule = instantiate(
-            cfg.datamodule, augment=augment.get("image"), volume_augment=augment.get("volume")
-        )
-        datamodule.setup()
+        datamodule = make_datamodule(cfg)
         counts = datamodule.frame["split"].value_counts()
         summary.append(
             f"data: {datamodule.n_classes} classes ({', '.join(datamodule.class_names)}), "
             f"{datamodule.task}, {datamodule.spatial_dims}D, {datamodule.channels} channel(s); "
             + ", ".join(f"{s} {counts.get(s, 0)}" for s in ("train", "val", "test"))
         )
-    if datamodule is not None and datamodule.frame is not None:
+    if datamodule is not None:
         with problems.check():
             model = build_model(cfg, datamodule)
             summary.append(

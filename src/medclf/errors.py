@@ -52,9 +52,6 @@ class Problems:
             for message in exc.problems:
                 self.add(message, type(exc))
 
-    def __bool__(self) -> bool:
-        return bool(self.messages)
-
     def raise_any(self) -> None:
         """Raise one error holding every problem found (none: return): of the problems'
         class when they share one (ConfigError, DataError...), else a MedclfError."""

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.callbacks import Callback
 
+from medclf.checkpoint import read_checkpoint
 from medclf.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,6 @@ IGNORED_OVERRIDES = (
     "hydra.run.dir",
     "hydra.sweep.dir",
 )
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    import numpy as np
-
-    return int(np.random.SeedSequence([seed, epoch, 0x5EED]).generate_state(1)[0])
 
 
 class ResumeState(Callback):
@@ -58,7 +53,9 @@ class ResumeState(Callback):
         import numpy as np
         import torch
 
-        seed = epoch_seed(self.seed, trainer.current_epoch)
+        from medclf.data.sampling import derived_seed
+
+        seed = derived_seed(self.seed, trainer.current_epoch, 0x5EED)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -82,21 +79,6 @@ class Resume:
     mlflow_run_id: str | None
     epoch: int
     hparams: dict[str, Any]
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's plain contents (tensors memory-mapped), loaded with weights_only."""
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        raise ConfigError(
-            f"ckpt_path={path} is not a checkpoint that loads safely ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:300]}). Give a .ckpt written by train.py."
-        ) from error
 
 
 def plan(ckpt_path: str, log_dir: str | Path, overrides: list[str], train: bool) -> Resume:
@@ -173,17 +155,12 @@ def check_fits(resume: Resume, model) -> None:
     hp = resume.hparams
     ours = model.hparams
     checks = [
-        ("class_names", list(hp.get("class_names") or []), list(ours["class_names"]), "classes"),
-        ("in_chans", hp.get("in_chans"), ours["in_chans"], "input channels"),
-        ("task", hp.get("task"), ours["task"], "task"),
-        (
-            "backbone",
-            (hp.get("backbone") or {}).get("name"),
-            ours["backbone"]["name"],
-            "backbone",
-        ),
+        ("classes", list(hp.get("class_names") or []), list(ours["class_names"])),
+        ("input channels", hp.get("in_chans"), ours["in_chans"]),
+        ("task", hp.get("task"), ours["task"]),
+        ("backbone", (hp.get("backbone") or {}).get("name"), ours["backbone"]["name"]),
     ]
-    for _, theirs, mine, what in checks:
+    for what, theirs, mine in checks:
         if theirs != mine:
             raise ConfigError(
                 f"ckpt_path={resume.ckpt_path} was trained with {what} {theirs!r}, but this "

@@ -117,6 +117,16 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
         raise
 
 
+def make_datamodule(cfg: DictConfig) -> Any:
+    """The configured datamodule with its augmentation, set up (every data check run)."""
+    augment = {k: instantiate(v) for k, v in (cfg.get("augment") or {}).items() if v}
+    datamodule = instantiate(
+        cfg.datamodule, augment=augment.get("image"), volume_augment=augment.get("volume")
+    )
+    datamodule.setup()
+    return datamodule
+
+
 def _instantiate_all(group: DictConfig | None) -> list:
     """Instantiate every ``_target_`` node of a group (callbacks, loggers); skip nulls."""
     return [
@@ -185,11 +195,7 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     ddp_environment = distributed.ddp_environment()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    augment = {k: instantiate(v) for k, v in (cfg.get("augment") or {}).items() if v}
-    datamodule = instantiate(
-        cfg.datamodule, augment=augment.get("image"), volume_augment=augment.get("volume")
-    )
-    datamodule.setup()
+    datamodule = make_datamodule(cfg)
     model = build_model(cfg, datamodule)
     if resume is not None:
         check_fits(resume, model)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medclf.data.io import convert_channels, read_image, to_unit_float
 from medclf.data.metadata import MetadataEncoder
-from medclf.data.sampling import EpochSampler, sample_seed
+from medclf.data.sampling import EpochSampler, derived_seed
 from medclf.data.sources import (
     SampleTable,
     assign_fold,
@@ -88,7 +88,7 @@ class ImageDataset(Dataset):
         if isinstance(key, tuple):
             epoch, i = key
             if self.seed is not None and hasattr(self.transform, "set_random_seed"):
-                self.transform.set_random_seed(sample_seed(self.seed, epoch, i))
+                self.transform.set_random_seed(derived_seed(self.seed, epoch, i))
         else:
             i = key
         item = {

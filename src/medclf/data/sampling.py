@@ -4,7 +4,7 @@
 generator seeded with ``seed + epoch``, shares the order among DDP ranks like Lightning's
 DistributedSampler (which it is, so Lightning leaves it in place), and yields
 ``(epoch, index)`` keys. :class:`~medclf.data.datamodule.ImageDataset` seeds the sample's
-augmentation from ``(seed, epoch, index)`` (:func:`sample_seed`). So an epoch's batches do
+augmentation from ``(seed, epoch, index)`` (:func:`derived_seed`). So an epoch's batches do
 not depend on what ran before it, on the number of loader workers, or on whether they
 persist: a run resumed from an epoch-end checkpoint sees exactly the batches an
 uninterrupted run sees.
@@ -19,9 +19,10 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 32-bit seed for one sample's augmentation in one epoch (distinct per triple)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+def derived_seed(*parts: int) -> int:
+    """A 32-bit seed derived from ``parts`` (distinct per tuple): e.g. (seed, epoch, index)
+    for one sample's augmentation in one epoch."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def _world() -> tuple[int, int]:

@@ -186,7 +186,8 @@ def csv_table(
         )
     base = Path(image_dir).expanduser() if image_dir else csv_path.parent
     paths = [p if Path(p).is_absolute() else str(base / p) for p in table[image_column]]
-    missing = [p for p in paths if not Path(p).is_file()]
+    found = np.array([Path(p).is_file() for p in paths])
+    missing = [p for p, ok in zip(paths, found, strict=True) if not ok]
     if missing:
         usable.add(
             f"{csv_path}: {len(missing)} image file(s) of column {image_column!r} not found, "
@@ -219,7 +220,6 @@ def csv_table(
     )
     meta = _metadata_frame(table, meta_columns) if meta_columns else None
     if missing:  # reported in problems; the other rows are still checked
-        found = np.array([Path(p).is_file() for p in paths])
         frame = frame[found]  # the index stays the CSV row (line - 2) for later messages
         meta = meta[found] if meta is not None else None
     return SampleTable(frame, class_names, multilabel=multilabel, meta=meta)
