@@ -38,16 +38,16 @@ format: $(STAMP)
 
 # The MLflow dashboard over the default store, bound to 127.0.0.1 only.
 ui: $(STAMP)
-	$(BIN)/python -m medclf.ui --port $(PORT)
+	$(BIN)/medclf-ui --port $(PORT)
 
 # A tracking server on 127.0.0.1 (SQLite backend, the default store) for parallel sweeps:
 #   python train.py -m hydra/launcher=joblib logger.mlflow.tracking_uri=http://127.0.0.1:5000 ...
 mlflow-server: $(STAMP)
-	$(BIN)/python -m medclf.ui --port $(PORT)
+	$(BIN)/medclf-ui --port $(PORT)
 
 # Compare an experiment's runs in the terminal: make report [EXPERIMENT=medclf]
 report: $(STAMP)
-	$(BIN)/python -m medclf.report $(EXPERIMENT)
+	$(BIN)/medclf-report $(EXPERIMENT)
 
 clean:
 	rm -rf logs .pytest_cache .ruff_cache

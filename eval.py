@@ -1,4 +1,4 @@
-from medclf.evaluate import main
+from medclf.cli.eval import main
 
 if __name__ == "__main__":
     main()

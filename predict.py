@@ -1,4 +1,4 @@
-from medclf.predict import main
+from medclf.cli.predict import main
 
 if __name__ == "__main__":
     main()

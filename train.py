@@ -1,4 +1,4 @@
-from medclf.train import main
+from medclf.cli.train import main
 
 if __name__ == "__main__":
     main()

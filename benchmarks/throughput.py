@@ -12,8 +12,8 @@ Extra ``KEY=VALUE`` arguments are Hydra overrides for both (a) and (b), e.g. ``o
 What is timed, and why (a) and (b) compare fairly:
 
 (a) bare loop, in a fresh process (this script with ``--bare-only``): the model that
-    ``medclf.train.build_model`` (what train.py uses) builds for the same composed config as
-    (b), its loss (``module.criterion``) and the optimizer of its ``configure_optimizers``.
+    ``medclf.pipeline.build.build_model`` (what training uses) builds for the same composed
+    config as (b), its loss (``module.criterion``) and the optimizer of its ``configure_optimizers``.
     A step copies the batch to the device, zeroes the gradients, runs forward and loss (under
     ``torch.autocast`` for mixed precision, with a GradScaler for 16-mixed on a GPU),
     backward and the optimizer step. Nothing else.
@@ -211,7 +211,7 @@ def bare_loop(args: argparse.Namespace, device: torch.device) -> list[float]:
     from omegaconf import OmegaConf
 
     from medclf.config import CONF_DIR
-    from medclf.train import build_model
+    from medclf.pipeline.build import build_model
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides(args))

@@ -1,14 +1,18 @@
-"""Run train.py as a user would, and read its MLflow store back."""
+"""Run the commands as a user would, in this process or (where the process is the point) in
+a subprocess, and read the MLflow store back."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,17 +21,131 @@ FAST = (
     "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=2",
 )
+ENV = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200"}
 
 
-def run_train(root: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python train.py paths.root_dir=ROOT OVERRIDES`` in a subprocess (offline)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", COLUMNS="200")
-    flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: before the overrides
-    rest = [o for o in overrides if not o.startswith("-")]
-    command = [sys.executable, str(REPO / "train.py"), *flags, f"paths.root_dir={root}", *rest]
-    return subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+@dataclass
+class Result:
+    """What a finished command left: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(main: Callable[[], object], argv: list[str]) -> Result:
+    """``main()`` of a console script with ``sys.argv = argv``, in this process: the same
+    argument parsing, Hydra app, logging and exit status as the command, without a process
+    start (about 12 s of imports on the 2-core machine). stdout and stderr are captured
+    (Hydra's log handlers write to the streams current when it configures them)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_env = sys.argv, {k: os.environ.get(k) for k in ENV}
+    sys.argv = list(argv)
+    os.environ.update(ENV)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        sys.argv = saved_argv
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+VALUE_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--cfg")
+
+
+def _train_argv(root: Path, overrides: tuple[str, ...]) -> list[str]:
+    """Flags (``-m``, ``--config-dir DIR``) first, then ``paths.root_dir``, the overrides."""
+    flags, rest, items = [], [], iter(overrides)
+    for item in items:
+        if item in VALUE_FLAGS:
+            flags += [item, next(items)]
+        elif item.startswith("-"):
+            flags.append(item)
+        else:
+            rest.append(str(item))
+    return [*flags, f"paths.root_dir={root}", *rest]
+
+
+_STORE_TEMPLATE: list[Path] = []
+
+
+def seed_store(root: Path) -> None:
+    """Give ROOT an MLflow store whose SQLite schema exists already (a copy of one made once
+    per test session): creating the schema runs MLflow's migrations, about 7 s each time.
+    A user's store has its schema after the first run; the wheel, UI and demo tests still
+    start from nothing."""
+    import shutil
+    import tempfile
+
+    target = root / "mlruns" / "mlflow.db"
+    if target.exists():
+        return
+    if not _STORE_TEMPLATE:
+        from mlflow.tracking import MlflowClient
+
+        template = Path(tempfile.mkdtemp(prefix="medclf-store-")) / "mlflow.db"
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+        _STORE_TEMPLATE.append(template)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_STORE_TEMPLATE[0], target)
+
+
+def _without_logged_model(overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """Log the model to MLflow only in the tests about it (they say
+    ``logger.mlflow.save_model=true``): it costs about 6 s a run."""
+    other_logger = any(o.startswith("logger=") and o != "logger=mlflow" for o in overrides)
+    if other_logger or any("save_model" in o for o in overrides):
+        return overrides
+    return (*overrides, "logger.mlflow.save_model=false")
+
+
+def run_train(root: Path, *overrides: str) -> Result:
+    """``medclf-train paths.root_dir=ROOT OVERRIDES``, in this process."""
+    from medclf.cli.train import main
+
+    no_store = any(
+        o.startswith(("logger=", "check_only", "+check_only")) or "tracking_uri=" in o
+        for o in overrides
     )
+    if not no_store or "logger=mlflow" in overrides:
+        seed_store(root)
+    overrides = _without_logged_model(overrides)
+    return run_command(main, ["medclf-train", *_train_argv(root, overrides)])
+
+
+def train_command(root: Path, *overrides: str) -> list[str]:
+    """The command line of ``python train.py paths.root_dir=ROOT OVERRIDES``."""
+    return [sys.executable, str(REPO / "train.py"), *_train_argv(root, overrides)]
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    return dict(os.environ, **ENV, **extra)
+
+
+def train_process(root: Path, *overrides: str, timeout: int = 600) -> Result:
+    """``python train.py paths.root_dir=ROOT OVERRIDES`` in a subprocess: for the tests where
+    the process is the point (signals, DDP ranks, import time)."""
+    done = subprocess.run(
+        train_command(root, *overrides),
+        cwd=REPO,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
 
 
 def tracking_uri(root: Path) -> str:
@@ -47,12 +165,12 @@ def search_runs(root: Path, experiment: str = "medclf"):
 
 @contextlib.contextmanager
 def ui_server(root: Path):
-    """``python -m medclf.ui --port 0`` (what make ui / make mlflow-server run) over ROOT's
-    store; yields (dashboard link match with groups port and experiment id, tracking URI)
-    once the server answers, and stops it by its process group afterwards."""
+    """``medclf-ui --port 0`` (what make ui / make mlflow-server run) over ROOT's store;
+    yields (dashboard link match with groups port and experiment id, tracking URI) once the
+    server answers, and stops it by its process group afterwards."""
     env = dict(os.environ, MEDCLF_ROOT=str(root), PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "medclf.ui", "--port", "0"],
+        [sys.executable, "-m", "medclf.cli.ui", "--port", "0"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -105,19 +223,21 @@ def write_checkpoint(module, path: Path) -> Path:
     return path
 
 
-def run_config(root: Path, overrides: list[str], run_name: str):
-    """The composed train config of ``train.py paths.root_dir=ROOT OVERRIDES``, with the
-    Hydra state ``medclf.train.run`` reads set up, for calling ``run`` in this process."""
+def run_config(root: Path, overrides: list[str], run_name: str, config_dir: Path | None = None):
+    """The composed train config of ``medclf-train paths.root_dir=ROOT OVERRIDES`` (with a
+    user's ``--config-dir``), with the Hydra state the pipeline reads set up, for calling
+    ``medclf.pipeline`` functions in this process."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
     from medclf.config import CONF_DIR
 
+    overrides = [f"paths.root_dir={root}", *overrides]
+    if config_dir is not None:
+        overrides.append(f"hydra.searchpath=[file://{config_dir}]")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "train", overrides=[f"paths.root_dir={root}", *overrides], return_hydra_config=True
-        )
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
     OmegaConf.set_readonly(cfg.hydra, False)
     cfg.hydra.runtime.output_dir = str(root / "run")
     cfg.hydra.job.override_dirname = run_name

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import FAST, run_config, run_train, search_runs, tiny_module, write_checkpoint
+from helpers import (
+    FAST,
+    run_config,
+    run_train,
+    search_runs,
+    tiny_module,
+    train_process,
+    write_checkpoint,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def assert_fails_with(root: Path, message: str, *overrides: str) -> None:
-    """``python train.py`` in a subprocess: non-zero exit, the message on stderr, no
+    """``medclf-train`` (in this process): non-zero exit, the message on stderr, no
     traceback, no MLflow run left RUNNING."""
-    result = run_train(root, *FAST, *overrides, timeout=300)
+    result = run_train(root, *FAST, *overrides)
     _assert_failed(root, message, result.returncode, result.stdout, result.stderr)
 
 
@@ -29,36 +36,18 @@ def _assert_failed(root: Path, message: str, code, stdout: str, stderr: str) -> 
 
 
 @pytest.fixture
-def fails_with(capsys, monkeypatch):
-    """``assert_fails_with`` through ``medclf.train.main`` in this process: the entry point
-    of ``python train.py`` without paying a process start (about 12 s here) per case."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from medclf.train import main
-
-    def check(root: Path, message: str, *overrides: str) -> None:
-        GlobalHydra.instance().clear()
-        monkeypatch.setattr(sys, "argv", ["train.py", f"paths.root_dir={root}", *FAST, *overrides])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-        captured = capsys.readouterr()
-        _assert_failed(root, message, code, captured.out, captured.err)
-
-    return check
+def fails_with():
+    return assert_fails_with
 
 
 def test_missing_data_dir(tmp_path: Path) -> None:
+    """As a real ``python train.py`` process: the exit status and stderr a shell sees."""
     missing = tmp_path / "nowhere"
-    assert_fails_with(
-        tmp_path,
-        f"{missing}': no such directory",
-        "datamodule=folder",
-        f"datamodule.data_dir={missing}",
+    result = train_process(
+        tmp_path, *FAST, "datamodule=folder", f"datamodule.data_dir={missing}", timeout=300
     )
+    assert result.returncode == 2
+    _assert_failed(tmp_path, f"{missing}': no such directory", 2, result.stdout, result.stderr)
 
 
 def test_unset_data_dir(tmp_path: Path, fails_with) -> None:
@@ -123,7 +112,7 @@ def test_unknown_names_list_the_closest(
 def test_failure_during_training_marks_run_failed(tmp_path: Path, monkeypatch) -> None:
     """An exception after the MLflow run exists ends it FAILED, never RUNNING."""
     from medclf.models.module import ClassificationModule
-    from medclf.train import run
+    from medclf.pipeline.train import run
 
     def broken_step(self, batch, batch_idx):
         raise RuntimeError("simulated failure in training_step")

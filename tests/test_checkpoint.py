@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from helpers import tiny_module
-from medclf.checkpoint import describe, load_module
 from medclf.errors import ConfigError
+from medclf.inference.spec import InputSpec
+from medclf.models.checkpoint import load_module
 from medclf.models.module import ClassificationModule
 
 
@@ -28,9 +29,9 @@ def test_checkpoint_describes_and_reproduces_its_model(tmp_path) -> None:
     trainer.save_checkpoint(path)
     loaded = load_module(path)
     assert not loaded.training
-    info = describe(loaded)
-    assert info["class_names"] == ["a", "b", "c"] and info["channels"] == 1
-    assert info["image_size"] == 32 and info["task"] == "multiclass"
+    info = InputSpec.of(loaded)
+    assert info.class_names == ["a", "b", "c"] and info.channels == 1
+    assert info.image_size == 32 and info.task == "multiclass"
     x = torch.rand(2, 1, 32, 32)
     torch.testing.assert_close(loaded(x), module.eval()(x))
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from helpers import REPO
+from helpers import REPO, run_command
 from medclf.config import CONF_DIR, check_group_choices, group_options, validate
 from medclf.errors import ConfigError
 
@@ -37,7 +37,11 @@ def composed(*overrides: str):
 
 
 def test_config_groups_and_top_level_keys() -> None:
-    assert {p.name for p in CONF_DIR.iterdir() if p.is_dir()} >= set(GROUPS)
+    """The config ships inside the package; every group has options (backbones from the
+    registry)."""
+    assert CONF_DIR.parent.name == "medclf" and (CONF_DIR / "train.yaml").is_file()
+    assert {p.name for p in CONF_DIR.iterdir() if p.is_dir()} | {"backbone"} >= set(GROUPS)
+    assert all(group_options(g) for g in GROUPS if g != "hydra")
     cfg = composed()
     for key in ("seed", "train", "test", "ckpt_path"):
         assert key in cfg
@@ -130,18 +134,69 @@ def test_help_shows_groups_without_importing_torch() -> None:
     result = _cli("--help")
     assert result.returncode == 0, result.stderr
     assert "backbone: " in result.stdout and "densenet121" in result.stdout
-    assert "python train.py backbone=densenet121 loss=focal" in result.stdout
+    assert "medclf-train backbone=densenet121 loss=focal" in result.stdout
+    groups = result.stdout.split("== Config ==")[0]
+    assert ", _base" not in groups and ": _base" not in groups
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
     assert not {"torch", "timm", "mlflow", "lightning"} & imported
 
 
+def _train(*args: str):
+    """medclf-train ARGS in this process (medclf.cli.train.main)."""
+    from medclf.cli.train import main
+
+    return run_command(main, ["medclf-train", *args])
+
+
 def test_cfg_job_shows_the_composed_config() -> None:
-    result = _cli("backbone=densenet121", "loss=focal", "--cfg", "job")
+    result = _train("backbone=densenet121", "loss=focal", "--cfg", "job")
     assert result.returncode == 0, result.stderr
     assert "name: densenet121" in result.stdout and "gamma: 2.0" in result.stdout
 
 
 def test_cli_unknown_option_exits_with_suggestion() -> None:
-    result = _cli("backbone=densenet12")
+    result = _train("backbone=densenet12")
     assert result.returncode == 2
     assert "Did you mean: densenet121" in result.stderr
+
+
+def test_a_users_config_dir_adds_presets_and_options(tmp_path) -> None:
+    """``medclf-train --config-dir ./my_conf experiment=my_study``: the user's preset and
+    datamodule compose with the package's groups (the README's example)."""
+    my = tmp_path / "my_conf"
+    (my / "experiment").mkdir(parents=True)
+    (my / "datamodule").mkdir()
+    (my / "experiment" / "my_study.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n"
+        "  - override /backbone: densenet121\n"
+        "  - override /datamodule: my_cells\n"
+        "  - override /loss: focal\n"
+        "trainer:\n  max_epochs: 20\n"
+        "logger:\n  mlflow:\n    experiment_name: my_study\n"
+    )
+    (my / "datamodule" / "my_cells.yaml").write_text(
+        "defaults:\n"
+        "  - /datamodule_base@_here_\n"
+        "_target_: medclf.data.datamodule.FolderDataModule\n"
+        "data_dir: /data/cells\n"
+        "image_size: 128\n"
+    )
+    result = _train("--config-dir", str(my), "experiment=my_study", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    for line in (
+        "name: densenet121",
+        "name: focal",
+        "data_dir: /data/cells",
+        "image_size: 128",
+        "batch_size: 32",  # from the package's datamodule_base
+        "max_epochs: 20",
+        "experiment_name: my_study",
+    ):
+        assert line in result.stdout, line
+    result = _train(f"hydra.searchpath=[file://{my}]", "datamodule=my_cells", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "data_dir: /data/cells" in result.stdout
+    result = _train("--config-dir", str(my), "datamodule=my_cels")
+    assert result.returncode == 2 and "Did you mean: my_cells" in result.stderr
+    assert "my_cells" in group_options("datamodule", [CONF_DIR, my])

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers import FAST, run_train
-from medclf.data.sources import assign_fold, assign_splits
+from medclf.data.splits import assign_fold, assign_splits
 
 
 def test_folds_partition_the_non_test_samples() -> None:
@@ -48,7 +48,7 @@ def test_cv_parent_and_child_runs(tmp_path) -> None:
     from hydra import compose, initialize_config_dir
 
     from medclf.config import CONF_DIR
-    from medclf.predict import predict
+    from medclf.inference.predict import predict
 
     images = tmp_path / "new"
     images.mkdir()

@@ -15,10 +15,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from helpers import FAST, REPO, run_train, search_runs
+from helpers import FAST, REPO, process_env, run_train, search_runs, train_process
 from medclf.config import CONF_DIR, validate
-from medclf.distributed import EvalSampler, config_hash
+from medclf.data.sampling import EvalSampler
 from medclf.errors import ConfigError
+from medclf.pipeline.ddp import config_hash
 
 
 @pytest.mark.parametrize(("n", "world"), [(7, 2), (9, 3), (2, 4)])
@@ -64,7 +65,7 @@ def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer() -> None:
     assert (launcher.partition, launcher.timeout_min) == ("gpu", 240)
 
 
-def test_slurm_launcher_writes_its_job_script(tmp_path: Path) -> None:
+def test_slurm_launcher_writes_its_job_script(tmp_path: Path, monkeypatch) -> None:
     """No cluster here: a stand-in ``sbatch`` keeps the script submitit hands it."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -74,25 +75,18 @@ def test_slurm_launcher_writes_its_job_script(tmp_path: Path) -> None:
     (bin_dir / "srun").write_text("#!/bin/bash\nexit 0\n")
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
-    env = dict(
-        os.environ,
-        PATH=f"{bin_dir}:{os.environ['PATH']}",
-        CAPTURE=str(tmp_path / "job.sh"),
-        HF_HUB_OFFLINE="1",
-    )
-    command = [
-        sys.executable,
-        str(REPO / "train.py"),
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("CAPTURE", str(tmp_path / "job.sh"))
+    result = run_train(
+        tmp_path,
         "-m",
-        f"paths.root_dir={tmp_path}",
         "hydra/launcher=slurm",
         "trainer=ddp",
         "trainer.devices=4",
         "trainer.num_nodes=2",
         "hydra.launcher.partition=gpu",
         "hydra.launcher.timeout_min=90",
-    ]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    )
     assert result.returncode != 0 and "no cluster" in result.stderr
     script = (tmp_path / "job.sh").read_text()
     for line in (
@@ -141,7 +135,8 @@ EXACT = (
 
 @pytest.mark.slow
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> None:
-    two = run_train(tmp_path / "two", *EXACT, "trainer.devices=2", "datamodule.batch_size=8")
+    # DDP ranks are processes: Lightning starts the second by re-running the command line
+    two = train_process(tmp_path / "two", *EXACT, "trainer.devices=2", "datamodule.batch_size=8")
     assert two.returncode == 0, two.stderr[-3000:]
     one = run_train(tmp_path / "one", *EXACT, "trainer.devices=1", "datamodule.batch_size=16")
     assert one.returncode == 0, one.stderr[-3000:]
@@ -169,7 +164,7 @@ def test_a_sweep_of_ddp_jobs_runs_each_job_once_with_its_own_config(tmp_path: Pa
     """2 Optuna trials x 2 processes: the children of a trial train the trial's parameters
     (not a sweep of their own): same hash on both ranks, one MLflow run and one Optuna
     trial per job."""
-    result = run_train(
+    result = train_process(
         tmp_path,
         "-m",
         "hparams_search=optuna",
@@ -200,7 +195,7 @@ def test_a_sweep_of_ddp_jobs_runs_each_job_once_with_its_own_config(tmp_path: Pa
 
 @pytest.mark.slow
 def test_torchrun_starts_the_ranks_and_lightning_does_not_relaunch(tmp_path: Path) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
+    env = process_env()
     command = [
         sys.executable,
         "-m",

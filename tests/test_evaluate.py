@@ -3,20 +3,18 @@ scikit-learn's on the written predictions, logged to MLflow as a linked run or i
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CLASSES, REPO
+from conftest import CLASSES
 from hydra import compose, initialize_config_dir
 from test_predict import save_checkpoint
 
+from helpers import run_command
 from medclf.config import CONF_DIR
 from medclf.errors import DataError
-from medclf.evaluate import evaluate
+from medclf.pipeline.evaluate import evaluate
 
 
 def run_eval(tmp_path, data_dir, *overrides):
@@ -104,11 +102,14 @@ def test_classes_the_model_does_not_know(tmp_path, image_folder) -> None:
 
 
 def test_command_line(tmp_path, image_folder) -> None:
+    """medclf-eval (python eval.py) as a user runs it."""
+    from medclf.cli.eval import main
+
     save_checkpoint(tmp_path / "m.ckpt")
-    done = subprocess.run(
+    done = run_command(
+        main,
         [
-            sys.executable,
-            str(REPO / "eval.py"),
+            "medclf-eval",
             f"ckpt_path={tmp_path / 'm.ckpt'}",
             "datamodule=folder",
             f"datamodule.data_dir={image_folder}",
@@ -116,9 +117,6 @@ def test_command_line(tmp_path, image_folder) -> None:
             "logger=none",
             f"hydra.run.dir={tmp_path / 'run'}",
         ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert np.isfinite(pd.read_csv(tmp_path / "run" / "test" / "per_class_report.csv")["f1"]).all()

@@ -4,18 +4,15 @@ batch size, and describe their inputs and classes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_module, write_checkpoint
+from helpers import run_command, tiny_module, write_checkpoint
 from medclf.errors import ConfigError
-from medclf.export import export
+from medclf.inference.export import export
 from medclf.models.module import ClassificationModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,8 +63,11 @@ def test_onnx_matches_the_module_at_any_batch_size(tmp_path: Path) -> None:
         x = torch.rand(batch, 1, 32, 32)
         expected = torch.softmax(_logits(module, x), dim=1).numpy()
         assert np.ptp(expected, axis=0).max() > 1e-3  # the images give different outputs
-        got = session.run(None, {"image": x.numpy()})[0]
+        got, chosen = session.run(None, {"image": x.numpy()})
         np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert chosen.dtype == np.int64  # medclf's decision: the most probable class
+        np.testing.assert_array_equal(chosen, np.eye(3, dtype=np.int64)[expected.argmax(1)])
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "prediction"]
     props = session.get_modelmeta().custom_metadata_map
     assert json.loads(props["class_names"]) == CLASSES and props["task"] == "multiclass"
     assert json.loads(props["inputs"])[0]["shape"] == ["batch", 1, 32, 32]
@@ -88,6 +88,8 @@ def test_torchscript_matches_the_module(tmp_path: Path) -> None:
         with torch.no_grad():
             got = loaded(x)
         torch.testing.assert_close(got, torch.softmax(_logits(module, x), 1), atol=1e-5, rtol=0)
+        chosen = loaded.prediction(x)
+        assert chosen.tolist() == torch.eye(3, dtype=torch.long)[got.argmax(1)].tolist()
 
 
 def test_metadata_model_exports_with_two_inputs(tmp_path: Path) -> None:
@@ -150,20 +152,13 @@ def test_user_errors_name_the_key(tmp_path: Path) -> None:
         export(tmp_path / "nope.ckpt")
 
 
-def _command(*overrides: str) -> subprocess.CompletedProcess:
-    path = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
-    return subprocess.run(
-        [sys.executable, "-m", "medclf.export", *overrides],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _command(*overrides: str):
+    """medclf-export as a user runs it."""
+    from medclf.cli.export import main
+
+    return run_command(main, ["medclf-export", *overrides])
 
 
-@pytest.mark.slow  # a subprocess that imports Lightning, timm and MONAI: ~10 s before it starts
 def test_command_writes_the_model(tmp_path: Path) -> None:
     ckpt, _ = _checkpoint(tmp_path)
     output = tmp_path / "exported" / "m.onnx"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medclf.losses import (
+from medclf.models.losses import (
     CrossEntropyLoss,
     FocalLoss,
     KLDivergenceLoss,

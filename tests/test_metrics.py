@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medclf.metrics import SUMMARY, summary_metrics
+from medclf.models.metrics import SUMMARY, summary_metrics
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel", "binary"])

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from helpers import FAST, run_config, tiny_module, write_checkpoint
-from medclf.checkpoint import load_module
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
+from medclf.models.checkpoint import load_module
 
 CANARY = "tests_canary_module.boom"
 HOSTILE = ["{'_target_': 'os.system', 'command': 'touch pwned'}", "${oc.env:HOME}", CANARY]
@@ -43,7 +43,7 @@ def test_training_instantiates_only_targets_from_conf(
 ) -> None:
     import hydra._internal.instantiate._instantiate2 as instantiate2
 
-    from medclf.train import run
+    from medclf.pipeline.train import run
 
     located: list[str] = []
     real_locate = instantiate2._locate

@@ -4,22 +4,22 @@ channel conversion, metadata models, 3D volumes and ensembles."""
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import CLASSES, REPO
+from conftest import CLASSES
 from hydra import compose, initialize_config_dir
 
-from helpers import tiny_module, write_checkpoint
+from helpers import run_command, tiny_module, write_checkpoint
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
+from medclf.inference.predict import predict
 from medclf.models.module import ClassificationModule
-from medclf.predict import predict
+
+PROBS = [f"prob_{name}" for name in CLASSES]
 
 
 def save_checkpoint(path: Path, **kwargs) -> ClassificationModule:
@@ -49,18 +49,18 @@ def prepared(path: Path, size: int = 32, channels: int = 1) -> torch.Tensor:
 def test_folder_rows_columns_and_probabilities(tmp_path, image_folder) -> None:
     module = save_checkpoint(tmp_path / "m.ckpt")
     table = run_predict(tmp_path, f"ckpt_path={tmp_path / 'm.ckpt'}", f"input={image_folder}")
-    assert list(table.columns) == ["sample", *CLASSES, "prediction"]
+    assert list(table.columns) == ["sample", "prediction", *PROBS]  # as test_predictions.csv
     assert len(table) == 36
-    assert np.allclose(table[list(CLASSES)].sum(1), 1.0, atol=1e-5)
+    assert np.allclose(table[PROBS].sum(1), 1.0, atol=1e-5)
     first = image_folder / table["sample"][0]
     with torch.no_grad():
         expected = module.head.activate(module(prepared(first)))[0].numpy()
-    assert table.loc[0, list(CLASSES)].to_numpy(float) == pytest.approx(expected, abs=1e-5)
+    assert table.loc[0, PROBS].to_numpy(float) == pytest.approx(expected, abs=1e-5)
     assert table["prediction"][0] == CLASSES[int(expected.argmax())]
 
 
 def test_tta_one_equals_none_and_more_views_average(tmp_path, image_folder) -> None:
-    from medclf.inference import tta_views
+    from medclf.inference.inputs import tta_views
 
     save_checkpoint(tmp_path / "m.ckpt")
     base = [f"ckpt_path={tmp_path / 'm.ckpt'}", f"input={image_folder}"]
@@ -68,8 +68,8 @@ def test_tta_one_equals_none_and_more_views_average(tmp_path, image_folder) -> N
     one = run_predict(tmp_path, *base, "tta=1")
     eight = run_predict(tmp_path, *base, "tta=8")
     pd.testing.assert_frame_equal(plain, one)
-    assert not np.allclose(eight[list(CLASSES)], plain[list(CLASSES)], atol=1e-4)
-    assert np.allclose(eight[list(CLASSES)].sum(1), 1.0, atol=1e-5)
+    assert not np.allclose(eight[PROBS], plain[PROBS], atol=1e-4)
+    assert np.allclose(eight[PROBS].sum(1), 1.0, atol=1e-5)
     x = torch.arange(16.0).view(1, 1, 4, 4)
     views = tta_views(x, 8)
     assert len({tuple(v.flatten().tolist()) for v in views}) == 8  # all distinct
@@ -113,7 +113,7 @@ def test_csv_input_with_metadata(tmp_path, image_folder) -> None:
     meta = torch.tensor([[-2.0, 1.0, 0.0]])  # age 30 → z = -2, site a
     with torch.no_grad():
         expected = module.head.activate(module(prepared(files[0]), meta))[0].numpy()
-    assert table.loc[0, list(CLASSES)].to_numpy(float) == pytest.approx(expected, abs=1e-5)
+    assert table.loc[0, PROBS].to_numpy(float) == pytest.approx(expected, abs=1e-5)
     pd.DataFrame({"path": [str(f) for f in files]}).to_csv(csv, index=False)
     with pytest.raises(ConfigError, match="lacks"):
         run_predict(tmp_path, f"ckpt_path={tmp_path / 'meta.ckpt'}", f"input={csv}")
@@ -126,7 +126,7 @@ def test_ensemble_mean_of_two_models(tmp_path, image_folder) -> None:
     b = run_predict(tmp_path, f"ckpt_path={tmp_path / 'b.ckpt'}", f"input={image_folder}")
     both = f"ckpt_path=[{tmp_path / 'a.ckpt'},{tmp_path / 'b.ckpt'}]"
     mean = run_predict(tmp_path, both, f"input={image_folder}")
-    cols = list(CLASSES)
+    cols = PROBS
     assert np.allclose(mean[cols], (a[cols] + b[cols]) / 2, atol=1e-6)
     vote = run_predict(tmp_path, both, f"input={image_folder}", "ensemble=vote")
     assert set(np.unique(vote[cols].to_numpy())) <= {0.0, 0.5, 1.0}
@@ -145,31 +145,31 @@ def test_3d_volumes(tmp_path) -> None:
     for i in range(3):
         np.save(folder / f"v{i}.npy", rng.random((12, 20, 20, 1), dtype=np.float32))
     table = run_predict(tmp_path, f"ckpt_path={tmp_path / 'v.ckpt'}", f"input={folder}", "tta=4")
-    assert len(table) == 3 and np.allclose(table[list(CLASSES)].sum(1), 1.0, atol=1e-5)
+    assert len(table) == 3 and np.allclose(table[PROBS].sum(1), 1.0, atol=1e-5)
 
 
 def test_command_line_and_its_errors(tmp_path, image_folder) -> None:
+    """medclf-predict (python predict.py): exit 0 and the CSV; a missing checkpoint: exit 2
+    and its name."""
+    from medclf.cli.predict import main
+
     save_checkpoint(tmp_path / "m.ckpt")
     out = tmp_path / "p.csv"
-    env_cmd = [sys.executable, str(REPO / "predict.py"), f"input={image_folder}"]
-    done = subprocess.run(
+    command = ["medclf-predict", f"input={image_folder}"]
+    done = run_command(
+        main,
         [
-            *env_cmd,
+            *command,
             f"ckpt_path={tmp_path / 'm.ckpt'}",
             f"output={out}",
             f"hydra.run.dir={tmp_path / 'r'}",
         ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(pd.read_csv(out)) == 36
-    bad = subprocess.run(
-        [*env_cmd, f"ckpt_path={tmp_path / 'missing.ckpt'}", f"hydra.run.dir={tmp_path / 'r2'}"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+    bad = run_command(
+        main,
+        [*command, f"ckpt_path={tmp_path / 'missing.ckpt'}", f"hydra.run.dir={tmp_path / 'r2'}"],
     )
     assert bad.returncode == 2 and "missing.ckpt" in bad.stderr
 

@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from medclf.progress import ProgressBar
+from medclf.pipeline.progress import ProgressBar
 
 
 class LoggingModel(BoringModel):

@@ -8,12 +8,13 @@ import numpy as np
 def test_per_class_report_equals_sklearn() -> None:
     from sklearn.metrics import precision_recall_fscore_support
 
-    from medclf.reporting import per_class_report, predictions_frame
+    from medclf.evaluation.report import per_class_report
+    from medclf.inference.table import predictions_frame
 
     rng = np.random.default_rng(0)
     target = rng.integers(0, 3, 40)
     probs = rng.dirichlet(np.ones(3), 40)
-    frame = predictions_frame(np.arange(40), target, probs, ["a", "b", "c"])
+    frame = predictions_frame(np.arange(40), probs, ["a", "b", "c"], "multiclass", 0.5, target)
     table = per_class_report(frame, ["a", "b", "c"])
     p, r, f, support = precision_recall_fscore_support(target, probs.argmax(1), labels=[0, 1, 2])
     np.testing.assert_allclose(table.loc[["a", "b", "c"], "precision"], p)
@@ -33,7 +34,7 @@ def test_per_class_report_equals_sklearn() -> None:
 def test_per_class_figure_has_a_bar_per_class_and_kind() -> None:
     import pandas as pd
 
-    from medclf.plots import per_class_figure
+    from medclf.evaluation.plots import per_class_figure
 
     report = pd.DataFrame(
         {"precision": [1, 0.5], "sensitivity": [0.2, 0.4], "specificity": [0.9, 1], "f1": [0.3, 0]},
@@ -45,7 +46,7 @@ def test_per_class_figure_has_a_bar_per_class_and_kind() -> None:
 
 
 def test_confusion_figures_show_row_rates_and_counts() -> None:
-    from medclf.plots import confusion_matrix_figure, multilabel_confusion_figure
+    from medclf.evaluation.plots import confusion_matrix_figure, multilabel_confusion_figure
 
     counts = np.array([[3, 1], [0, 0]])
     texts = [t.get_text() for t in confusion_matrix_figure(counts, ["a", "b"]).axes[0].texts]
@@ -57,7 +58,7 @@ def test_confusion_figures_show_row_rates_and_counts() -> None:
 
 
 def test_roc_pr_figures_one_curve_per_present_class() -> None:
-    from medclf.plots import roc_pr_figures
+    from medclf.evaluation.plots import roc_pr_figures
 
     rng = np.random.default_rng(1)
     target = np.array([0, 1, 2, 0, 1, 2, 0, 1])
@@ -70,7 +71,7 @@ def test_roc_pr_figures_one_curve_per_present_class() -> None:
 
 
 def test_training_curves_mark_the_unfreezing() -> None:
-    from medclf.plots import training_curves_figure
+    from medclf.evaluation.plots import training_curves_figure
 
     history = [{"epoch": e, "train/loss": 1.0 / (e + 1), "val/f1": 0.1 * e} for e in range(4)]
     plain = training_curves_figure(history)

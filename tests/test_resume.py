@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,12 +17,12 @@ import torch
 import yaml
 from conftest import REPO
 
-from helpers import run_train, search_runs
+from helpers import process_env, run_train, search_runs, train_command
 from medclf.data.datamodule import DigitsDataModule
 from medclf.data.sampling import EpochSampler
 from medclf.data.transforms import build_transform
 from medclf.errors import ConfigError
-from medclf.resume import find_last
+from medclf.pipeline.resume import find_last, newest_checkpoint
 
 RUN = (
     "trainer.max_epochs=3",
@@ -42,31 +41,34 @@ def _test_metrics(root: Path) -> tuple[pd.DataFrame, dict[str, float]]:
 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    """A run with its own directory (``hydra.run.dir``, as SLURM jobs name theirs) killed
+    with SIGKILL; the same command plus ``ckpt_path=last`` continues it in that directory and
+    MLflow run, and ends with the metrics of a run that was never interrupted."""
     clean = run_train(tmp_path / "clean", *RUN)
     assert clean.returncode == 0, clean.stderr[-3000:]
 
     root = tmp_path / "killed"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
-    command = [sys.executable, str(REPO / "train.py"), f"paths.root_dir={root}", *RUN]
+    job = root / "scratch" / "job42"
+    command = train_command(root, *RUN, f"hydra.run.dir={job}")
     process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command, cwd=REPO, env=process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.time() + 300
-    while not list(root.glob("logs/runs/*/checkpoints/last.ckpt")) and time.time() < deadline:
+    while not (job / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
         assert process.poll() is None, process.communicate()[1][-3000:]
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    (run_dir,) = root.glob("logs/runs/*")
-    killed_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)
+    killed_at = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True, mmap=True)
     assert killed_at["epoch"] < 2, "the run finished before it was killed"
     state = killed_at["callbacks"]["ResumeState"]
     assert list(search_runs(root)["status"]) == ["RUNNING"]  # what SIGKILL leaves
     assert state["mlflow_run_id"] == search_runs(root).iloc[0]["run_id"]
 
-    resumed = run_train(root, *RUN, "ckpt_path=last")
+    resumed = run_train(root, *RUN, f"hydra.run.dir={job}", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"in its run directory {run_dir}" in resumed.stderr + resumed.stdout
+    assert f"in its run directory {job}" in resumed.stderr + resumed.stdout
+    assert not (root / "logs" / "runs").exists()  # nothing but the named directory
 
     runs, metrics = _test_metrics(root)
     _, expected = _test_metrics(tmp_path / "clean")
@@ -75,7 +77,7 @@ def test_sigkilled_run_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path: 
     assert set(metrics) == set(expected) and len(metrics) >= 4
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, abs=1e-6), key
-    history = pd.read_csv(run_dir / "plots" / "history.csv")
+    history = pd.read_csv(job / "plots" / "history.csv")
     assert list(history["epoch"]) == [0, 1, 2]  # the curves span the interruption
 
 
@@ -99,6 +101,36 @@ def test_last_is_the_newest_run_with_the_same_overrides(tmp_path: Path) -> None:
     assert find_last(tmp_path, ["ckpt_path=last", "loss=focal"]) == old
     with pytest.raises(ConfigError, match=r"no run under .* \[loss=dice\](.|\n)*loss=ce"):
         find_last(tmp_path, ["loss=dice", "ckpt_path=last"])
+
+
+def test_last_looks_in_the_commands_own_run_directory_first(tmp_path: Path) -> None:
+    """``hydra.run.dir=DIR ckpt_path=last``: DIR's checkpoint, whatever else is under logs/."""
+    _write_run(tmp_path, "newer", ["loss=focal"], age=1)
+    own = tmp_path / "scratch" / "job42"
+    (own / "checkpoints").mkdir(parents=True)
+    epoch = own / "checkpoints" / "epoch_000.ckpt"
+    epoch.write_bytes(b"x")
+    assert find_last(tmp_path / "logs", ["loss=focal"], own) == epoch
+    empty = tmp_path / "fresh"
+    assert find_last(tmp_path, ["loss=focal"], empty).parent.parent.name == "newer"
+    with pytest.raises(ConfigError, match=r"fresh \(this command's run directory\) has no"):
+        find_last(tmp_path, ["loss=dice"], empty)
+
+
+def test_a_run_killed_before_last_ckpt_resumes_from_its_newest_epoch_checkpoint(
+    tmp_path: Path,
+) -> None:
+    last = _write_run(tmp_path, "a", ["loss=focal"], age=100)
+    last.unlink()  # killed after writing epoch_001.ckpt, before last.ckpt
+    older = last.parent / "epoch_000.ckpt"
+    newer = last.parent / "epoch_001.ckpt"
+    for path, age in ((older, 50), (newer, 20)):
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - age, time.time() - age))
+    assert newest_checkpoint(last.parent.parent) == newer
+    assert find_last(tmp_path, ["loss=focal"]) == newer
+    last.write_bytes(b"x")  # a later last.ckpt is the newest state
+    assert find_last(tmp_path, ["loss=focal"]) == last
 
 
 def test_epoch_sampler_depends_on_seed_and_epoch_only() -> None:

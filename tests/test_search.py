@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,16 +14,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from helpers import FAST, REPO, search_runs
+from helpers import FAST, REPO, process_env, run_train, search_runs, train_command
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
-from medclf.search import (
-    default_direction,
-    focal_gamma,
-    override_value,
-    search_space,
-    session_lock,
-)
+from medclf.search.spaces import focal_gamma
+from medclf.search.study import default_direction, override_value, search_space, session_lock
 
 
 def test_search_space_maps_the_sweep_grammar_to_optuna_distributions() -> None:
@@ -125,27 +119,19 @@ def test_the_preset_keeps_the_study_in_the_sweep_directory(tmp_path: Path) -> No
         "head.fcl_dropout",
         "datamodule.batch_size",
     }
-    assert sweeper.custom_search_space == "medclf.search.focal_gamma"
+    assert sweeper.custom_search_space == "medclf.search.spaces.focal_gamma"
 
 
-def _search_command(root: Path) -> list[str]:
-    return [
-        sys.executable,
-        str(REPO / "train.py"),
-        "-m",
-        "hparams_search=optuna",
-        f"paths.root_dir={root}",
-        "hydra.sweeper.study_name=resume",
-        "hydra.sweeper.n_trials=4",
-        "hydra.sweeper.sampler.n_startup_trials=2",
-        "backbone=resnet18",
-        "datamodule.batch_size=32",
-        *FAST,
-    ]
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", COLUMNS="200")
+SEARCH = (
+    "-m",
+    "hparams_search=optuna",
+    "hydra.sweeper.study_name=resume",
+    "hydra.sweeper.n_trials=4",
+    "hydra.sweeper.sampler.n_startup_trials=2",
+    "backbone=resnet18",
+    "datamodule.batch_size=32",
+    *FAST,
+)
 
 
 def _wait_for_run_of_job(root: Path, job: str, process: subprocess.Popen) -> None:
@@ -166,9 +152,9 @@ def _wait_for_run_of_job(root: Path, job: str, process: subprocess.Popen) -> Non
 def test_a_killed_search_resumes_to_n_trials_not_more(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/logs/optuna/resume/optuna.db"
     first = subprocess.Popen(
-        _search_command(tmp_path),
+        train_command(tmp_path, *SEARCH),
         cwd=REPO,
-        env=_env(),
+        env=process_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -181,9 +167,7 @@ def test_a_killed_search_resumes_to_n_trials_not_more(tmp_path: Path) -> None:
     before = optuna.load_study(study_name="resume", storage=storage).trials
     assert [t.state.name for t in before] == ["COMPLETE", "COMPLETE", "RUNNING"]
 
-    second = subprocess.run(
-        _search_command(tmp_path), cwd=REPO, env=_env(), capture_output=True, text=True
-    )
+    second = run_train(tmp_path, *SEARCH)  # the same command, in this process
     assert second.returncode == 0, second.stderr[-3000:]
     assert "2 finished trial(s) kept, 1 interrupted to run again, 1 new (n_trials=4)" in (
         second.stderr + second.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from helpers import FAST, run_train, search_runs
 pytestmark = pytest.mark.slow
 
 
-def test_grid_multirun_gives_one_tagged_run_per_job(tmp_path: Path) -> None:
+def test_grid_multirun_gives_one_tagged_run_per_job(tmp_path: Path, monkeypatch) -> None:
     result = run_train(
         tmp_path,
         "-m",
@@ -30,31 +31,21 @@ def test_grid_multirun_gives_one_tagged_run_per_job(tmp_path: Path) -> None:
     assert runs["tags.overrides"].nunique() == 4
     assert sorted(runs["tags.sweep_job"].astype(int)) == [0, 1, 2, 3]
     assert runs["metrics.test/f1"].notna().all()
-    _check_report(tmp_path, runs)
+    _check_report(tmp_path, runs, monkeypatch)
 
 
-def _check_report(root: Path, runs) -> None:
-    """python -m medclf.report lists the sweep's runs, best test/f1 first."""
-    import os
-    import subprocess
-    import sys
-
-    from helpers import REPO, tracking_uri
-    from medclf.report import runs_table
+def _check_report(root: Path, runs, monkeypatch) -> None:
+    """medclf-report lists the sweep's runs, best test/f1 first."""
+    from helpers import run_command, tracking_uri
+    from medclf.cli.report import main
+    from medclf.tracking.runs import runs_table
 
     table = runs_table(tracking_uri(root), "medclf", sweep_id=runs["tags.sweep_id"].iloc[0])
     assert len(table) == 4
     assert table["test/f1"].tolist() == sorted(runs["metrics.test/f1"], reverse=True)
     assert set(table["backbone"]) == {"resnet18", "mobilenetv2"}
-    env = dict(os.environ, MEDCLF_ROOT=str(root))
-    out = subprocess.run(
-        [sys.executable, "-m", "medclf.report"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    monkeypatch.setenv("MEDCLF_ROOT", str(root))
+    out = run_command(lambda: sys.exit(main()), ["medclf-report"])
     assert out.returncode == 0, out.stderr
     assert "medclf: 4 runs, best test/f1 first" in out.stdout
     assert out.stdout.count("FINISHED") == 4

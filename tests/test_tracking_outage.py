@@ -10,14 +10,14 @@ import mlflow
 import pytest
 
 from helpers import FAST, run_train, search_runs
-from medclf.tracking import MLflowRunLogger
+from medclf.tracking.logger import MLflowRunLogger
 
 DOWN = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 
 @pytest.mark.slow
 def test_unreachable_server_stops_before_training(tmp_path) -> None:
-    result = run_train(tmp_path, f"logger.mlflow.tracking_uri={DOWN}", *FAST, timeout=300)
+    result = run_train(tmp_path, f"logger.mlflow.tracking_uri={DOWN}", *FAST)
     assert result.returncode == 2
     assert f"logger.mlflow.tracking_uri={DOWN}: the MLflow server does not answer" in result.stderr
     assert "offline_fallback=true" in result.stderr and "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import tracking_uri, ui_server
-from medclf.tracking import ensure_experiment
+from medclf.tracking.logger import ensure_experiment
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medclf import xai
 from medclf.errors import ConfigError
+from medclf.inference import xai
 from medclf.models.module import ClassificationModule
 
 

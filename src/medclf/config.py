@@ -1,4 +1,6 @@
-"""Checks of the composed config and of command-line group choices, before any training.
+"""The Hydra config: where it lives (``CONF_DIR``, shipped inside the package), the options
+that come from code (every registered backbone is a ``backbone`` option), and the checks of
+the composed config and of command-line group choices, before any training.
 
 :func:`check_group_choices` runs on ``sys.argv`` before Hydra composes anything (and before
 torch is imported), so ``backbone=densenet12`` is answered with the nearest names at once.
@@ -7,14 +9,45 @@ torch is imported), so ``backbone=densenet12`` is answered with the nearest name
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from medclf.errors import ConfigError, did_you_mean
+from medclf.models.registry import BACKBONES, LOSSES
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+# Shared keys of every backbone option; each option sets ``name``, a key of the registry.
+BACKBONE_DEFAULTS = {
+    # ImageNet weights through timm (needs the network or a local Hugging Face cache).
+    "pretrained": False,
+    # Local weights file (state dict) for this backbone; channels and classifier adapted.
+    "weights": None,
+    # Stochastic depth for the backbones that support it (null = timm's default).
+    "drop_path_rate": None,
+    # Transfer learning in two phases (AUCMEDI): train only the head for this many epochs
+    # (backbone frozen, batch-norm statistics too) at optimizer.lr, then everything at
+    # finetune_lr (null: optimizer.lr). 0: no frozen phase.
+    "freeze_epochs": 0,
+    "finetune_lr": None,
+}
+
+
+def register_backbone_options() -> None:
+    """Make every backbone of the registry an option of the ``backbone`` config group
+    (Hydra's ConfigStore): ``backbone=densenet121`` selects it. A YAML of your own in
+    ``<your config dir>/backbone/`` extends one with ``defaults: [resnet18]``."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name in BACKBONES:
+        store.store(group="backbone", name=name, node={"name": name, **BACKBONE_DEFAULTS})
+
+
+register_backbone_options()
 
 # ``${cwd:}``: the directory the command runs in. Unlike ``${hydra:runtime.cwd}`` it also
 # resolves before Hydra has set up a job (a multirun's sweep directory is resolved then).
@@ -23,9 +56,32 @@ if not OmegaConf.has_resolver("cwd"):
 _GROUP_OVERRIDE = re.compile(r"^[+~]{0,2}(?P<group>[a-z_]+)(@[\w.]+)?=(?P<value>[^=]*)$")
 
 
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """The option names of a config group (files conf/GROUP/*.yaml, not starting with _)."""
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
+def group_options(group: str, conf_dirs: list[Path] | Path | None = None) -> list[str]:
+    """The option names of a config group: YAML files ``GROUP/*.yaml`` of the config folders
+    (the package's, then the user's ``--config-dir``) and the options stored in code."""
+    from hydra.core.config_store import ConfigStore
+
+    dirs = [CONF_DIR] if conf_dirs is None else conf_dirs
+    dirs = [dirs] if isinstance(dirs, Path) else dirs
+    names = {p.stem for d in dirs for p in (Path(d) / group).glob("*.yaml")}
+    with contextlib.suppress(OSError):  # OSError: no such group in the ConfigStore
+        names.update(n.removesuffix(".yaml") for n in ConfigStore.instance().list(group))
+    return sorted(n for n in names if not n.startswith("_"))
+
+
+def user_config_dirs(argv: list[str]) -> list[Path]:
+    """The config folders a command line adds: ``--config-dir DIR`` (``-cd``) and the
+    ``file://`` entries of ``hydra.searchpath=[...]``."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(Path(argv[i + 1]))
+        elif arg.startswith(("--config-dir=", "-cd=")):
+            dirs.append(Path(arg.split("=", 1)[1]))
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            entries = arg.split("=", 1)[1].strip("[]").split(",")
+            dirs += [Path(e.strip()[len("file://") :]) for e in entries if "file://" in e]
+    return dirs
 
 
 def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
@@ -34,7 +90,9 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     Plain values and comma-separated sweep lists are checked; sweep functions such as
     ``choice(...)`` and interpolations are left to Hydra.
     """
-    groups = {p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"}
+    dirs = [conf_dir, *user_config_dirs(argv)]
+    groups = {p.name for d in dirs if d.is_dir() for p in d.iterdir() if p.is_dir()} - {"hydra"}
+    groups.add("backbone")
     for arg in argv:
         match = _GROUP_OVERRIDE.match(arg)
         if not match or match["group"] not in groups:
@@ -42,13 +100,15 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
         value = match["value"]
         if any(c in value for c in "()[]{}$") or value in ("", "null"):
             continue
-        options = group_options(match["group"], conf_dir)
+        options = group_options(match["group"], dirs)
         for choice in value.split(","):
             if choice not in options:
+                where = " or ".join(str(d / match["group"]) for d in dirs)
                 raise ConfigError(
                     f"{match['group']}={choice!r} is not an option of the "
                     f"{match['group']!r} group.{did_you_mean(choice, options)} "
-                    f"Options: {', '.join(options)} (files in {conf_dir / match['group']})."
+                    f"Options: {', '.join(options)} (YAML files in {where}"
+                    + (", and the backbone registry)." if match["group"] == "backbone" else ").")
                 )
 
 
@@ -63,61 +123,31 @@ def _positive_int(cfg: DictConfig, key: str, allow_minus_one: bool = False) -> N
         raise ConfigError(f"{key}={value!r} must be a positive integer{extra}.")
 
 
-def _check_kwargs(cfg: DictConfig, group: str) -> None:
-    """The group's ``name`` is known and every other key is an argument of its class."""
-    import inspect
-
-    from medclf.models.module import OPTIMIZERS, SCHEDULERS
-
-    node = cfg.get(group) or {"name": "none"}
-    name = node.get("name")
-    table = OPTIMIZERS if group == "optimizer" else SCHEDULERS
-    if name not in table:
-        raise ConfigError(
-            f"{group}.name={name!r} is not known.{did_you_mean(name, table)} "
-            f"Use one of: {', '.join(table)}."
-        )
-    target = table[name]
-    if target is None:
-        return
-    allowed = set(inspect.signature(target).parameters) - {"params", "optimizer"}
-    if group == "scheduler" and name == "plateau":
-        allowed.add("monitor")
-    for key in node:
-        if key != "name" and key not in allowed:
-            raise ConfigError(
-                f"{group}.{key} is not an argument of {target.__module__}.{target.__name__} "
-                f"({group}={name}).{did_you_mean(key, allowed)} "
-                f"Arguments: {', '.join(sorted(allowed))}."
-            )
-
-
 def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
     """Keys still set to ``???``, found without resolving any interpolation."""
     missing = []
     for key in node:
         if OmegaConf.is_missing(node, key):
             missing.append(f"{prefix}{key}")
-        else:
-            child = node._get_node(key)
-            if isinstance(child, DictConfig) and not child._is_interpolation():
+        elif not OmegaConf.is_interpolation(node, key):
+            child = node[key]
+            if isinstance(child, DictConfig):
                 missing += _missing_keys(child, f"{prefix}{key}.")
     return missing
 
 
 def validate(cfg: DictConfig) -> None:
     """Check values of the composed config that would otherwise fail deep inside training."""
-    from medclf.data.transforms import image_hw
-    from medclf.models.backbones import get_spec
+    from medclf.data.transforms import DEFAULT_VOLUME_SIZE, image_hw
 
     missing = _missing_keys(cfg)
     if missing:
         raise ConfigError(
             "required value(s) not set: " + ", ".join(f"{key} (add {key}=...)" for key in missing)
         )
-    spec = get_spec(cfg.backbone.name)
+    spec = BACKBONES[cfg.backbone.name]
     if spec.spatial_dims == 3:
-        volume = list(cfg.datamodule.get("volume_size") or [32, 32, 32])
+        volume = list(cfg.datamodule.get("volume_size") or DEFAULT_VOLUME_SIZE)
         if min(volume) < spec.min_size:
             raise ConfigError(
                 f"datamodule.volume_size={volume} is too small for backbone "
@@ -141,6 +171,9 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _validate_rest(cfg: DictConfig) -> None:
+    import medclf.models.losses  # noqa: F401  (registers the built-in losses)
+    from medclf.models.optim import check_arguments
+
     activation = cfg.head.activation
     if activation not in ("auto", "softmax", "sigmoid"):
         raise ConfigError(
@@ -154,8 +187,9 @@ def _validate_rest(cfg: DictConfig) -> None:
         raise ConfigError(
             f"loss.class_weights={weights!r}: use null, balanced or a list of per-class weights."
         )
-    _check_kwargs(cfg, "optimizer")
-    _check_kwargs(cfg, "scheduler")
+    LOSSES[cfg.loss.name]  # an unknown loss: ConfigError with the closest names
+    check_arguments("optimizer", OmegaConf.to_container(cfg.optimizer, resolve=True))
+    check_arguments("scheduler", OmegaConf.to_container(cfg.get("scheduler") or {}, resolve=True))
     _check_speed(cfg)
     _positive_int(cfg, "trainer.max_epochs", allow_minus_one=True)
     _positive_int(cfg, "datamodule.batch_size")
@@ -244,9 +278,7 @@ def resolve_task(head: dict, data_task: str, n_classes: int) -> tuple[str, str]:
 
 def check_model_fits_data(cfg: DictConfig, datamodule) -> None:
     """Backbone dimensionality and metadata width must agree with the data."""
-    from medclf.models.backbones import get_spec
-
-    spec = get_spec(cfg.backbone.name)
+    spec = BACKBONES[cfg.backbone.name]
     if spec.spatial_dims != datamodule.spatial_dims:
         kind = {2: "2D images", 3: "3D volumes"}
         hint = (

@@ -73,17 +73,3 @@ def did_you_mean(value: str, choices: Iterable[str], n: int = 3) -> str:
 
 class NonFiniteLossError(MedclfError):
     """The training loss became NaN or infinite."""
-
-
-def exit_on_user_error(run, cfg):
-    """``run(cfg)`` for a command's Hydra main: a medclf error is logged and printed as one
-    line, then the process exits 2 (no traceback)."""
-    import logging
-    import sys
-
-    try:
-        return run(cfg)
-    except MedclfError as exc:
-        logging.getLogger(run.__module__).error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None

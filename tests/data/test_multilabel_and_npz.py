@@ -15,7 +15,8 @@ from PIL import Image
 
 from medclf.data.datamodule import CsvDataModule, NpzDataModule
 from medclf.data.sampling import EpochSampler
-from medclf.data.sources import assign_splits, csv_table, label_matrix, npz_table
+from medclf.data.sources import csv_table, label_matrix, npz_table
+from medclf.data.splits import assign_splits
 from medclf.errors import ConfigError, DataError
 
 

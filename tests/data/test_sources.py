@@ -10,7 +10,8 @@ import pytest
 from conftest import CLASSES, class_image
 from PIL import Image
 
-from medclf.data.sources import assign_splits, csv_table, digits_table, folder_table
+from medclf.data.sources import csv_table, digits_table, folder_table
+from medclf.data.splits import assign_splits
 from medclf.errors import ConfigError, DataError
 
 

@@ -2,7 +2,7 @@
 
 The keys follow hydra-optuna-sweeper's (``sampler``, ``direction``, ``storage``,
 ``study_name``, ``n_trials``, ``n_jobs``, ``max_failure_rate``, ``params``,
-``custom_search_space``), so its documentation applies; see medclf.search for what differs.
+``custom_search_space``), so its documentation applies; see medclf.search.study for what differs.
 
 No ``from __future__ import annotations`` and typing's ``Optional``: Hydra loads plugin
 modules outside sys.modules, where dataclasses need real types, and OmegaConf reads these.

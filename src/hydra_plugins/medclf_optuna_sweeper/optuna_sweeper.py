@@ -1,4 +1,5 @@
-"""The Hydra Sweeper class; the work is done by medclf.search.OptunaSearch (imported lazily)."""
+"""The Hydra Sweeper class; the work is done by medclf.search.study.OptunaSearch (imported
+lazily)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ class OptunaSweeper(Sweeper):
     """Run an Optuna study, one Hydra job per trial, resumable from its storage."""
 
     def __init__(self, **kwargs: Any) -> None:
-        from medclf.search import OptunaSearch
+        from medclf.search.study import OptunaSearch
 
         self.search = OptunaSearch(**kwargs)
 

@@ -1,7 +1,7 @@
 """LightningDataModules: one per data source, sharing splitting, checks and loaders.
 
 ``setup()`` is idempotent and does every check (paths, columns, decodable images, channel
-counts, 2D/3D, class counts, metadata) up front, so ``train.main`` calls it before building
+counts, 2D/3D, class counts, metadata) up front, so the pipeline calls it before building
 a model or an MLflow run: bad data fails before any training, with the file named.
 """
 
@@ -19,21 +19,20 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medclf.compat import epochs_processed
 from medclf.data.io import convert_channels, read_image, to_unit_float
 from medclf.data.metadata import MetadataEncoder
-from medclf.data.sampling import EpochSampler, derived_seed
+from medclf.data.sampling import EpochSampler, derived_seed, eval_sampler
 from medclf.data.sources import (
     SampleTable,
-    assign_fold,
-    assign_splits,
     csv_table,
     digits_table,
     folder_table,
     label_matrix,
     npz_table,
 )
-from medclf.data.transforms import VolumeTransform, build_transform, image_hw, seed_worker
-from medclf.distributed import eval_sampler
+from medclf.data.splits import assign_fold, assign_splits
+from medclf.data.transforms import DEFAULT_VOLUME_SIZE, image_hw, input_transform, seed_worker
 from medclf.errors import ConfigError, DataError, Problems
 
 log = logging.getLogger(__name__)
@@ -173,7 +172,7 @@ class ClassificationDataModule(L.LightningDataModule):
             )
         if spatial_dims not in ("auto", 2, 3):
             raise ConfigError(f"datamodule.spatial_dims={spatial_dims!r}: use auto, 2 or 3.")
-        volume_size = list(volume_size or [32, 32, 32])
+        volume_size = list(volume_size or DEFAULT_VOLUME_SIZE)
         if len(volume_size) != 3 or any(not isinstance(v, int) or v < 1 for v in volume_size):
             raise ConfigError(
                 f"datamodule.volume_size={volume_size!r} must be three positive integers "
@@ -355,10 +354,12 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _transform(self, train: bool):
         """Resize (+ train-split augmentation): albumentations for 2D, VolumeTransform for 3D."""
-        if self.spatial_dims == 3:
-            augment = self.volume_augment if train else None
-            return VolumeTransform(self.volume_size, augment, seed=self.seed)
-        return build_transform(self.image_size, self.augment if train else None, seed=self.seed)
+        augment = (
+            (self.volume_augment if self.spatial_dims == 3 else self.augment) if train else None
+        )
+        return input_transform(
+            self.spatial_dims, self.image_size, self.volume_size, augment, seed=self.seed
+        )
 
     def _check_images(
         self, frame: pd.DataFrame, arrays, decoded: dict[str, np.ndarray]
@@ -436,7 +437,7 @@ class ClassificationDataModule(L.LightningDataModule):
         # the epoch the loop runs next (what Lightning passes to set_epoch); a checkpoint
         # saved at validation end has the epoch processed but not completed
         trainer = self.trainer
-        epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
+        epoch = epochs_processed(trainer) if trainer is not None else 0
         if self.sampler != "balanced":
             return EpochSampler(dataset, self.seed, epoch)
         targets = self.split_targets("train")
@@ -468,7 +469,7 @@ class ClassificationDataModule(L.LightningDataModule):
     def _loader(self, split: str, drop_last: bool = False, sampler=None):
         """The split's DataLoader. It has its own generator (for the workers' base seed), so
         making an iterator never draws from torch's global one (dropout's, reseeded per
-        epoch by medclf.resume.ResumeState, whether or not the run was resumed)."""
+        epoch by medclf.pipeline.resume.ResumeState, whether or not the run was resumed)."""
         workers = self.workers()
         return DataLoader(
             self.datasets[split],

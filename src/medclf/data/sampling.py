@@ -8,6 +8,9 @@ augmentation from ``(seed, epoch, index)`` (:func:`derived_seed`). So an epoch's
 not depend on what ran before it, on the number of loader workers, or on whether they
 persist: a run resumed from an epoch-end checkpoint sees exactly the batches an
 uninterrupted run sees.
+
+:class:`EvalSampler` gives each rank its share of the validation or test set without the
+padding of Lightning's DistributedSampler, so metrics count each sample exactly once.
 """
 
 from __future__ import annotations
@@ -18,17 +21,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from medclf.distributed import world
+
 
 def derived_seed(*parts: int) -> int:
     """A 32-bit seed derived from ``parts`` (distinct per tuple): e.g. (seed, epoch, index)
     for one sample's augmentation in one epoch."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-def _world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size(), torch.distributed.get_rank()
-    return 1, 0
 
 
 class EpochSampler(DistributedSampler):
@@ -39,8 +38,8 @@ class EpochSampler(DistributedSampler):
     def __init__(
         self, dataset: Dataset, seed: int, epoch: int = 0, weights: torch.Tensor | None = None
     ) -> None:
-        world, rank = _world()
-        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        size, rank = world()
+        super().__init__(dataset, num_replicas=size, rank=rank, shuffle=True, seed=seed)
         self.weights = weights
         self.set_epoch(epoch)
 
@@ -55,3 +54,22 @@ class EpochSampler(DistributedSampler):
             indices = drawn[self.rank : self.total_size : self.num_replicas].tolist()
         epoch = self.epoch
         return iter([(epoch, i) for i in indices])
+
+
+class EvalSampler(DistributedSampler):
+    """Rank r of N takes samples r, r+N, r+2N, ... in order: no padding, no repeats, so the
+    synchronised metrics and the gathered predictions cover each sample once."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+def eval_sampler(dataset) -> EvalSampler | None:
+    """An :class:`EvalSampler` when running distributed (world size > 1), else None."""
+    size, rank = world()
+    return EvalSampler(dataset, size, rank) if size > 1 else None

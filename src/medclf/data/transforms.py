@@ -12,6 +12,9 @@ import albumentations as A
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
+DEFAULT_VOLUME_SIZE = (32, 32, 32)
+"""[D, H, W] that volumes are resized to unless ``datamodule.volume_size`` says otherwise."""
+
 
 def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     """``32`` → (32, 32); ``[32, 48]`` → (32, 48)."""
@@ -37,6 +40,22 @@ def build_transform(
         ops.append(augment)
     ops.append(ToTensorV2())
     return A.Compose(ops, seed=seed)
+
+
+def input_transform(
+    spatial_dims: int,
+    image_size: int | Sequence[int] | None = None,
+    volume_size: Sequence[int] | None = None,
+    augment=None,
+    seed: int | None = None,
+):
+    """The one way an input becomes the model's tensor: resize (images to ``image_size``
+    with albumentations, volumes to ``volume_size`` trilinearly), then ``augment`` (train
+    only); called as ``transform(image=array)["image"]``. Training, eval.py and predict.py
+    all build it here."""
+    if spatial_dims == 3:
+        return VolumeTransform(volume_size or DEFAULT_VOLUME_SIZE, augment, seed=seed)
+    return build_transform(image_size, augment, seed=seed)
 
 
 def seed_worker(worker_id: int) -> None:

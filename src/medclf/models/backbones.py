@@ -1,8 +1,6 @@
-"""Backbone registry: a user-facing name → a network that yields its last spatial feature map.
+"""Backbones: a registered name (medclf.models.registry.BACKBONES) → a network that yields
+its last spatial feature map, from timm (2D) or MONAI (``3d_*``, medclf.models.monai3d).
 
-The table below is the one place that lists every backbone: the MIA list plus ConvNeXt from
-AUCMEDI (2D, timm) and the ``3d_*`` volume networks (MONAI). Each config file
-``conf/backbone/NAME.yaml`` selects one row; the tests iterate it.
 Classifiers are removed (``num_classes=0``) and ``forward_features`` is used, so VGG keeps no
 fully connected layers (as MIA requires) and the classification head does the pooling.
 """
@@ -10,82 +8,22 @@ fully connected layers (as MIA requires) and the classification head does the po
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from medclf.errors import ConfigError, did_you_mean
-from medclf.models.monai3d import MIN_SIZE as MONAI_MIN_SIZE
-from medclf.models.monai3d import MONAI_BACKBONES
+from medclf.errors import ConfigError
+from medclf.models.registry import BACKBONES, BackboneSpec
+
+__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "get_spec"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """One row of the registry: where the network comes from and what input it accepts."""
-
-    model_id: str
-    min_size: int = 32
-    spatial_dims: int = 2
-    library: str = "timm"
-
-
-BACKBONES: dict[str, BackboneSpec] = {
-    "densenet121": BackboneSpec("densenet121"),
-    "densenet169": BackboneSpec("densenet169"),
-    "densenet201": BackboneSpec("densenet201"),
-    **{f"efficientnetb{i}": BackboneSpec(f"tf_efficientnet_b{i}") for i in range(8)},
-    "inceptionv3": BackboneSpec("inception_v3", min_size=75),
-    "inceptionresnetv2": BackboneSpec("inception_resnet_v2", min_size=75),
-    "mobilenet": BackboneSpec("mobilenetv1_100"),
-    "mobilenetv2": BackboneSpec("mobilenetv2_100"),
-    "nasnetlarge": BackboneSpec("nasnetalarge"),
-    "nasnetmobile": BackboneSpec("nasnetamobile"),
-    "resnet18": BackboneSpec("resnet18"),
-    "resnet34": BackboneSpec("resnet34"),
-    "resnet50": BackboneSpec("resnet50"),
-    "resnet101": BackboneSpec("resnet101"),
-    "resnet152": BackboneSpec("resnet152"),
-    "resnet50v2": BackboneSpec("resnetv2_50"),
-    "resnet101v2": BackboneSpec("resnetv2_101"),
-    "resnet152v2": BackboneSpec("resnetv2_152"),
-    "resnext50": BackboneSpec("resnext50_32x4d"),
-    "resnext101": BackboneSpec("resnext101_32x4d"),
-    "seresnet18": BackboneSpec("legacy_seresnet18"),
-    "seresnet34": BackboneSpec("legacy_seresnet34"),
-    "seresnet50": BackboneSpec("legacy_seresnet50"),
-    "seresnet101": BackboneSpec("legacy_seresnet101"),
-    "seresnet152": BackboneSpec("legacy_seresnet152"),
-    "seresnext50": BackboneSpec("legacy_seresnext50_32x4d"),
-    "seresnext101": BackboneSpec("legacy_seresnext101_32x4d"),
-    "senet154": BackboneSpec("legacy_senet154"),
-    "vgg16": BackboneSpec("vgg16"),
-    "vgg19": BackboneSpec("vgg19"),
-    "xception": BackboneSpec("legacy_xception"),
-    "convnext_tiny": BackboneSpec("convnext_tiny"),
-    "convnext_small": BackboneSpec("convnext_small"),
-    "convnext_base": BackboneSpec("convnext_base"),
-}
-BACKBONES.update(
-    {
-        name: BackboneSpec(ident, min_size=MONAI_MIN_SIZE[name], spatial_dims=3, library="monai")
-        for name, ident in MONAI_BACKBONES.items()
-    }
-)
-
-
 def get_spec(name: str) -> BackboneSpec:
     """Look a backbone up by its user-facing name, suggesting the closest on a typo."""
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise ConfigError(
-            f"backbone.name={name!r} is not a known backbone.{did_you_mean(name, BACKBONES)} "
-            f"Choose one of: {', '.join(sorted(BACKBONES))}."
-        ) from None
+    return BACKBONES[name]
 
 
 def cached_pretrained_file(model_id: str) -> str | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medclf.models.outputs import class_probabilities
+
 
 class ClassificationHead(nn.Module):
     """Pool a 2D or 3D feature map and classify it, optionally with tabular metadata."""
@@ -58,5 +60,6 @@ class ClassificationHead(nn.Module):
         return self.classifier(x)
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        """Apply the output activation: class probabilities (softmax) or per-label (sigmoid)."""
-        return logits.softmax(dim=-1) if self.activation == "softmax" else logits.sigmoid()
+        """Apply the output activation (float32): softmax over classes or a sigmoid per
+        output."""
+        return class_probabilities(logits, self.activation, binary=False)

@@ -15,18 +15,12 @@ import torch
 
 from medclf.distributed import gather_objects
 from medclf.errors import ConfigError, NonFiniteLossError
-from medclf.losses import CrossEntropyLoss, FocalLoss, KLDivergenceLoss
-from medclf.metrics import per_class_metrics, summary_metrics
 from medclf.models.backbones import Backbone
 from medclf.models.head import ClassificationHead
-
-LOSSES = {"ce": CrossEntropyLoss, "focal": FocalLoss, "kl": KLDivergenceLoss}
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-SCHEDULERS = {
-    "none": None,
-    "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
-    "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau,
-}
+from medclf.models.losses import create_loss
+from medclf.models.metrics import per_class_metrics, summary_metrics
+from medclf.models.network import ClassifierMixin
+from medclf.models.optim import create_optimizer, create_scheduler
 
 
 def memory_format(channels_last: bool, spatial_dims: int) -> torch.memory_format | None:
@@ -39,8 +33,9 @@ def memory_format(channels_last: bool, spatial_dims: int) -> torch.memory_format
 log = logging.getLogger(__name__)
 
 
-class ClassificationModule(L.LightningModule):
-    """Image (N, C, *spatial) [+ metadata] → logits; probabilities via the head's activation.
+class ClassificationModule(ClassifierMixin, L.LightningModule):
+    """Image (N, C, *spatial) [+ metadata] → logits (``forward``); class probabilities with
+    ``predict_proba`` (medclf.models.network).
 
     ``task`` is multiclass (softmax), multilabel (sigmoid per label) or binary (one sigmoid
     output for the second class)."""
@@ -86,8 +81,7 @@ class ClassificationModule(L.LightningModule):
         self.register_buffer("std", torch.tensor(std).view(shape), persistent=False)
         n_outputs = 1 if task == "binary" else n_classes
         self.head = ClassificationHead(self.backbone.num_features, n_outputs, **head)
-        loss_kwargs = {k: v for k, v in loss.items() if k != "name"}
-        self.criterion = LOSSES[loss["name"]](activation=self.head.activation, **loss_kwargs)
+        self.criterion = create_loss(dict(loss), self.head.activation)
         metrics = summary_metrics(task, n_classes, threshold=threshold)
         # updated every training step with the head's own outputs: no input checks (each
         # would wait for the GPU)
@@ -109,27 +103,20 @@ class ClassificationModule(L.LightningModule):
     def forward(self, image: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for images (N, C, *spatial) in [0, 1], with metadata (N, M) if the head
         has a metadata block."""
-        image = (image - self.mean) / self.std
-        if self.memory_format is not None:
-            image = image.contiguous(memory_format=self.memory_format)
-        return self.head(self.backbone(image), metadata)
-
-    def class_probabilities(self, probs: torch.Tensor) -> torch.Tensor:
-        """One probability per class name: a binary head's p becomes [1 − p, p]."""
-        return torch.cat([1 - probs, probs], dim=1) if self.task == "binary" else probs
+        return self.logits(image, metadata)
 
     def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss, head probabilities (detached) and targets of a batch. Loss and probabilities
+        """Loss, class probabilities (detached) and targets of a batch. Loss and probabilities
         are float32 also under mixed precision (bf16 probabilities do not sum to 1)."""
         logits = self(batch["image"], batch.get("metadata")).float()
         target = batch["target"]
         loss_target = target.float()[:, None] if self.task == "binary" else target
         loss = self.criterion(logits, loss_target)
-        return loss, self.head.activate(logits).detach(), target
+        return loss, self.probabilities(logits).detach(), target
 
     def _scored(self, probs: torch.Tensor) -> torch.Tensor:
         """What the summary metrics take: p for binary, the probability matrix otherwise."""
-        return probs[:, 0] if self.task == "binary" else probs
+        return probs[:, 1] if self.task == "binary" else probs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss, probs, target = self.model_step(batch)
@@ -197,7 +184,6 @@ class ClassificationModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         loss, probs, target = self.model_step(batch)
         self.test_metrics.update(self._scored(probs), target.long())
-        probs = self.class_probabilities(probs)
         self.test_per_class.update(probs, target.long())
         self.log("test/loss", loss, on_epoch=True, batch_size=len(target), sync_dist=True)
         self.log_dict(self.test_metrics, on_epoch=True, batch_size=len(target))
@@ -246,14 +232,5 @@ class ClassificationModule(L.LightningModule):
             log.info("epoch %d: backbone unfrozen, learning rate %g", self.current_epoch, lr)
 
     def configure_optimizers(self) -> Any:
-        opt_cfg = dict(self.hparams.optimizer)
-        optimizer = OPTIMIZERS[opt_cfg.pop("name")](self.parameters(), **opt_cfg)
-        sched_cfg = dict(self.hparams.scheduler or {"name": "none"})
-        name = sched_cfg.pop("name")
-        if name == "none":
-            return optimizer
-        monitor = sched_cfg.pop("monitor", None)
-        scheduler = {"scheduler": SCHEDULERS[name](optimizer, **sched_cfg)}
-        if monitor:
-            scheduler["monitor"] = monitor
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        optimizer = create_optimizer(self.parameters(), dict(self.hparams.optimizer))
+        return create_scheduler(optimizer, self.hparams.scheduler)

@@ -15,56 +15,22 @@ from collections import OrderedDict
 import torch.nn as nn
 from monai.networks import nets
 
+from medclf.compat import monai_efficientnet_features
 from medclf.errors import ConfigError, did_you_mean
+from medclf.models.registry import BACKBONES
 
 __all__ = ["MIN_SIZE", "MONAI_BACKBONES", "create_monai_backbone"]
 
 MONAI_BACKBONES: dict[str, str] = {
-    "3d_densenet121": "DenseNet121",
-    "3d_densenet169": "DenseNet169",
-    "3d_densenet201": "DenseNet201",
-    "3d_resnet18": "resnet18",
-    "3d_resnet34": "resnet34",
-    "3d_resnet50": "resnet50",
-    "3d_resnet101": "resnet101",
-    "3d_resnet152": "resnet152",
-    "3d_seresnet50": "SEResNet50",
-    "3d_seresnet101": "SEResNet101",
-    "3d_seresnet152": "SEResNet152",
-    "3d_seresnext50": "SEResNext50",
-    "3d_seresnext101": "SEResNext101",
-    "3d_senet154": "SENet154",
-    **{f"3d_efficientnetb{i}": f"efficientnet-b{i}" for i in range(8)},
+    name: spec.model_id for name, spec in BACKBONES.items() if spec.library == "monai"
 }
 """Our backbone name -> MONAI class or factory name (``efficientnet-bN`` is EfficientNetBN's
-``model_name``)."""
+``model_name``), from the backbone registry."""
 
-MIN_SIZE: dict[str, int] = {
-    **dict.fromkeys(("3d_densenet121", "3d_densenet169", "3d_densenet201"), 29),
-    **dict.fromkeys(
-        ("3d_resnet18", "3d_resnet34", "3d_resnet50", "3d_resnet101", "3d_resnet152"), 1
-    ),
-    **dict.fromkeys(
-        ("3d_seresnet50", "3d_seresnet101", "3d_seresnet152", "3d_seresnext50", "3d_seresnext101"),
-        3,
-    ),
-    "3d_senet154": 3,
-    "3d_efficientnetb0": 32,
-    "3d_efficientnetb1": 16,
-    "3d_efficientnetb2": 4,
-    "3d_efficientnetb3": 12,
-    "3d_efficientnetb4": 28,
-    "3d_efficientnetb5": 8,
-    "3d_efficientnetb6": 16,
-    "3d_efficientnetb7": 24,
-}
-"""Smallest cubic input side that forwards (batch 2, eval mode), measured; larger sides work too
-(checked up to 64 for EfficientNet; the others pad symmetrically, so sizes shrink monotonically).
-
-DenseNet needs 29 because its three 2x average-pooling transitions floor the size. EfficientNet's
-numbers are irregular because MONAI pads each strided conv statically for the model's design
-resolution (224-600 px), not for the actual input.
-"""
+MIN_SIZE: dict[str, int] = {name: BACKBONES[name].min_size for name in MONAI_BACKBONES}
+"""Smallest cubic input side that forwards (batch 2, eval mode), from the backbone registry;
+larger sides work too (checked up to 64 for EfficientNet; the others pad symmetrically, so
+sizes shrink monotonically)."""
 
 
 def _densenet(ident: str, in_chans: int, spatial_dims: int) -> nn.Sequential:
@@ -95,23 +61,14 @@ def _efficientnet(ident: str, in_chans: int, spatial_dims: int) -> nn.Sequential
     net = nets.EfficientNetBN(
         ident, pretrained=False, spatial_dims=spatial_dims, in_channels=in_chans, num_classes=1
     )
-    parts = OrderedDict(
-        _conv_stem_padding=net._conv_stem_padding,
-        _conv_stem=net._conv_stem,
-        _bn0=net._bn0,
-        _swish0=net._swish,
-        _blocks=net._blocks,
-        _conv_head_padding=net._conv_head_padding,
-        _conv_head=net._conv_head,
-        _bn1=net._bn1,
-        _swish=net._swish,
-    )
+    parts = monai_efficientnet_features(net)
     return nn.Sequential(parts)
 
 
 def _num_features(module: nn.Module) -> int:
     """Channels of the returned map: every net here ends its last block with a batch norm."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    batch_norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    norms = [m for m in module.modules() if isinstance(m, batch_norms)]
     return norms[-1].num_features
 
 

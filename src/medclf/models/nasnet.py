@@ -17,7 +17,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ConvNormAct, create_classifier, get_device_dtype
 from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
-from timm.models._features import feature_take_indices
 from timm.models.nasnet import (
     CellStem0,
     CellStem1,
@@ -26,6 +25,8 @@ from timm.models.nasnet import (
     ReductionCell0,
     ReductionCell1,
 )
+
+from medclf.compat import timm_feature_take_indices
 
 __all__ = ["NASNetAMobile", "nasnetamobile"]
 
@@ -189,7 +190,7 @@ class NASNetAMobile(nn.Module):
         if output_fmt != "NCHW":
             raise ValueError("Output shape must be NCHW.")
         intermediates: list[torch.Tensor] = []
-        take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
+        take_indices, max_index = timm_feature_take_indices(len(self.feature_ends), indices)
         last_idx = len(self.feature_ends) - 1
 
         layer_names = self.layer_names

@@ -1,0 +1,117 @@
+"""Every use of another library's private API, in one place, each with a test
+(tests/test_compat.py) that fails when an upgrade moves or changes what it relies on.
+
+Nothing else in medclf touches a name starting with ``_`` of Lightning, torchmetrics, timm,
+MONAI, MLflow or OmegaConf. The libraries are imported inside the functions, so importing
+this module stays cheap (``--help`` imports neither torch nor Lightning).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+# Lightning's DDP launcher starts ranks 1..N-1 with the command this function returns (a
+# module-level function of both launcher modules, looked up at call time).
+_LAUNCHER_MODULES = (
+    "lightning.fabric.strategies.launchers.subprocess_script",
+    "lightning.pytorch.strategies.launchers.subprocess_script",
+)
+_RELAUNCH_FUNCTION = "_hydra_subprocess_cmd"
+
+
+def lightning_relaunch_command(local_rank: int) -> tuple[list[str], str]:
+    """Lightning's own command (and working directory) for DDP rank ``local_rank`` of a Hydra
+    app: the user's command line with the run directory pinned."""
+    import importlib
+
+    module = importlib.import_module(_LAUNCHER_MODULES[0])
+    original = getattr(module, "_medclf_original", getattr(module, _RELAUNCH_FUNCTION))
+    return original(local_rank=local_rank)
+
+
+def route_ddp_relaunch(command: Callable[[int], tuple[list[str], str]]) -> None:
+    """Make Lightning start DDP ranks > 0 with ``command(local_rank)`` (idempotent)."""
+    import importlib
+
+    for name in _LAUNCHER_MODULES:
+        module = importlib.import_module(name)
+        current = getattr(module, _RELAUNCH_FUNCTION)
+        if current is command:
+            continue
+        if not hasattr(module, "_medclf_original"):
+            module._medclf_original = current
+        setattr(module, _RELAUNCH_FUNCTION, command)
+
+
+def epochs_processed(trainer: Any) -> int:
+    """The epoch the fit loop runs next: epochs whose training has been processed, which a
+    checkpoint taken at validation end counts before the epoch is marked completed."""
+    return int(trainer.fit_loop.epoch_progress.current.processed)
+
+
+@functools.cache
+def rich_progress_bar_class() -> type:
+    """Lightning's RichProgressBar with a public hook, ``read_metrics_now(trainer)``, deciding
+    whether its private ``_update_metrics`` reads the logged metrics at this call."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class HookedRichProgressBar(RichProgressBar):
+        def read_metrics_now(self, trainer: Any) -> bool:
+            return True
+
+        def _update_metrics(self, trainer: Any, pl_module: Any) -> None:
+            if self.read_metrics_now(trainer):
+                super()._update_metrics(trainer, pl_module)
+
+    return HookedRichProgressBar
+
+
+def mlflow_run_started(logger: Any) -> bool:
+    """Whether Lightning's MLFlowLogger has created (or attached to) its run; asking for
+    ``run_id`` would create one."""
+    return bool(logger._initialized)
+
+
+def multiclass_counts_update(metric: Any, preds: Any, target: Any) -> None:
+    """Update a torchmetrics multiclass stat-scores metric (precision, recall, F1) from
+    one-hot comparisons instead of its ``torch.bincount`` (which synchronises a GPU):
+    torchmetrics' own input formatting, then its private state update."""
+    import torch
+    from torchmetrics.functional.classification.stat_scores import (
+        _multiclass_stat_scores_format,
+    )
+
+    preds, target = _multiclass_stat_scores_format(preds, target, 1)
+    classes = torch.arange(metric.num_classes, device=target.device)
+    predicted = preds.reshape(-1, 1) == classes
+    actual = target.reshape(-1, 1) == classes
+    tp = (predicted & actual).sum(0)
+    fp = predicted.sum(0) - tp
+    fn = actual.sum(0) - tp
+    metric._update_state(tp, fp, len(actual) - tp - fp - fn, fn)
+
+
+def timm_feature_take_indices(num_features: int, indices: Any) -> tuple[list[int], int]:
+    """timm's helper resolving ``forward_intermediates`` indices (not exported publicly)."""
+    from timm.models._features import feature_take_indices
+
+    return feature_take_indices(num_features, indices)
+
+
+def monai_efficientnet_features(net: Any) -> OrderedDict:
+    """The parts ``monai.networks.nets.EfficientNetBN.forward`` runs before its pooling, by
+    their (private) attribute names: stem, blocks, head convolution, batch norm, swish."""
+    return OrderedDict(
+        _conv_stem_padding=net._conv_stem_padding,
+        _conv_stem=net._conv_stem,
+        _bn0=net._bn0,
+        _swish0=net._swish,
+        _blocks=net._blocks,
+        _conv_head_padding=net._conv_head_padding,
+        _conv_head=net._conv_head,
+        _bn1=net._bn1,
+        _swish=net._swish,
+    )

@@ -1,0 +1,126 @@
+"""Train/val/test splits and cross-validation folds: stratified and seeded (iteratively
+stratified for multi-label data, Sechidis et al. 2011); splits the data gives are kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from medclf.data.sources import label_matrix
+from medclf.errors import DataError
+
+
+def assign_splits(
+    frame: pd.DataFrame,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    class_names: list[str] | None = None,
+) -> pd.DataFrame:
+    """Fill missing splits by stratified, seeded sampling; given splits are kept.
+
+    Fractions are of the samples without a split (or marked train): with nothing given,
+    ``test_fraction`` and ``val_fraction`` of all samples are drawn; with a test split given,
+    ``val_fraction`` of the train part.
+    """
+    from sklearn.model_selection import train_test_split
+
+    frame = frame.copy()
+    given = set(frame["split"].dropna()) - {"train"}
+    pool = frame["split"].isna() | (frame["split"] == "train")
+    frame.loc[pool, "split"] = "train"
+    wanted = {"test": test_fraction, "val": val_fraction}
+    remaining = 1.0
+    for split, fraction in wanted.items():
+        if split in given or fraction <= 0:
+            continue
+        candidates = frame.index[frame["split"] == "train"]
+        if candidates.empty:
+            raise DataError(
+                f"no samples without a given split (or marked train) to draw the {split} "
+                "split from: every sample is already val or test. Mark some as train."
+            )
+        share = fraction / remaining
+        labels = frame.loc[candidates, "label"]
+        if isinstance(labels.iloc[0], tuple):
+            picked = _iterative_split(candidates, labels, share, seed, split, fraction)
+            frame.loc[picked, "split"] = split
+            remaining -= fraction
+            continue
+        counts = labels.value_counts()
+        stratify = labels if counts.min() >= 2 else None
+        if stratify is None:
+            raise DataError(
+                f"class {_class_name(counts.idxmin(), class_names)} has {counts.min()} "
+                "sample(s) in the train pool; a "
+                "stratified split needs at least 2 per class. Add samples or give the split "
+                "explicitly (train/ val/ test/ folders or a split column)."
+            )
+        try:
+            _, picked = train_test_split(
+                candidates, test_size=share, stratify=stratify, random_state=seed
+            )
+        except ValueError as exc:
+            raise DataError(
+                f"cannot draw a stratified {split} split of {fraction:.0%} from "
+                f"{len(candidates)} samples: {exc}. Lower datamodule.{split}_fraction "
+                "or add samples."
+            ) from None
+        frame.loc[picked, "split"] = split
+        remaining -= fraction
+    return frame
+
+
+def _class_name(index: int, class_names: list[str] | None) -> str:
+    return repr(class_names[index]) if class_names else f"index {index}"
+
+
+def assign_fold(
+    frame: pd.DataFrame, folds: int, fold: int, seed: int, class_names: list[str] | None = None
+) -> pd.DataFrame:
+    """Cross-validation: the train and val samples are cut into ``folds`` stratified, seeded
+    folds (iteratively stratified for multi-label data); fold ``fold`` becomes the val split,
+    the others train. The test split is left as it is."""
+    from sklearn.model_selection import StratifiedKFold
+
+    if not 0 <= fold < folds:
+        raise DataError(f"fold {fold} of cv.folds={folds}: use 0 … {folds - 1}.")
+    frame = frame.copy()
+    pool = frame.index[frame["split"].isin(["train", "val"])]
+    labels = frame.loc[pool, "label"]
+    if isinstance(labels.iloc[0], tuple):
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        target = label_matrix(labels, multilabel=True)
+    else:
+        counts = labels.value_counts()
+        if counts.min() < folds:
+            raise DataError(
+                f"class {_class_name(counts.idxmin(), class_names)} has {counts.min()} "
+                "sample(s) outside the test "
+                f"split, fewer than cv.folds={folds}: every fold needs one of each class. "
+                "Lower cv.folds or add samples."
+            )
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        target = labels.to_numpy()
+    _, val = list(splitter.split(np.zeros(len(pool)), target))[fold]
+    frame.loc[pool, "split"] = "train"
+    frame.loc[pool[val], "split"] = "val"
+    return frame
+
+
+def _iterative_split(candidates, labels, share: float, seed: int, split: str, fraction: float):
+    """Multi-label stratification (Sechidis et al. 2011, via iterative-stratification)."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    matrix = label_matrix(labels, multilabel=True)
+    n_pick = int(round(share * len(candidates)))
+    if n_pick < 1 or n_pick >= len(candidates):
+        raise DataError(
+            f"cannot draw a {split} split of {fraction:.0%} from {len(candidates)} samples. "
+            f"Lower datamodule.{split}_fraction or add samples."
+        )
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=share, random_state=seed)
+    _, picked = next(splitter.split(np.zeros(len(matrix)), matrix))
+    return candidates[picked]

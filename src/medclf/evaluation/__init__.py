@@ -1,0 +1,2 @@
+"""Reports of a tested model: the test report (``report``), training curves (``history``)
+and their figures (``plots``)."""

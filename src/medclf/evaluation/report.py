@@ -1,0 +1,145 @@
+"""After testing: per-sample predictions, a per-class report and a confusion matrix.
+
+Files go to ``<run dir>/test/`` and, when an MLflow logger is attached, into the run's
+artifacts under ``test/``. ``test_predictions.csv`` is medclf.inference.table's format
+(``sample``, ``label``, ``prediction``, ``prob_<class>``...), so its metrics can be
+recomputed independently; predictions follow medclf.models.outputs.decide.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from lightning.pytorch.callbacks import Callback
+
+from medclf.inference.table import FLOAT_FORMAT, predictions_frame
+from medclf.tracking.logger import mlflow_loggers
+
+log = logging.getLogger(__name__)
+
+
+def indicator(column: pd.Series, class_names: list[str]) -> np.ndarray:
+    """``;``-joined label names → a 0/1 matrix (N, C)."""
+    sets = [set(v.split(";")) if isinstance(v, str) and v else set() for v in column]
+    return np.array([[int(c in s) for c in class_names] for s in sets])
+
+
+def per_class_report(
+    frame: pd.DataFrame, class_names: list[str], task: str = "multiclass"
+) -> pd.DataFrame:
+    """scikit-learn's classification report as a table (precision, recall, F1, support)."""
+    from sklearn.metrics import classification_report
+
+    if task == "multilabel":
+        y, p = indicator(frame["label"], class_names), indicator(frame["prediction"], class_names)
+        report = classification_report(
+            y, p, target_names=class_names, output_dict=True, zero_division=0
+        )
+    else:
+        report = classification_report(
+            frame["label"],
+            frame["prediction"],
+            labels=class_names,
+            output_dict=True,
+            zero_division=0,
+        )
+    report.pop("accuracy", None)  # a scalar, not a per-class row; logged as test/accuracy
+    table = pd.DataFrame(report).T.rename(columns={"f1-score": "f1"})
+    table["support"] = table["support"].astype(int)
+    table.index.name = "class"
+    sensitivity, specificity = sensitivity_specificity(frame, class_names, task)
+    table["sensitivity"] = pd.Series(sensitivity, index=class_names)
+    table["specificity"] = pd.Series(specificity, index=class_names)
+    return table
+
+
+def sensitivity_specificity(
+    frame: pd.DataFrame, class_names: list[str], task: str = "multiclass"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, one-vs-rest (as AUCMEDI reports): sensitivity TP / (TP + FN) and
+    specificity TN / (TN + FP); 0 where the denominator is 0."""
+    if task == "multilabel":
+        y, p = indicator(frame["label"], class_names), indicator(frame["prediction"], class_names)
+    else:
+        names = np.asarray(class_names, dtype=object)
+        y = (frame["label"].to_numpy()[:, None] == names).astype(int)
+        p = (frame["prediction"].to_numpy()[:, None] == names).astype(int)
+    tp = ((y == 1) & (p == 1)).sum(0)
+    fn = ((y == 1) & (p == 0)).sum(0)
+    tn = ((y == 0) & (p == 0)).sum(0)
+    fp = ((y == 0) & (p == 1)).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sensitivity = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
+        specificity = np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), 0.0)
+    return sensitivity.astype(float), specificity.astype(float)
+
+
+class TestReport(Callback):
+    """Write and log the test report once testing ends (global rank zero only)."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = Path(output_dir) / "test"
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        outputs = getattr(pl_module, "test_predictions", None)
+        if not trainer.is_global_zero or not outputs or trainer.datamodule is None:
+            return
+        from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
+
+        from medclf.evaluation.plots import (
+            confusion_matrix_figure,
+            multilabel_confusion_figure,
+            per_class_figure,
+            roc_pr_figures,
+            save_figure,
+        )
+
+        class_names = list(pl_module.class_names)
+        task, threshold = pl_module.task, float(pl_module.hparams.threshold)
+        test = trainer.datamodule.split_frame("test")
+        index = outputs["index"].numpy()
+        frame = predictions_frame(
+            test["sample"].to_numpy()[index],
+            outputs["probs"].float().numpy(),
+            class_names,
+            task,
+            threshold,
+            targets=outputs["target"].numpy(),
+        )
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        files = [self.output_dir / "test_predictions.csv", self.output_dir / "per_class_report.csv"]
+        frame.to_csv(files[0], index=False, float_format=FLOAT_FORMAT)
+        report = per_class_report(frame, class_names, task)
+        report.to_csv(files[1], float_format="%.6f")
+        files.append(self.output_dir / "per_class_metrics.png")
+        save_figure(per_class_figure(report.loc[class_names]), files[-1])
+        roc, pr = roc_pr_figures(
+            outputs["target"].numpy(), outputs["probs"].float().numpy(), class_names, task
+        )
+        for name, figure in (("roc_curves.png", roc), ("pr_curves.png", pr)):
+            files.append(self.output_dir / name)
+            save_figure(figure, files[-1])
+        files.append(self.output_dir / "confusion_matrix.png")
+        if task == "multilabel":
+            matrices = multilabel_confusion_matrix(
+                indicator(frame["label"], class_names), indicator(frame["prediction"], class_names)
+            )
+            figure = multilabel_confusion_figure(matrices, class_names)
+        else:
+            counts = confusion_matrix(frame["label"], frame["prediction"], labels=class_names)
+            figure = confusion_matrix_figure(counts, class_names)
+        save_figure(figure, files[-1])
+        rates = {
+            f"test/{kind}_{name}": float(report.loc[name, kind])
+            for kind in ("sensitivity", "specificity")
+            for name in class_names
+        }
+        for logger in mlflow_loggers(trainer.loggers):
+            logger.log_metrics(rates)
+            for path in files:
+                logger.log_artifact(path, "test")
+        log.info("test report written to %s", self.output_dir)

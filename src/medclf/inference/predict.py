@@ -1,0 +1,152 @@
+"""``medclf-predict ckpt_path=… input=DIR_OR_CSV``: class probabilities for new images.
+
+Writes ``output`` (CSV, medclf.inference.table): ``sample`` (the path as found or given),
+``prediction`` and one ``prob_<class>`` column per class (names from the checkpoint).
+Everything about the inputs comes from the checkpoint (medclf.inference.spec). ``tta=N``
+averages N flipped/rotated views; several checkpoints are combined by ``ensemble``;
+``xai=gradcam`` also writes heatmaps.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, ListConfig
+
+from medclf.errors import ConfigError
+from medclf.inference.spec import InputSpec
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_paths(value: Any, run_id: str | None = None, tracking_uri: str = "") -> list[str]:
+    """``ckpt_path`` as a list, or the fold checkpoints of cross-validation run ``run_id``."""
+    if run_id:
+        if value:
+            raise ConfigError("give ckpt_path or run_id, not both.")
+        import mlflow
+
+        try:
+            run = mlflow.MlflowClient(tracking_uri).get_run(str(run_id))
+        except mlflow.exceptions.MlflowException as exc:
+            raise ConfigError(f"run_id={run_id}: no such run at {tracking_uri} ({exc}).") from None
+        folds = run.data.tags.get("fold_checkpoints")
+        if not folds:
+            raise ConfigError(
+                f"run_id={run_id} is not a cross-validation run (no fold_checkpoints tag); "
+                "give its checkpoints with ckpt_path=[...]."
+            )
+        return folds.split(";")
+    if value is None:
+        raise ConfigError("ckpt_path is not set: give ckpt_path=MODEL.ckpt (or run_id=...).")
+    paths = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
+    if not paths:
+        raise ConfigError("ckpt_path=[]: give at least one checkpoint.")
+    return [str(p) for p in paths]
+
+
+def load_models(paths: list[str]) -> tuple[list[Any], InputSpec]:
+    """The models and their shared input spec; models that disagree on classes or input are
+    refused (they cannot be averaged)."""
+    from medclf.models.checkpoint import load_module
+
+    models = [load_module(p) for p in paths]
+    spec = InputSpec.of(models[0])
+    keys = ("class_names", "task", "channels", "spatial_dims", "metadata")
+    for path, model in zip(paths[1:], models[1:], strict=True):
+        other = InputSpec.of(model)
+        differ = [k for k in keys if getattr(other, k) != getattr(spec, k)]
+        if differ:
+            raise ConfigError(
+                f"ckpt_path: {path} differs from {paths[0]} in {', '.join(differ)}; an ensemble "
+                "needs models of the same classes and inputs."
+            )
+    return models, spec
+
+
+def predict_batch(
+    models: list[Any],
+    image: Any,
+    metadata: Any = None,
+    tta: int = 1,
+    ensemble: str = "mean",
+    task: str = "multiclass",
+    threshold: float = 0.5,
+) -> np.ndarray:
+    """(N, K) class probabilities of a batch: each model's ``predict_proba`` averaged over
+    ``tta`` views, then the models combined by ``ensemble``."""
+    import torch
+
+    from medclf.inference.inputs import combine, tta_views
+
+    views = tta_views(image, int(tta))
+    with torch.no_grad():
+        per_model = [
+            torch.stack([model.predict_proba(v, metadata) for v in views]).mean(0).numpy()
+            for model in models
+        ]
+    return combine(per_model, ensemble, task, threshold)
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Write the predictions CSV of ``cfg`` (conf/predict.yaml); returns its path."""
+    from torch.utils.data import DataLoader
+
+    from medclf.inference.inputs import PredictDataset, input_table
+    from medclf.inference.table import FLOAT_FORMAT, predictions_frame
+
+    paths = checkpoint_paths(cfg.ckpt_path, cfg.get("run_id"), cfg.get("tracking_uri") or "")
+    models, spec = load_models(paths)
+    threshold = spec.threshold if cfg.threshold is None else float(cfg.threshold)
+    table = input_table(cfg.input, cfg.image_column)
+    dataset = PredictDataset(table, spec)
+    loader = DataLoader(dataset, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers))
+    explain = _explainer(cfg) if cfg.xai else None
+    rows, converted = [], 0
+    for batch in loader:
+        image, metadata = batch["image"], batch.get("metadata")
+        converted += int(batch["converted"].sum())
+        probs = predict_batch(models, image, metadata, cfg.tta, cfg.ensemble, spec.task, threshold)
+        rows.append(probs)
+        if explain is not None:
+            samples = table["sample"].iloc[batch["index"].numpy()]
+            explain(models[0], image, metadata, probs, threshold, samples)
+    if converted:
+        log.warning(
+            "%d of %d images had another channel count than the model's %d and were converted "
+            "(grey ↔ RGB).",
+            converted,
+            len(dataset),
+            spec.channels,
+        )
+    probs = np.concatenate(rows)
+    out = predictions_frame(table["sample"], probs, spec.class_names, spec.task, threshold)
+    output = Path(cfg.output).expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(output, index=False, float_format=FLOAT_FORMAT)
+    log.info("%d predictions written to %s", len(out), output)
+    return output
+
+
+def _explainer(cfg: DictConfig):
+    """A function writing the heatmaps of a batch, for each image's predicted classes (the
+    decision rule's), into ``xai_dir``."""
+    from medclf.inference import xai
+
+    xai.get_method(str(cfg.xai))  # an unknown name: ConfigError with the nearest ones
+    if not cfg.xai_dir:
+        raise ConfigError("xai_dir is not set: give the folder for the heatmaps (xai_dir=DIR).")
+    directory = Path(cfg.xai_dir).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def explain(model, image, metadata, probs, threshold, samples) -> None:
+        targets = xai.predicted_targets(model, probs, threshold)
+        maps = xai.heatmaps(model, image, method=cfg.xai, metadata=metadata, targets=targets)
+        for picture, heatmap, sample in zip(image, maps, samples, strict=True):
+            stem = str(sample).replace("/", "__").replace("\\", "__").split(".", 1)[0]
+            xai.save_heatmap(heatmap, picture.numpy(), directory, stem)
+
+    return explain

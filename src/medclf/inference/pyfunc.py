@@ -1,0 +1,62 @@
+"""The MLflow model of a run: an ``mlflow.pyfunc`` model over the trained network.
+
+``mlflow.pyfunc.load_model(uri).predict(images)`` takes images (N, C, *spatial) float32 in
+[0, 1], or ``{"image": images, "metadata": encoded}`` for a model with a metadata block (the
+metadata encoded as in training: standardised numbers, missing flags, one-hot categories;
+see medclf.data.metadata), and returns one probability per class (N, classes), through the
+same ``predict_proba`` as every other medclf inference. ``params={"output": "prediction"}``
+returns the predicted class names instead (medclf.models.outputs, at the trained threshold
+unless ``params={"threshold": t}``). The artifact holds only hyperparameters and weights,
+loaded back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+
+PARAMS = {"output": "probabilities", "threshold": -1.0}  # -1: the trained threshold
+
+
+class ClassifierModel(mlflow.pyfunc.PythonModel):
+    """Rebuilds the ClassificationModule from its saved hyperparameters and weights."""
+
+    def load_context(self, context) -> None:
+        from medclf.models.module import ClassificationModule
+
+        saved = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
+        hparams = {**saved["hparams"], "compile": False, "channels_last": False}
+        self.module = ClassificationModule(**hparams).eval()
+        self.module.load_state_dict(saved["state_dict"])
+
+    def predict(self, context, model_input, params=None):  # no type hint: MLflow would validate it
+        from medclf.models.outputs import predicted_labels
+
+        if isinstance(model_input, dict):
+            image = torch.as_tensor(np.asarray(model_input["image"], dtype=np.float32))
+            metadata = torch.as_tensor(np.asarray(model_input["metadata"], dtype=np.float32))
+        else:
+            image, metadata = torch.as_tensor(np.asarray(model_input, dtype=np.float32)), None
+        with torch.no_grad():
+            probs = self.module.predict_proba(image, metadata).numpy()
+        params = {**PARAMS, **(params or {})}
+        if params["output"] == "probabilities":
+            return probs
+        if params["output"] != "prediction":
+            raise ValueError(f"params output={params['output']!r}: use probabilities or prediction")
+        threshold = float(params["threshold"])
+        if threshold < 0:
+            threshold = float(self.module.hparams.threshold)
+        names = self.module.class_names
+        return np.asarray(predicted_labels(probs, names, self.module.task, threshold))
+
+
+def save_weights(module, directory: Path) -> Path:
+    """The module's hyperparameters and state dict, as plain data for weights_only loading."""
+    path = directory / "weights.pt"
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    torch.save({"hparams": dict(module.hparams), "state_dict": state}, path)
+    return path

@@ -1,0 +1,258 @@
+"""MLflow: the experiment (tagged for the classic runs view), the run, params and artifacts.
+
+Lightning's MLFlowLogger terminates the run in ``finalize`` after ``fit``; here the run stays
+open through testing and artifact upload, and :meth:`MLflowRunLogger.end_run` sets its final
+status (FINISHED, FAILED or KILLED) exactly once, from the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import MLFlowLogger
+
+from medclf.compat import mlflow_run_started
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
+    """Get or create the experiment, tagged so MLflow 3 opens it on the training-runs table."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        if artifact_location and "://" not in artifact_location:
+            Path(artifact_location).mkdir(parents=True, exist_ok=True)
+            artifact_location = Path(artifact_location).resolve().as_uri()
+        experiment_id = client.create_experiment(
+            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
+    else:
+        experiment_id = experiment.experiment_id
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment_id
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for servers and other stores)."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+def server_answers(tracking_uri: str, timeout: float = 5.0) -> str | None:
+    """None when the MLflow server at ``tracking_uri`` answers its health check, else why not
+    (one request, no retries: MLflow's client would retry for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout):
+            return None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return str(getattr(exc, "reason", exc))
+
+
+class MLflowRunLogger(MLFlowLogger):
+    """MLFlowLogger whose run is ended by the caller, with the experiment made up front.
+
+    A tracking server that does not answer at start stops the run before training, naming
+    the URI, or, with ``offline_fallback``, logs to ``offline_uri`` (the local store) and
+    says so. Metrics that cannot be sent later (the server went away) are kept in memory and
+    appended to ``spool_path`` (JSON lines), sent again with the next metrics and at the
+    end; what is still unsent then is reported with the file's path."""
+
+    def __init__(
+        self,
+        experiment_name: str = "medclf",
+        tracking_uri: str | None = None,
+        artifact_location: str | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        save_model: bool = True,
+        offline_fallback: bool = False,
+        offline_uri: str | None = None,
+        spool_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        tracking_uri = _reachable_uri(tracking_uri or "", offline_fallback, offline_uri)
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.spool_path = Path(spool_path) if spool_path else None
+        self._pending: list[tuple[dict[str, float], int | None]] = []
+        db = sqlite_path(tracking_uri or "")
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        ensure_experiment(tracking_uri, experiment_name, artifact_location)
+        self.save_model = save_model
+        run_id = kwargs.pop("run_id", None)
+        if run_id is not None and not _run_exists(tracking_uri, run_id):
+            log.warning(
+                "the checkpoint's MLflow run %s is not in %s: logging to a new run",
+                run_id,
+                tracking_uri,
+            )
+            run_id = None
+        kwargs["run_id"] = run_id
+        super().__init__(
+            experiment_name=experiment_name,
+            tracking_uri=tracking_uri,
+            run_name=run_name,
+            tags=dict(tags or {}),
+            **kwargs,
+        )
+
+    def finalize(self, status: str = "success") -> None:
+        """Keep the run open after fit; :func:`end_run` closes it once all is logged."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        record = ({k: float(v) for k, v in metrics.items()}, step)
+        try:
+            self._send_pending()
+            super().log_metrics(record[0], step)
+        except Exception as exc:  # the server is down: keep the metrics, train on
+            self._keep(record, exc)
+
+    def _send_pending(self) -> None:
+        while self._pending:
+            metrics, step = self._pending[0]
+            super().log_metrics(metrics, step)
+            self._pending.pop(0)
+
+    def _keep(self, record: tuple[dict[str, float], int | None], exc: Exception) -> None:
+        import json
+
+        if not self._pending:
+            log.warning(
+                "MLflow at %s did not take metrics (%s: %s); training goes on, the metrics "
+                "are kept%s and sent when it answers again",
+                self.tracking_uri,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+                f" (also in {self.spool_path})" if self.spool_path else "",
+            )
+        self._pending.append(record)
+        if self.spool_path:
+            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.spool_path, "a") as spool:
+                spool.write(json.dumps({"step": record[1], "metrics": record[0]}) + "\n")
+
+    def resume_run(self, checkpoint: str | Path, epoch: int) -> None:
+        """Continue this (killed, failed or finished) run: status RUNNING again, tagged with
+        where it resumed from. Its params stay those of its start (MLflow params are
+        immutable)."""
+        client = self.experiment
+        client.update_run(self.run_id, status="RUNNING")
+        tags = client.get_run(self.run_id).data.tags
+        count = int(tags.get("resume_count", "0")) + 1
+        client.set_tag(self.run_id, "resume_count", str(count))
+        client.set_tag(self.run_id, "resumed_from_checkpoint", str(checkpoint))
+        client.set_tag(self.run_id, "resumed_at_epoch", str(epoch))
+        log.info("MLflow: resuming run %s (resume %d)", self.run_id, count)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.experiment.log_artifact(self.run_id, str(path), artifact_path)
+
+    def end_run(self, status: str) -> None:
+        """Send what is still pending, then set the run's terminal status: FINISHED, FAILED
+        or KILLED."""
+        if not (mlflow_run_started(self) and self.run_id):
+            return
+        try:
+            self._send_pending()
+            self.experiment.set_terminated(self.run_id, status)
+        except Exception as exc:
+            log.error(
+                "MLflow at %s is unreachable (%s): %d metric record(s) were not sent%s, and "
+                "run %s keeps its status; set it to %s once the server is back",
+                self.tracking_uri,
+                type(exc).__name__,
+                len(self._pending),
+                f" (they are in {self.spool_path})" if self.spool_path else "",
+                self.run_id,
+                status,
+            )
+
+
+def _run_exists(tracking_uri: str, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+def _reachable_uri(tracking_uri: str, fallback: bool, offline_uri: str | None) -> str:
+    """``tracking_uri`` if it is a local store or a server that answers; else the local
+    ``offline_uri`` with ``fallback``, or a ConfigError naming the URI."""
+    from medclf.errors import ConfigError
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri
+    # MLflow's client retries a failed request 7 times with doubling waits (minutes); a
+    # server that goes away mid-run should cost seconds per logging call, not stall training
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    why = server_answers(tracking_uri)
+    if why is None:
+        return tracking_uri
+    if fallback and offline_uri:
+        log.warning(
+            "MLflow server %s does not answer (%s): logging to the local store %s instead "
+            "(logger.mlflow.offline_fallback=true)",
+            tracking_uri,
+            why,
+            offline_uri,
+        )
+        return offline_uri
+    raise ConfigError(
+        f"logger.mlflow.tracking_uri={tracking_uri}: the MLflow server does not answer "
+        f"({why}). Start it (make mlflow-server), fix the URI, or set "
+        "logger.mlflow.offline_fallback=true to log to the local store instead."
+    )
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists stay values (MLflow params are strings)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(directory: str | Path) -> str | None:
+    """The commit of the repository holding ``directory``, or None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def mlflow_loggers(loggers) -> list[MLflowRunLogger]:
+    """The MLflow loggers among a trainer's loggers."""
+    return [lg for lg in loggers if isinstance(lg, MLflowRunLogger)]

@@ -1,0 +1,69 @@
+"""The trained model in its MLflow run: an ``mlflow.pyfunc`` model (medclf.inference.pyfunc)
+with a signature and an input example; its URI is the run's ``model_uri`` tag.
+
+It is logged as MLflow's "model from code" (a three-line script naming the model class) with
+the weights as an artifact, so nothing in it is a pickle."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+
+import torch
+
+from medclf.tracking.logger import MLflowRunLogger
+
+MODEL_CODE = """from mlflow.models import set_model
+
+from medclf.inference.pyfunc import ClassifierModel
+
+set_model(ClassifierModel())
+"""
+
+
+def _eager():
+    """Run a ``model.compile=true`` module without compiling it again (for one example on the
+    CPU)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    return set_stance("force_eager") if set_stance else contextlib.nullcontext()
+
+
+def log_model(
+    tracker: MLflowRunLogger, module, example: torch.Tensor, metadata: torch.Tensor | None = None
+) -> str:
+    """Log ``module`` with a signature and an input example; returns the model URI, also set
+    as the run's ``model_uri`` tag. The model takes images (and, with a metadata block,
+    ``{"image", "metadata"}``) and returns class probabilities."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from medclf.inference.pyfunc import PARAMS, save_weights
+
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", "medclf"]
+    module = module.cpu().eval()
+    image = example[:1].cpu().float().numpy()
+    inputs = image
+    meta = None
+    if metadata is not None:
+        meta = metadata[:1].cpu().float()
+        inputs = {"image": image, "metadata": meta.numpy()}
+    with torch.no_grad(), _eager():
+        output = module.predict_proba(torch.from_numpy(image), meta).numpy()
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    with (
+        mlflow.start_run(run_id=tracker.run_id),  # the caller sets the final status after
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        code = Path(tmp) / "medclf_model.py"
+        code.write_text(MODEL_CODE)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={"weights": str(save_weights(module, Path(tmp)))},
+            signature=infer_signature(inputs, output, params=PARAMS),
+            input_example=inputs,
+            pip_requirements=requirements,
+        )
+    tracker.experiment.set_tag(tracker.run_id, "model_uri", info.model_uri)
+    return info.model_uri

@@ -1,0 +1,139 @@
+"""One test per shim of medclf.compat: each fails when an upgrade of Lightning, torchmetrics,
+timm or MONAI moves or changes the private API the shim relies on."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
+
+from medclf import compat
+
+
+def _fit(tmp_path, callbacks, epochs: int = 2) -> L.Trainer:
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=epochs,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(BoringModel())
+    return trainer
+
+
+def test_ddp_relaunch_is_looked_up_by_both_launchers_at_call_time(monkeypatch) -> None:
+    """Lightning starts DDP ranks > 0 with the command of the module-level function
+    ``_hydra_subprocess_cmd(local_rank)``, looked up when the children are started."""
+    for name in compat._LAUNCHER_MODULES:
+        module = importlib.import_module(name)
+        function = getattr(module, compat._RELAUNCH_FUNCTION)
+        assert "local_rank" in inspect.signature(function).parameters
+        monkeypatch.setattr(module, compat._RELAUNCH_FUNCTION, function)
+        source = inspect.getsource(module._SubprocessScriptLauncher)
+        assert f"{compat._RELAUNCH_FUNCTION}(" in source
+
+    def mine(local_rank: int):
+        return ["mine", str(local_rank)], "/"
+
+    compat.route_ddp_relaunch(mine)
+    compat.route_ddp_relaunch(mine)  # idempotent
+    for name in compat._LAUNCHER_MODULES:
+        assert getattr(importlib.import_module(name), compat._RELAUNCH_FUNCTION) is mine
+    module = importlib.import_module(compat._LAUNCHER_MODULES[0])
+    assert module._medclf_original.__module__ == compat._LAUNCHER_MODULES[0]  # Lightning's own
+
+
+def test_epochs_processed_is_the_epoch_the_fit_loop_runs_next(tmp_path) -> None:
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append((trainer.current_epoch, compat.epochs_processed(trainer)))
+
+    trainer = _fit(tmp_path, [Record()])
+    assert seen == [(0, 0), (1, 1)]
+    assert compat.epochs_processed(trainer) == 2
+
+
+def test_rich_progress_bar_reads_metrics_through_the_hook(tmp_path) -> None:
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    assert "pl_module" in inspect.signature(RichProgressBar._update_metrics).parameters
+    calls = []
+
+    class Never(compat.rich_progress_bar_class()):
+        def read_metrics_now(self, trainer):
+            calls.append(trainer.global_step)
+            return False
+
+        def get_metrics(self, trainer, pl_module):
+            raise AssertionError("metrics read although the hook said no")
+
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[Never()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(BoringModel())
+    assert calls  # Lightning called _update_metrics, which asked the hook
+    assert compat.rich_progress_bar_class() is compat.rich_progress_bar_class()
+
+
+def test_mlflow_run_started_before_and_after_the_run_exists(tmp_path) -> None:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    logger = MLFlowLogger(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="x")
+    assert compat.mlflow_run_started(logger) is False
+    assert logger.run_id  # creates the run
+    assert compat.mlflow_run_started(logger) is True
+
+
+def test_multiclass_counts_update_equals_torchmetrics_own_update() -> None:
+    from torchmetrics.classification import MulticlassF1Score
+
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.rand(50, 4, generator=generator)
+    target = torch.randint(0, 4, (50,), generator=generator)
+    for average in ("macro", None):
+        ours, theirs = MulticlassF1Score(4, average=average), MulticlassF1Score(4, average=average)
+        compat.multiclass_counts_update(ours, probs, target)
+        theirs.update(probs, target)
+        torch.testing.assert_close(ours.compute(), theirs.compute(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("indices", "expected"), [(None, ([0, 1, 2, 3, 4], 4)), (2, ([3, 4], 4)), ([1, 3], ([1, 3], 3))]
+)
+def test_timm_feature_take_indices(indices, expected) -> None:
+    taken, last = compat.timm_feature_take_indices(5, indices)
+    assert (list(taken), last) == expected
+
+
+def test_monai_efficientnet_features_are_its_forward_up_to_pooling() -> None:
+    from monai.networks import nets
+
+    net = nets.EfficientNetBN(
+        "efficientnet-b0", pretrained=False, spatial_dims=3, in_channels=1, num_classes=3
+    ).eval()
+    parts = compat.monai_efficientnet_features(net)
+    features = torch.nn.Sequential(parts)
+    x = torch.rand(2, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pooled = torch.nn.functional.adaptive_avg_pool3d(features(x), 1).flatten(1)
+        expected = net(x)
+        head = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    torch.testing.assert_close(head(pooled), expected, rtol=1e-5, atol=1e-5)
