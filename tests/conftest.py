@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_backbone  # noqa: F401  (registers backbone "tiny" for this process)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -54,3 +55,34 @@ def image_csv(tmp_path: Path) -> Path:
             rows.append(f"{file},{name}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root / "labels.csv"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> tuple[Path, object]:
+    """The untrained 1-channel resnet18 (seed 0, the three CLASSES, 32 px) that the predict,
+    eval and export tests read, written once: (checkpoint path, the module in eval mode).
+    Tests must not write next to it."""
+    import torch
+
+    from helpers import tiny_module, write_checkpoint
+
+    torch.manual_seed(0)
+    module = tiny_module(CLASSES)
+    path = write_checkpoint(module, tmp_path_factory.mktemp("tiny") / "m.ckpt")
+    return path, module.eval()
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """The default run (digits, resnet18), trained once per session in this process with the
+    model logged to MLflow: (root, its MLflow run as a row, its run directory). The tests of
+    the run's records and of every inference path read it."""
+    from helpers import FAST, run_train, search_runs
+
+    root = tmp_path_factory.mktemp("digits")
+    result = run_train(root, *FAST, "logger.mlflow.save_model=true")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = search_runs(root)
+    assert len(runs) == 1
+    (run_dir,) = root.glob("logs/runs/*")
+    return root, runs.iloc[0], run_dir, result

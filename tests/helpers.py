@@ -22,6 +22,10 @@ FAST = (
     "trainer.limit_val_batches=2",
 )
 ENV = {"HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "COLUMNS": "200"}
+# For tests whose subject is not the network (tests/tiny_backbone.py); a process also needs
+# the import, which registers it there.
+TINY = ("backbone.name=tiny",)
+TINY_PROCESS = (*TINY, "imports=[tiny_backbone]")
 
 
 @dataclass
@@ -131,7 +135,9 @@ def train_command(root: Path, *overrides: str) -> list[str]:
 
 
 def process_env(**extra: str) -> dict[str, str]:
-    return dict(os.environ, **ENV, **extra)
+    """This environment for a subprocess, with the tests folder importable (tiny_backbone)."""
+    path = os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
+    return dict(os.environ, **ENV, PYTHONPATH=path.rstrip(os.pathsep), **extra)
 
 
 def train_process(root: Path, *overrides: str, timeout: int = 600) -> Result:

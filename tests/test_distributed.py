@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from helpers import FAST, REPO, process_env, run_train, search_runs, train_process
+from helpers import FAST, REPO, TINY_PROCESS, process_env, run_train, search_runs, train_process
 from medclf.config import CONF_DIR, validate
 from medclf.data.sampling import EvalSampler
 from medclf.errors import ConfigError
@@ -116,12 +116,14 @@ def _predictions(root: Path) -> pd.DataFrame:
     return pd.read_csv(csv)
 
 
-# No dropout, no augmentation, no BatchNorm (VGG16): nothing random or batch-dependent, so
-# 2 processes x 8 and 1 process x 16 see the same global batches (DistributedSampler's order
-# for both) and must reach the same weights, up to float rounding of the gradient average.
+# No dropout, no augmentation, no BatchNorm (tests/tiny_backbone.py's tiny_plain, registered
+# as a user's plugin): nothing random or batch-dependent, so 2 processes x 8 and 1 process x
+# 16 see the same global batches (DistributedSampler's order for both) and must reach the
+# same weights, up to float rounding of the gradient average.
 EXACT = (
     "trainer=ddp",
-    "backbone=vgg16",
+    "backbone.name=tiny_plain",
+    "imports=[tiny_backbone]",
     "head.fcl_dropout=false",
     "augment=none",
     "callbacks.early_stopping=null",
@@ -175,6 +177,7 @@ def test_a_sweep_of_ddp_jobs_runs_each_job_once_with_its_own_config(tmp_path: Pa
         "trainer=ddp",
         "trainer.devices=2",
         *FAST,
+        *TINY_PROCESS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "logs/optuna/ddp"
@@ -208,6 +211,7 @@ def test_torchrun_starts_the_ranks_and_lightning_does_not_relaunch(tmp_path: Pat
         "trainer.devices=2",
         "datamodule.batch_size=16",
         *FAST,
+        *TINY_PROCESS,
     ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -79,16 +79,14 @@ def test_report_files_and_metrics_equal_sklearn(tmp_path, image_folder) -> None:
     assert f"test/specificity_{CLASSES[0]}" in run.data.metrics
 
 
-def test_log_into_an_existing_run_and_test_split(tmp_path, image_folder) -> None:
-    save_checkpoint(tmp_path / "m.ckpt")
+def test_log_into_an_existing_run_and_test_split(tmp_path, image_folder, tiny_checkpoint) -> None:
+    ckpt = tiny_checkpoint[0]
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    run_eval(tmp_path, image_folder, f"ckpt_path={tmp_path / 'm.ckpt'}")  # creates the store
+    run_eval(tmp_path, image_folder, f"ckpt_path={ckpt}")  # creates the store
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("medclf").experiment_id
     target = client.create_run(experiment).info.run_id
-    metrics, _ = run_eval(
-        tmp_path, image_folder, f"ckpt_path={tmp_path / 'm.ckpt'}", f"mlflow_run_id={target}"
-    )
+    metrics, _ = run_eval(tmp_path, image_folder, f"ckpt_path={ckpt}", f"mlflow_run_id={target}")
     frame = pd.read_csv(tmp_path / "eval" / "test" / "test_predictions.csv")
     assert 0 < len(frame) < 36  # the test split only
     assert client.get_run(target).data.metrics["test/f1"] == pytest.approx(metrics["test/f1"])
@@ -101,16 +99,15 @@ def test_classes_the_model_does_not_know(tmp_path, image_folder) -> None:
         run_eval(tmp_path, image_folder, f"ckpt_path={tmp_path / 'm.ckpt'}", "logger=none")
 
 
-def test_command_line(tmp_path, image_folder) -> None:
+def test_command_line(tmp_path, image_folder, tiny_checkpoint) -> None:
     """medclf-eval (python eval.py) as a user runs it."""
     from medclf.cli.eval import main
 
-    save_checkpoint(tmp_path / "m.ckpt")
     done = run_command(
         main,
         [
             "medclf-eval",
-            f"ckpt_path={tmp_path / 'm.ckpt'}",
+            f"ckpt_path={tiny_checkpoint[0]}",
             "datamodule=folder",
             f"datamodule.data_dir={image_folder}",
             "split=all",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import lightning as L
@@ -15,24 +14,24 @@ import torch
 from conftest import REPO
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from helpers import search_runs
+from helpers import TINY_PROCESS, process_env, search_runs, train_command
 from medclf.pipeline.interrupt import InterruptCheckpoint
 
 
 @pytest.mark.slow
 def test_ctrl_c_saves_last_checkpoint_and_marks_the_run_killed(tmp_path) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
-    command = [
-        sys.executable,
-        str(REPO / "train.py"),
-        f"paths.root_dir={tmp_path}",
+    """Ctrl-C (SIGINT) to a real training process, one second into its second epoch."""
+    env = process_env()
+    command = train_command(
+        tmp_path,
         "trainer.max_epochs=100",
         "callbacks.early_stopping=null",  # else the run may end on its own before the signal
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=1",
         "logger.mlflow.save_model=false",
         f"hydra.run.dir={tmp_path / 'run'}",
-    ]
+        *TINY_PROCESS,
+    )
     process = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import FAST, run_config, tiny_module, write_checkpoint
+from helpers import FAST, TINY, run_config, tiny_module, write_checkpoint
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
 from medclf.models.checkpoint import load_module
@@ -64,6 +64,7 @@ def test_training_instantiates_only_targets_from_conf(
         "datamodule.batch_size=8",
         "logger.mlflow.save_model=false",
         *FAST,
+        *TINY,
     ]
     cfg = run_config(tmp_path, overrides, "hostile")
     results: dict = {}

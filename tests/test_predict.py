@@ -46,9 +46,9 @@ def prepared(path: Path, size: int = 32, channels: int = 1) -> torch.Tensor:
     return build_transform(size)(image=image)["image"][None]
 
 
-def test_folder_rows_columns_and_probabilities(tmp_path, image_folder) -> None:
-    module = save_checkpoint(tmp_path / "m.ckpt")
-    table = run_predict(tmp_path, f"ckpt_path={tmp_path / 'm.ckpt'}", f"input={image_folder}")
+def test_folder_rows_columns_and_probabilities(tmp_path, image_folder, tiny_checkpoint) -> None:
+    ckpt, module = tiny_checkpoint
+    table = run_predict(tmp_path, f"ckpt_path={ckpt}", f"input={image_folder}")
     assert list(table.columns) == ["sample", "prediction", *PROBS]  # as test_predictions.csv
     assert len(table) == 36
     assert np.allclose(table[PROBS].sum(1), 1.0, atol=1e-5)
@@ -59,11 +59,10 @@ def test_folder_rows_columns_and_probabilities(tmp_path, image_folder) -> None:
     assert table["prediction"][0] == CLASSES[int(expected.argmax())]
 
 
-def test_tta_one_equals_none_and_more_views_average(tmp_path, image_folder) -> None:
+def test_tta_one_equals_none_and_more_views_average(tmp_path, image_folder, tiny_checkpoint):
     from medclf.inference.inputs import tta_views
 
-    save_checkpoint(tmp_path / "m.ckpt")
-    base = [f"ckpt_path={tmp_path / 'm.ckpt'}", f"input={image_folder}"]
+    base = [f"ckpt_path={tiny_checkpoint[0]}", f"input={image_folder}"]
     plain = run_predict(tmp_path, *base)
     one = run_predict(tmp_path, *base, "tta=1")
     eight = run_predict(tmp_path, *base, "tta=8")
@@ -148,19 +147,18 @@ def test_3d_volumes(tmp_path) -> None:
     assert len(table) == 3 and np.allclose(table[PROBS].sum(1), 1.0, atol=1e-5)
 
 
-def test_command_line_and_its_errors(tmp_path, image_folder) -> None:
+def test_command_line_and_its_errors(tmp_path, image_folder, tiny_checkpoint) -> None:
     """medclf-predict (python predict.py): exit 0 and the CSV; a missing checkpoint: exit 2
     and its name."""
     from medclf.cli.predict import main
 
-    save_checkpoint(tmp_path / "m.ckpt")
     out = tmp_path / "p.csv"
     command = ["medclf-predict", f"input={image_folder}"]
     done = run_command(
         main,
         [
             *command,
-            f"ckpt_path={tmp_path / 'm.ckpt'}",
+            f"ckpt_path={tiny_checkpoint[0]}",
             f"output={out}",
             f"hydra.run.dir={tmp_path / 'r'}",
         ],
@@ -174,17 +172,16 @@ def test_command_line_and_its_errors(tmp_path, image_folder) -> None:
     assert bad.returncode == 2 and "missing.ckpt" in bad.stderr
 
 
-def test_gradcam_overlays_per_image(tmp_path, image_folder) -> None:
+def test_gradcam_overlays_per_image(tmp_path, image_folder, tiny_checkpoint) -> None:
     from PIL import Image
 
-    save_checkpoint(tmp_path / "m.ckpt")
     files = sorted(image_folder.rglob("*.png"))[:3]
     small = tmp_path / "few"
     small.mkdir()
     for f in files:
         (small / f.name).write_bytes(f.read_bytes())
     maps = tmp_path / "maps"
-    base = [f"ckpt_path={tmp_path / 'm.ckpt'}", f"input={small}", f"xai_dir={maps}"]
+    base = [f"ckpt_path={tiny_checkpoint[0]}", f"input={small}", f"xai_dir={maps}"]
     run_predict(tmp_path, *base, "xai=gradcam++")
     written = sorted(p.name for p in maps.iterdir())
     assert written == sorted(f.stem + ".png" for f in files)

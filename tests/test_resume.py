@@ -17,7 +17,7 @@ import torch
 import yaml
 from conftest import REPO
 
-from helpers import process_env, run_train, search_runs, train_command
+from helpers import TINY_PROCESS, process_env, run_train, search_runs, train_command
 from medclf.data.datamodule import DigitsDataModule
 from medclf.data.sampling import EpochSampler
 from medclf.data.transforms import build_transform
@@ -30,6 +30,7 @@ RUN = (
     "trainer.limit_val_batches=3",
     "logger.mlflow.save_model=false",
     "datamodule.num_workers=2",
+    *TINY_PROCESS,  # the killed run is a process of its own
 )
 
 

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from helpers import FAST, REPO, process_env, run_train, search_runs, train_command
+from helpers import FAST, REPO, TINY_PROCESS, process_env, run_train, search_runs, train_command
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
 from medclf.search.spaces import focal_gamma
@@ -131,6 +131,7 @@ SEARCH = (
     "backbone=resnet18",
     "datamodule.batch_size=32",
     *FAST,
+    *TINY_PROCESS,
 )
 
 

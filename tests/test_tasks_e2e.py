@@ -11,7 +11,7 @@ import pytest
 from conftest import class_image
 from PIL import Image
 
-from helpers import FAST, run_train, search_runs
+from helpers import FAST, TINY, run_train, search_runs
 
 pytestmark = pytest.mark.slow
 LABELS = ("effusion", "nodule", "mass")
@@ -66,13 +66,14 @@ def test_multilabel_csv_with_label_columns(tmp_path: Path) -> None:
         "loss=focal",
         "loss.class_weights=balanced",
         *FAST,
+        *TINY,
     )
     run = finished(tmp_path, result)
     frame = predictions(run)
     assert [c for c in frame.columns if c.startswith("prob_")] == [f"prob_{c}" for c in LABELS]
     y = np.array([[int(c in v.split(";")) for c in LABELS] for v in frame["label"]])
     probs = frame[[f"prob_{c}" for c in LABELS]].to_numpy()
-    pred = (probs > 0.5).astype(int)
+    pred = (probs >= 0.5).astype(int)  # medclf.models.outputs.decide
     assert (
         np.array([[int(c in v.split(";")) for c in LABELS] for v in frame["prediction"]]) == pred
     ).all()
@@ -118,8 +119,9 @@ def metadata_table(root: Path, n: int = 200) -> Path:
 def test_metadata_drives_the_prediction(tmp_path: Path) -> None:
     """Label depends on metadata only: >= 0.9 test accuracy with meta_columns, chance without.
 
-    The shared image gives the backbone nothing to learn or memorise; at 32 px its last
-    feature map is 1x1, so BatchNorm zeroes it in training and the head sees the metadata."""
+    The shared image gives the backbone nothing to learn or memorise (the tiny test network
+    suffices); without the optional Dense-512 layer (head.fcl_dropout=false) the pooled
+    features go straight into the metadata block, which learns the rule."""
     csv = metadata_table(tmp_path / "data")
     common = [
         "datamodule=csv",
@@ -133,12 +135,15 @@ def test_metadata_drives_the_prediction(tmp_path: Path) -> None:
         "callbacks.early_stopping=null",
         "datamodule.test_fraction=0.25",
         "trainer.num_sanity_val_steps=0",
+        "head.fcl_dropout=false",
+        *TINY,
     ]
     with_meta = run_train(
         tmp_path / "meta",
         *common,
-        "trainer.max_epochs=14",
+        "trainer.max_epochs=20",
         "datamodule.meta_columns=[age,bmi,sex,site]",
+        "logger.mlflow.save_model=true",  # the logged metadata model is checked below
     )
     run = finished(tmp_path / "meta", with_meta)
     assert round(run["metrics.test/accuracy"], 6) >= 0.9  # logged as float32: 0.9 → 0.8999999
@@ -196,13 +201,14 @@ def test_binary_single_sigmoid_output(tmp_path: Path, image_folder: Path) -> Non
         "datamodule.num_workers=0",
         "head.n_outputs=1",
         *FAST,
+        *TINY,
     )
     run = finished(tmp_path, result)
     frame = predictions(run)
     p = frame["prob_malignant"].to_numpy()
     assert np.allclose(frame["prob_benign"] + p, 1.0, atol=1e-6)
     y = (frame["label"] == "malignant").astype(int)
-    pred = (p > 0.5).astype(int)
+    pred = (p >= 0.5).astype(int)  # medclf.models.outputs.decide
     assert ((frame["prediction"] == "malignant").astype(int) == pred).all()
     expected = {
         "accuracy": metrics.accuracy_score(y, pred),
@@ -250,6 +256,7 @@ def test_npz_2d(tmp_path: Path) -> None:
         "datamodule.batch_size=8",
         "datamodule.class_names=[liver,kidney,spleen]",
         *FAST,
+        *TINY,
     )
     frame = assert_multiclass_metrics(finished(tmp_path, result))
     assert len(frame) == 12 and set(frame["label"]) == {"liver", "kidney", "spleen"}
@@ -324,6 +331,7 @@ def test_folder_of_dicom_nifti_and_16bit_tiff(tmp_path: Path) -> None:
         "datamodule.batch_size=8",
         "datamodule.num_workers=0",
         *FAST,
+        *TINY,
     )
     frame = assert_multiclass_metrics(finished(tmp_path, result))
     suffixes = {Path(s).name.split(".", 1)[1] for s in frame["sample"]}
@@ -351,8 +359,8 @@ def test_four_channel_microscopy_keeps_its_channels(tmp_path: Path) -> None:
         "datamodule.image_size=32",
         "datamodule.batch_size=8",
         "datamodule.num_workers=0",
-        "backbone=resnet18",
         *FAST,
+        *TINY,
     )
     run = finished(tmp_path, result)
     assert "4 channel(s)" in result.stdout

@@ -9,7 +9,7 @@ import logging
 import mlflow
 import pytest
 
-from helpers import FAST, run_train, search_runs
+from helpers import FAST, TINY, run_train, search_runs
 from medclf.tracking.logger import MLflowRunLogger
 
 DOWN = "http://127.0.0.1:9"  # the discard port: nothing listens there
@@ -34,7 +34,7 @@ def test_offline_fallback_logs_to_the_local_store(tmp_path) -> None:
         "logger.mlflow.offline_fallback=true",
         "logger.mlflow.save_model=false",
         *FAST,
-        timeout=300,
+        *TINY,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "logging to the local store" in result.stdout + result.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import FAST, run_train, search_runs, tracking_uri
+from helpers import FAST, TINY, run_train, search_runs, tracking_uri
 
 pytestmark = pytest.mark.slow
 
@@ -70,12 +70,13 @@ def test_digits_each_loss_trains_tests_and_tracks(tmp_path: Path, loss: str) -> 
     assert f"MLflow run {run['run_id']}" in output and f"`make ui`, then {link}" in output
 
 
-def test_default_run_logs_artifacts_and_tags_experiment(tmp_path: Path) -> None:
+def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
+    """The default run (trained once per session: the digits_run fixture)."""
     import mlflow
 
-    result = run_train(tmp_path, *FAST)
-    run = finished_run(tmp_path, result)
-    client = mlflow.MlflowClient(tracking_uri(tmp_path))
+    root, _, _, result = digits_run
+    run = finished_run(root, result)
+    client = mlflow.MlflowClient(tracking_uri(root))
     experiment = client.get_experiment(run["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     top = {a.path for a in client.list_artifacts(run["run_id"])}
@@ -126,6 +127,7 @@ def test_folder_datamodule_on_generated_images(tmp_path: Path, image_folder: Pat
         "loss=focal",
         "loss.class_weights=balanced",
         *FAST,
+        *TINY,
     )
     run = finished_run(tmp_path, result)
     frame = assert_metrics_equal_sklearn(run)
@@ -149,7 +151,9 @@ def test_speed_switches_on_cpu(tmp_path: Path, image_folder: Path) -> None:
         "datamodule.cache=true",
         "trainer.precision=bf16-mixed",
         "model.channels_last=true",
+        "logger.mlflow.save_model=true",  # the logged channels_last model predicts below
         *FAST,
+        *TINY,
     )
     run = finished_run(tmp_path, result)
     output = result.stdout + result.stderr
@@ -188,11 +192,11 @@ def test_csv_datamodule_on_generated_images(tmp_path: Path, image_csv: Path) -> 
 
 
 def test_csv_and_none_loggers(tmp_path: Path) -> None:
-    result = run_train(tmp_path, "logger=csv", *FAST)
+    result = run_train(tmp_path, "logger=csv", *FAST, *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(tmp_path.glob("logs/runs/*/csv/version_0/metrics.csv"))
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
-    result = run_train(tmp_path, "logger=none", "callbacks=none", *FAST)
+    result = run_train(tmp_path, "logger=none", "callbacks=none", *FAST, *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(tmp_path.glob("logs/runs/*/test/test_predictions.csv"))
 
@@ -202,7 +206,7 @@ def test_same_seed_same_metrics_on_cpu(tmp_path: Path) -> None:
     frames = []
     for name in ("a", "b"):
         root = tmp_path / name
-        result = run_train(root, "logger=none", "datamodule.num_workers=2", *FAST)
+        result = run_train(root, "logger=none", "datamodule.num_workers=2", *FAST, *TINY)
         assert result.returncode == 0, result.stderr[-3000:]
         (csv,) = root.glob("logs/runs/*/test/test_predictions.csv")
         frames.append(pd.read_csv(csv))

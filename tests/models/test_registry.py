@@ -11,7 +11,7 @@ import torch
 
 import medclf.models.losses  # noqa: F401  (registers the built-in losses)
 import medclf.models.optim  # noqa: F401  (registers the built-in optimizers, schedulers)
-from helpers import run_train, search_runs
+from helpers import TINY, run_train, search_runs
 from medclf.config import CONF_DIR, group_options
 from medclf.errors import ConfigError
 from medclf.models.losses import create_loss
@@ -123,6 +123,7 @@ def test_a_users_loss_is_a_class_and_a_yaml(tmp_path: Path, monkeypatch) -> None
             "trainer.limit_val_batches=1",
             "trainer.limit_test_batches=1",
             "logger.mlflow.save_model=false",
+            *TINY,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert sys.modules["my_losses"].CALLS  # the training step used it
