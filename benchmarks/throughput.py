@@ -364,7 +364,8 @@ def input_pipeline(args: argparse.Namespace, folder: Path) -> tuple[dict[int, fl
     from hydra import compose, initialize_config_dir
 
     from medclf.config import CONF_DIR
-    from medclf.data.datamodule import FolderDataModule, auto_workers
+    from medclf.data.datamodule import FolderDataModule
+    from medclf.data.dataset import auto_workers
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["datamodule=folder", "augment=default"])

@@ -11,6 +11,13 @@ import tiny_backbone  # noqa: F401  (registers backbone "tiny" for this process)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per worker (and for the processes it starts): two workers on two cores,
+    # instead of four threads spinning for two cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("benign", "malignant", "normal")
@@ -86,3 +93,30 @@ def digits_run(tmp_path_factory):
     assert len(runs) == 1
     (run_dir,) = root.glob("logs/runs/*")
     return root, runs.iloc[0], run_dir, result
+
+
+@pytest.fixture(scope="session")
+def grid_sweep(tmp_path_factory):
+    """A 2 x 2 grid multirun (resnet18, mobilenetv2 x ce, focal), run once per session in
+    this process: (store root, result). The sweep tests and the notebook test read it."""
+    from helpers import FAST, run_train
+
+    root = tmp_path_factory.mktemp("grid")
+    result = run_train(
+        root,
+        "-m",
+        "backbone=resnet18,mobilenetv2",
+        "loss=ce,focal",
+        "trainer.limit_test_batches=1",
+        *FAST,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root, result
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules holding slow (end-to-end) tests first: with two workers the short ones
+    then fill the gaps instead of one long test running alone at the end. A module stays
+    in one piece, so its module-scoped fixtures are set up once."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)

@@ -12,9 +12,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from helpers import tracking_uri
 from medclf.config import CONF_DIR
 
 PROBS = [f"prob_{c}" for c in range(10)]
+pytestmark = pytest.mark.xdist_group("digits_run")  # one worker trains the session's run
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +86,9 @@ def test_predict_on_the_image_files_gives_the_reports_probabilities(trained, tmp
 def test_the_mlflow_model_gives_the_reports_probabilities_and_labels(digits_run, trained):
     import mlflow
 
-    _, run, _, _ = digits_run
+    root, run, _, _ = digits_run
     _, report, images, _ = trained
+    mlflow.set_tracking_uri(tracking_uri(root))  # models:/ URIs are read from that store
     model = mlflow.pyfunc.load_model(run["tags.model_uri"])
     probs = model.predict(images[:40].numpy())
     np.testing.assert_allclose(probs, report[PROBS].to_numpy()[:40], atol=1e-5)

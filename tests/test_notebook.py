@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAST, REPO, run_train
+from helpers import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -84,14 +84,12 @@ def test_committed_notebook_has_no_outputs(tmp_path: Path) -> None:
     assert script.check([dirty]) == []
 
 
-def test_notebook_compares_a_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.xdist_group("grid_sweep")
+def test_notebook_compares_a_sweep(grid_sweep, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the session's grid sweep (conftest.grid_sweep), whose runs only read here."""
     committed = NOTEBOOK.read_bytes()
-    result = run_train(
-        tmp_path, "-m", "backbone=resnet18,mobilenetv2", "trainer.limit_test_batches=1", *FAST
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-    notebook = _execute(monkeypatch, tmp_path)
+    root, _ = grid_sweep
+    notebook = _execute(monkeypatch, root)
     assert _errors(notebook) == []
     table = _text(_outputs(notebook, "runs-table"))
     assert "resnet18" in table and "mobilenetv2" in table

@@ -7,22 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAST, run_train, search_runs
+from helpers import search_runs
 
 pytestmark = pytest.mark.slow
 
 
-def test_grid_multirun_gives_one_tagged_run_per_job(tmp_path: Path, monkeypatch) -> None:
-    result = run_train(
-        tmp_path,
-        "-m",
-        "backbone=resnet18,mobilenetv2",
-        "loss=ce,focal",
-        "trainer.limit_test_batches=1",
-        *FAST,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    runs = search_runs(tmp_path)
+@pytest.mark.xdist_group("grid_sweep")
+def test_grid_multirun_gives_one_tagged_run_per_job(grid_sweep, monkeypatch) -> None:
+    """The session's 2 x 2 grid (conftest.grid_sweep: backbone=resnet18,mobilenetv2
+    loss=ce,focal)."""
+    root, _ = grid_sweep
+    runs = search_runs(root)
     assert len(runs) == 4
     assert set(runs["status"]) == {"FINISHED"}
     assert runs["tags.sweep_id"].nunique() == 1 and runs["tags.sweep_id"].iloc[0]
@@ -31,7 +26,7 @@ def test_grid_multirun_gives_one_tagged_run_per_job(tmp_path: Path, monkeypatch)
     assert runs["tags.overrides"].nunique() == 4
     assert sorted(runs["tags.sweep_job"].astype(int)) == [0, 1, 2, 3]
     assert runs["metrics.test/f1"].notna().all()
-    _check_report(tmp_path, runs, monkeypatch)
+    _check_report(root, runs, monkeypatch)
 
 
 def _check_report(root: Path, runs, monkeypatch) -> None:

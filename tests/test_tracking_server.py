@@ -13,10 +13,10 @@ import pytest
 from helpers import FAST, run_train, tracking_uri, ui_server
 from medclf.tracking.logger import ensure_experiment
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow_server")]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one start even if the worker runs other tests between
 def server(tmp_path_factory):
     """(store root, dashboard link match, tracking URI) of a running ``medclf-ui``."""
     root = tmp_path_factory.mktemp("server")

@@ -70,6 +70,7 @@ def test_digits_each_loss_trains_tests_and_tracks(tmp_path: Path, loss: str) -> 
     assert f"MLflow run {run['run_id']}" in output and f"`make ui`, then {link}" in output
 
 
+@pytest.mark.xdist_group("digits_run")
 def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
     """The default run (trained once per session: the digits_run fixture)."""
     import mlflow
@@ -220,6 +221,7 @@ def assert_logged_model_predicts_like_the_test(client, run: pd.Series) -> None:
 
     from medclf.data.datamodule import DigitsDataModule
 
+    mlflow.set_tracking_uri(client.tracking_uri)  # models:/ URIs are read from that store
     model = mlflow.pyfunc.load_model(run["tags.model_uri"])
     assert model.metadata.signature is not None
     datamodule = DigitsDataModule(image_size=32, seed=42)

@@ -14,7 +14,7 @@ import pytest
 
 from helpers import REPO, process_env
 
-COMMANDS = (
+COMMANDS = (  # the console scripts of the wheel
     "medclf-train",
     "medclf-check-data",
     "medclf-eval",
@@ -23,6 +23,22 @@ COMMANDS = (
     "medclf-report",
     "medclf-ui",
 )
+
+
+HELP_EACH = f"""
+import contextlib, io, sys
+from importlib.metadata import entry_points
+
+for name in {COMMANDS[1:]!r}:
+    (point,) = entry_points(group="console_scripts", name=name)
+    sys.argv = [name, "--help"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = point.load()()
+        except SystemExit as exit:
+            code = exit.code
+    print(f"{{name}}:{{code or 0}}")
+"""
 
 
 def _run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -83,11 +99,12 @@ def test_the_wheel_installs_and_trains_from_an_empty_directory(tmp_path: Path) -
     empty.mkdir()
     where = _run([str(python), "-c", "import medclf; print(medclf.__file__)"], cwd=empty)
     assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
-    for command in COMMANDS:
-        shown = _run([str(env_dir / "bin" / command), "--help"], cwd=empty, timeout=120)
-        assert shown.returncode == 0, f"{command}: {shown.stderr[-2000:]}"
+    assert all((env_dir / "bin" / command).is_file() for command in COMMANDS)
     shown = _run([str(env_dir / "bin" / "medclf-train"), "--help"], cwd=empty)
+    assert shown.returncode == 0, shown.stderr[-2000:]
     assert "backbone: " in shown.stdout and "densenet121" in shown.stdout
+    helped = _run([str(python), "-c", HELP_EACH], cwd=empty)  # the others, in one process
+    assert helped.stdout.split() == [f"{c}:0" for c in COMMANDS[1:]], helped.stderr[-3000:]
 
     trained = _run([str(env_dir / "bin" / "medclf-train"), "++trainer.fast_dev_run=true"], empty)
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]

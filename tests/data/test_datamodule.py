@@ -348,7 +348,8 @@ def test_cache_decodes_each_file_once_and_changes_no_batch(
 ):
     """cache=true: setup reads each file once, two epochs read none; batches are those of
     cache=false (same augmentation draws: the cached images are never changed in place)."""
-    import medclf.data.datamodule as datamodule
+    import medclf.data.dataset as dataset
+    import medclf.data.inspection as inspection
 
     reads = []
 
@@ -356,8 +357,9 @@ def test_cache_decodes_each_file_once_and_changes_no_batch(
         reads.append(Path(path).name)
         return read_image(path, **kwargs)
 
-    read_image = datamodule.read_image
-    monkeypatch.setattr(datamodule, "read_image", counting_read_image)
+    read_image = dataset.read_image
+    for module in (inspection, dataset):  # setup's check, and the loaders
+        monkeypatch.setattr(module, "read_image", counting_read_image)
     kwargs = {"data_dir": image_folder, "image_size": 24, "batch_size": 4, "augment": _augment()}
     cached = FolderDataModule(cache=True, verify_images=False, **kwargs)
     cached.setup()
@@ -412,7 +414,7 @@ def test_cache_must_be_a_boolean():
 
 
 def test_auto_workers_rule() -> None:
-    from medclf.data.datamodule import auto_workers
+    from medclf.data.dataset import auto_workers
 
     assert auto_workers(on_gpu=False, cores=2) == 2
     assert auto_workers(on_gpu=False, cores=64) == 2  # CPU training: the model needs the cores

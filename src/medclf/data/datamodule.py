@@ -8,8 +8,6 @@ a model or an MLflow run: bad data fails before any training, with the file name
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +15,13 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from medclf.compat import epochs_processed
-from medclf.data.io import convert_channels, read_image, to_unit_float
+from medclf.data.dataset import ImageDataset, auto_workers
+from medclf.data.inspection import inspect_images
 from medclf.data.metadata import MetadataEncoder
-from medclf.data.sampling import EpochSampler, derived_seed, eval_sampler
+from medclf.data.sampling import EpochSampler, eval_sampler
 from medclf.data.sources import (
     SampleTable,
     csv_table,
@@ -36,82 +35,6 @@ from medclf.data.transforms import DEFAULT_VOLUME_SIZE, image_hw, input_transfor
 from medclf.errors import ConfigError, DataError, Problems
 
 log = logging.getLogger(__name__)
-
-
-class ImageDataset(Dataset):
-    """One split as dicts: ``image`` (C, H, W) or (C, D, H, W) float, ``target`` (class index
-    or 0/1 vector), ``index`` (row of the split frame) and, with metadata, ``metadata``.
-
-    ``cache`` holds the split's decoded images (before channel conversion, resizing and
-    augmentation), row-aligned with ``frame``; then no file is read again."""
-
-    def __init__(
-        self,
-        frame: pd.DataFrame,
-        arrays: np.ndarray | None,
-        channels: int,
-        transform,
-        targets: np.ndarray,
-        metadata: np.ndarray | None = None,
-        dicom_window: Any = None,
-        cache: list[np.ndarray] | None = None,
-        seed: int | None = None,
-    ) -> None:
-        self.paths = frame["path"].tolist()
-        self.seed = seed
-        self.targets = targets
-        self.arrays = arrays
-        self.channels = channels
-        self.transform = transform
-        self.metadata = metadata
-        self.dicom_window = dicom_window
-        self.cache = cache
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def load(self, i: int) -> np.ndarray:
-        if self.cache is not None:
-            image = convert_channels(self.cache[i], self.channels)
-            # a copy, so that no transform can change the cached image in place
-            return image.copy() if image is self.cache[i] else image
-        if self.arrays is not None:
-            image = to_unit_float(np.asarray(self.arrays[self.paths[i]]))
-        else:
-            image = read_image(self.paths[i], dicom_window=self.dicom_window)
-        return convert_channels(image, self.channels)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        """``key``: a row, or ``(epoch, row)`` from the train split's EpochSampler, whose
-        augmentation is then seeded from (seed, epoch, row) alone."""
-        if isinstance(key, tuple):
-            epoch, i = key
-            if self.seed is not None and hasattr(self.transform, "set_random_seed"):
-                self.transform.set_random_seed(derived_seed(self.seed, epoch, i))
-        else:
-            i = key
-        item = {
-            "image": self.transform(image=self.load(i))["image"],
-            "target": torch.as_tensor(self.targets[i]),
-            "index": i,
-        }
-        if self.metadata is not None:
-            item["metadata"] = torch.from_numpy(self.metadata[i])
-        return item
-
-
-def auto_workers(on_gpu: bool, processes: int = 1, cores: int | None = None) -> int:
-    """Loader workers for ``num_workers: auto``. Training on CPU: 2 (the model step needs the
-    cores, and 2 workers already decode 64 px JPEGs about 24 times faster than resnet18
-    trains on them). On GPUs: the cores this process may use, shared among the node's
-    ``processes`` training processes, at most 16 each (resnet50 at 224 px, bf16, on one H100
-    trains about 2000 images/s; one worker decodes and augments about 150-190 of them)."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        cores = cores or os.cpu_count() or 1
-    if not on_gpu:
-        return min(2, cores)
-    return max(1, min(16, cores // max(processes, 1)))
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -263,8 +186,14 @@ class ClassificationDataModule(L.LightningDataModule):
             frame = self._split(table)
         decoded: dict[str, np.ndarray] = {}
         with problems.check():
-            self.channels, self.spatial_dims = self._check_images(
-                table.frame if frame is None else frame, table.arrays, decoded
+            self.channels, self.spatial_dims = inspect_images(
+                (table.frame if frame is None else frame)["path"],
+                table.arrays,
+                decoded if self.cache else None,
+                every=self.verify_images,
+                channels=self.requested_channels,
+                spatial_dims=self.requested_spatial_dims,
+                dicom_window=self.dicom_window,
             )
         if frame is not None:
             n_train = int((frame["split"] == "train").sum())
@@ -360,74 +289,6 @@ class ClassificationDataModule(L.LightningDataModule):
         return input_transform(
             self.spatial_dims, self.image_size, self.volume_size, augment, seed=self.seed
         )
-
-    def _check_images(
-        self, frame: pd.DataFrame, arrays, decoded: dict[str, np.ndarray]
-    ) -> tuple[int, int]:
-        """Decode every image once (a few when verify_images=false and cache=false): channels
-        and 2D/3D. With ``cache``, the decoded images are kept in ``decoded`` by path."""
-        errors: list[str] = []
-        if arrays is not None:
-            shapes = {(arrays.ndim - 2, int(arrays.shape[-1])): "the in-memory arrays"}
-        else:
-            paths = list(dict.fromkeys(frame["path"]))
-            if not self.verify_images and not self.cache:
-                paths = paths[:16]
-            shapes = {}
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                for path, result in zip(paths, pool.map(self._decode, paths), strict=True):
-                    if isinstance(result, str):
-                        errors.append(result)
-                        continue
-                    shapes.setdefault((result.ndim - 1, int(result.shape[-1])), path)
-                    if self.cache:
-                        decoded[path] = result
-        problems = Problems()
-        if errors:
-            more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-            problems.add(
-                f"{len(errors)} unreadable image(s):\n    " + "\n    ".join(errors[:5]) + more
-            )
-        dims = {d: path for (d, _), path in shapes.items()}
-        if len(dims) > 1:
-            problems.add(
-                f"the data mixes 2D images (e.g. {dims[2]}) and 3D volumes (e.g. {dims[3]}); "
-                "keep one kind per data set (datamodule.spatial_dims selects which)."
-            )
-        problems.raise_any()
-        (found_dims,) = dims
-        if self.requested_spatial_dims not in ("auto", found_dims):
-            raise DataError(
-                f"datamodule.spatial_dims={self.requested_spatial_dims} but the data is "
-                f"{found_dims}D; set datamodule.spatial_dims={found_dims} (or auto)."
-            )
-        return self._channels({c: path for (_, c), path in shapes.items()}), found_dims
-
-    def _channels(self, found: dict[int, str]) -> int:
-        """The channel count to use, given each count found with an example file."""
-        if self.requested_channels != "auto":
-            wanted = int(self.requested_channels)
-            for count, path in sorted(found.items()):
-                if count != wanted and count != 1 and not (count == 3 and wanted == 1):
-                    raise DataError(
-                        f"{path} has {count} channels, which cannot be converted to "
-                        f"datamodule.channels={wanted} (only 1 → N and 3 → 1 convert)."
-                    )
-            return wanted
-        if set(found) <= {1, 3} or len(found) == 1:
-            return max(found)
-        listed = ", ".join(f"{c} (e.g. {p})" for c, p in sorted(found.items()))
-        raise DataError(
-            f"images have different channel counts: {listed}; set datamodule.channels to the "
-            "count the model should see (1 and 3 convert, other counts must match)."
-        )
-
-    def _decode(self, path: str) -> np.ndarray | str:
-        """The decoded image, or the error message naming the file."""
-        try:
-            return read_image(path, dicom_window=self.dicom_window)
-        except DataError as exc:
-            return str(exc)
 
     def _train_sampler(self) -> EpochSampler:
         """The train split's order for this epoch (resumed runs: the restored epoch). With

@@ -3,7 +3,7 @@
 :class:`EpochSampler` shuffles (or, with ``sampler=balanced``, draws by class weight) from a
 generator seeded with ``seed + epoch``, shares the order among DDP ranks like Lightning's
 DistributedSampler (which it is, so Lightning leaves it in place), and yields
-``(epoch, index)`` keys. :class:`~medclf.data.datamodule.ImageDataset` seeds the sample's
+``(epoch, index)`` keys. :class:`~medclf.data.dataset.ImageDataset` seeds the sample's
 augmentation from ``(seed, epoch, index)`` (:func:`derived_seed`). So an epoch's batches do
 not depend on what ran before it, on the number of loader workers, or on whether they
 persist: a run resumed from an epoch-end checkpoint sees exactly the batches an

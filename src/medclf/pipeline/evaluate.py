@@ -79,7 +79,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on the datamodule's labelled samples; returns the test metrics."""
     import lightning as L
 
-    from medclf.data.datamodule import ImageDataset
+    from medclf.data.dataset import ImageDataset
     from medclf.evaluation.report import TestReport
     from medclf.models.checkpoint import load_module
     from medclf.pipeline.build import (

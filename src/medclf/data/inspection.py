@@ -1,0 +1,89 @@
+"""What the images are, read from the files before any training: readable, 2D or 3D, and
+how many channels the model gets. Every problem names a file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from medclf.data.io import read_image
+from medclf.errors import DataError, Problems
+
+
+def inspect_images(
+    paths: Iterable[str],
+    arrays: np.ndarray | None,
+    decoded: dict[str, np.ndarray] | None = None,
+    *,
+    every: bool = True,
+    channels: int | str = "auto",
+    spatial_dims: int | str = "auto",
+    dicom_window: Any = None,
+) -> tuple[int, int]:
+    """(channels, spatial dims) of the data. Decodes every image once (the first 16 when
+    ``every`` is false and nothing is cached); with ``decoded`` (the cache), keeps each
+    decoded image there by path. ``arrays``: an in-memory data set, read from its shape."""
+    errors: list[str] = []
+    if arrays is not None:
+        shapes = {(arrays.ndim - 2, int(arrays.shape[-1])): "the in-memory arrays"}
+    else:
+        paths = list(dict.fromkeys(paths))
+        if not every and decoded is None:
+            paths = paths[:16]
+        shapes = {}
+
+        def decode(path: str) -> np.ndarray | str:
+            try:
+                return read_image(path, dicom_window=dicom_window)
+            except DataError as exc:
+                return str(exc)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for path, result in zip(paths, pool.map(decode, paths), strict=True):
+                if isinstance(result, str):
+                    errors.append(result)
+                    continue
+                shapes.setdefault((result.ndim - 1, int(result.shape[-1])), path)
+                if decoded is not None:
+                    decoded[path] = result
+    problems = Problems()
+    if errors:
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        problems.add(f"{len(errors)} unreadable image(s):\n    " + "\n    ".join(errors[:5]) + more)
+    dims = {d: path for (d, _), path in shapes.items()}
+    if len(dims) > 1:
+        problems.add(
+            f"the data mixes 2D images (e.g. {dims[2]}) and 3D volumes (e.g. {dims[3]}); "
+            "keep one kind per data set (datamodule.spatial_dims selects which)."
+        )
+    problems.raise_any()
+    (found_dims,) = dims
+    if spatial_dims not in ("auto", found_dims):
+        raise DataError(
+            f"datamodule.spatial_dims={spatial_dims} but the data is "
+            f"{found_dims}D; set datamodule.spatial_dims={found_dims} (or auto)."
+        )
+    return model_channels({c: path for (_, c), path in shapes.items()}, channels), found_dims
+
+
+def model_channels(found: dict[int, str], requested: int | str = "auto") -> int:
+    """The channel count the model gets, given each count found with an example file."""
+    if requested != "auto":
+        wanted = int(requested)
+        for count, path in sorted(found.items()):
+            if count != wanted and count != 1 and not (count == 3 and wanted == 1):
+                raise DataError(
+                    f"{path} has {count} channels, which cannot be converted to "
+                    f"datamodule.channels={wanted} (only 1 → N and 3 → 1 convert)."
+                )
+        return wanted
+    if set(found) <= {1, 3} or len(found) == 1:
+        return max(found)
+    listed = ", ".join(f"{c} (e.g. {p})" for c, p in sorted(found.items()))
+    raise DataError(
+        f"images have different channel counts: {listed}; set datamodule.channels to the "
+        "count the model should see (1 and 3 convert, other counts must match)."
+    )
