@@ -9,8 +9,10 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: setup train test test-fast lint format ui mlflow-server report clean
 
-# torch/torchvision first, pinned: this machine serves these wheels from its own disk.
+# Headless Chromium from apt when missing (the run report's browser test; set-up runs as root
+# in CI). torch/torchvision first, pinned: this machine serves these wheels from its own disk.
 $(STAMP): pyproject.toml
+	command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1

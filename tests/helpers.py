@@ -126,6 +126,10 @@ def run_train(root: Path, *overrides: str) -> Result:
     if not no_store or "logger=mlflow" in overrides:
         seed_store(root)
     overrides = _without_logged_model(overrides)
+    if not any("eval.bootstrap" in o for o in overrides):
+        # intervals are the subject of tests/evaluation and tests/test_study.py; elsewhere
+        # 100 resamples (about 0.1 s instead of 1 s a run) exercise the same code
+        overrides = (*overrides, "eval.bootstrap=100")
     return run_command(main, ["medclf-train", *_train_argv(root, overrides)])
 
 

@@ -314,6 +314,11 @@ def test_nifti_time_series_where_a_volume_is_expected(tmp_path: Path, fails_with
         ("trainer.max_epoch=3", "trainer.max_epoch"),  # a typo: Hydra names the key
         ("backbone.name=resnet_999", "resnet_999"),
         ("ckpt_path=/nowhere/model.ckpt", "ckpt_path=/nowhere/model.ckpt: no such file"),
+        ("threshold=youden", "threshold=youden"),  # digits: a softmax multi-class task
+        ("threshold=sensitivity@1.2", "strictly between 0 and 1"),
+        ("calibration=platt", "calibration='platt': use none or temperature"),
+        ("eval.aggregate=mean", "eval.aggregate=mean pools each patient's images"),
+        ("eval.subgroups=[sex]", "eval.subgroups=['sex']: subgroups are columns of a CSV"),
     ],
 )
 def test_bad_values(tmp_path: Path, override: str, message: str, fails_with) -> None:

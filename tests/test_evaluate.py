@@ -54,7 +54,9 @@ def test_report_files_and_metrics_equal_sklearn(tmp_path, image_folder) -> None:
         "roc_curves.png",
         "pr_curves.png",
         "per_class_metrics.png",
+        "reliability.png",
     }
+    assert (tmp_path / "eval" / "report.html").is_file()
     frame = pd.read_csv(test / "test_predictions.csv")
     assert len(frame) == 36  # split=all: every sample
     y, p = frame["label"], frame["prediction"]

@@ -81,7 +81,7 @@ def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
     experiment = client.get_experiment(run["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     top = {a.path for a in client.list_artifacts(run["run_id"])}
-    assert {"config.yaml", "checkpoints", "test", "plots"} <= top
+    assert {"config.yaml", "checkpoints", "test", "plots", "splits.csv", "report.html"} <= top
     test_files = {a.path for a in client.list_artifacts(run["run_id"], "test")}
     assert test_files == {
         "test/test_predictions.csv",
@@ -90,6 +90,7 @@ def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
         "test/per_class_metrics.png",
         "test/roc_curves.png",
         "test/pr_curves.png",
+        "test/reliability.png",
     }
     plots = {a.path for a in client.list_artifacts(run["run_id"], "plots")}
     assert plots == {"plots/training_curves.png", "plots/history.csv"}

@@ -19,6 +19,14 @@ from torch.utils.data import DataLoader
 
 from medclf.compat import epochs_processed
 from medclf.data.dataset import ImageDataset, auto_workers
+from medclf.data.groups import (
+    DUPLICATES,
+    check_groups_can_split,
+    check_leakage,
+    has_groups,
+    split_counts,
+    splits_table,
+)
 from medclf.data.inspection import inspect_images
 from medclf.data.metadata import MetadataEncoder
 from medclf.data.sampling import EpochSampler, eval_sampler
@@ -64,6 +72,7 @@ class ClassificationDataModule(L.LightningDataModule):
         cache: bool = False,
         folds: int = 0,
         fold: int = 0,
+        duplicates: str = "warn",
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -103,6 +112,8 @@ class ClassificationDataModule(L.LightningDataModule):
             )
         if not isinstance(cache, bool):
             raise ConfigError(f"datamodule.cache={cache!r} must be true or false.")
+        if duplicates not in DUPLICATES:
+            raise ConfigError(f"datamodule.duplicates={duplicates!r}: use {', '.join(DUPLICATES)}.")
         if sampler not in (None, "none", "balanced"):
             raise ConfigError(f"datamodule.sampler={sampler!r}: use null or balanced.")
         self.image_size = image_size
@@ -127,6 +138,8 @@ class ClassificationDataModule(L.LightningDataModule):
         self.meta_types = dict(meta_types or {})
         self.dicom_window = dicom_window
         self.cache = cache
+        self.duplicates = duplicates
+        self.duplicates_found: list[str] = []  # the leakage check's warnings, for the report
         self.table: SampleTable | None = None
         self.frame: pd.DataFrame | None = None
         self.channels: int | None = None
@@ -166,6 +179,26 @@ class ClassificationDataModule(L.LightningDataModule):
     def train_labels(self) -> np.ndarray:
         return self.split_targets("train")
 
+    @property
+    def groups(self) -> bool:
+        """Whether samples carry a group (patient)."""
+        return has_groups(self.frame)
+
+    def split_info(self, split: str) -> pd.DataFrame | None:
+        """The report-only columns (``eval.subgroups``) of the split's samples, in order."""
+        if self.table.info is None:
+            return None
+        index = self.frame.index[self.frame["split"] == split]
+        return self.table.info.loc[index].reset_index(drop=True)
+
+    def splits_table(self) -> pd.DataFrame:
+        """``splits.csv``: sample, split, group, label of every sample."""
+        return splits_table(self.frame, self.class_names, self.table.multilabel)
+
+    def split_counts(self) -> pd.DataFrame:
+        """Samples, groups and samples per class of each split."""
+        return split_counts(self.frame, self.class_names, self.table.multilabel)
+
     def setup(self, stage: str | None = None) -> None:
         if self.frame is not None:
             return
@@ -184,6 +217,7 @@ class ClassificationDataModule(L.LightningDataModule):
         frame = None
         with problems.check():
             frame = self._split(table)
+            self.duplicates_found = check_leakage(frame, table.arrays, self.duplicates)
         decoded: dict[str, np.ndarray] = {}
         with problems.check():
             self.channels, self.spatial_dims = inspect_images(
@@ -243,6 +277,8 @@ class ClassificationDataModule(L.LightningDataModule):
     def _split(self, table: SampleTable) -> pd.DataFrame:
         """The table with every sample's split; each split non-empty, every class trained."""
         names = table.class_names
+        if table.frame["split"].isna().any() or (table.frame["split"] == "train").any():
+            check_groups_can_split(table.frame, names)
         frame = assign_splits(table.frame, self.val_fraction, self.test_fraction, self.seed, names)
         if self.folds >= 2:  # cross-validation: this fold is the val split
             frame = assign_fold(frame, self.folds, self.fold, self.seed, names)
@@ -344,6 +380,11 @@ class ClassificationDataModule(L.LightningDataModule):
             worker_init_fn=seed_worker if workers > 0 else None,
         )
 
+    def full_loader(self, split: str) -> DataLoader:
+        """Every sample of ``split`` in this process (no distributed sampler): what is fitted
+        after training (calibration, thresholds) sees the whole validation split."""
+        return self._loader(split)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", drop_last=self.drop_last, sampler=self._train_sampler())
 
@@ -364,12 +405,15 @@ class DigitsDataModule(ClassificationDataModule):
 class FolderDataModule(ClassificationDataModule):
     """``data_dir`` with one sub-folder per class, or train/ val/ test/ each holding those."""
 
-    def __init__(self, data_dir: str | Path | None = None, **kwargs) -> None:
+    def __init__(
+        self, data_dir: str | Path | None = None, group_pattern: str | None = None, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.data_dir = data_dir
+        self.group_pattern = group_pattern
 
     def load_table(self) -> SampleTable:
-        return folder_table(self.data_dir)
+        return folder_table(self.data_dir, self.group_pattern)
 
 
 class CsvDataModule(ClassificationDataModule):
@@ -385,9 +429,13 @@ class CsvDataModule(ClassificationDataModule):
         split_column: str | None = None,
         label_columns: list[str] | None = None,
         label_separator: str = ";",
+        group_column: str | None = None,
+        info_columns: list[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.group_column = group_column
+        self.info_columns = list(info_columns or [])
         self.csv_path = csv_path
         self.image_dir = image_dir
         self.image_column = image_column
@@ -407,6 +455,8 @@ class CsvDataModule(ClassificationDataModule):
             label_separator=self.label_separator,
             meta_columns=self.meta_columns,
             problems=self._table_problems,
+            group_column=self.group_column,
+            info_columns=self.info_columns,
         )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medclf.data.groups import groups_from_pattern
 from medclf.data.io import IMAGE_SUFFIXES, is_image_file, to_unit_float
 from medclf.errors import ConfigError, DataError, Problems, did_you_mean
 
@@ -35,6 +36,7 @@ class SampleTable:
     arrays: np.ndarray | None = None
     multilabel: bool = False
     meta: pd.DataFrame | None = None
+    info: pd.DataFrame | None = None  # columns kept for the report (subgroups), not the model
 
 
 def label_matrix(labels: pd.Series | np.ndarray, multilabel: bool) -> np.ndarray:
@@ -93,8 +95,9 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def folder_table(data_dir: str | Path) -> SampleTable:
-    """``data_dir/<class>/*.png`` or ``data_dir/{train,val,test}/<class>/*.png``."""
+def folder_table(data_dir: str | Path, group_pattern: str | None = None) -> SampleTable:
+    """``data_dir/<class>/*.png`` or ``data_dir/{train,val,test}/<class>/*.png``; with
+    ``group_pattern``, each file's group is the pattern's first group in its file name."""
     if data_dir in (None, "", "???"):
         raise ConfigError("datamodule.data_dir is not set: datamodule.data_dir=/path/to/images")
     root = Path(data_dir).expanduser()
@@ -118,6 +121,8 @@ def folder_table(data_dir: str | Path) -> SampleTable:
         for path in files
     ]
     frame = pd.DataFrame(rows, columns=["sample", "path", "label", "split"])
+    if group_pattern:
+        frame["group"] = groups_from_pattern(frame["path"], group_pattern)
     return SampleTable(frame, class_names)
 
 
@@ -131,6 +136,8 @@ def csv_table(
     label_separator: str = ";",
     meta_columns: list[str] | None = None,
     problems: Problems | None = None,
+    group_column: str | None = None,
+    info_columns: list[str] | None = None,
 ) -> SampleTable:
     """A table with an image-path column (absolute or relative to ``image_dir``) and labels.
 
@@ -139,6 +146,7 @@ def csv_table(
     Problems that leave the rest of the table usable (repeated rows, missing image files:
     those rows are left out) go to ``problems`` when given, so that the caller can check
     the remaining images too and report everything at once; otherwise they raise.
+    ``group_column`` names each sample's group (patient): no cell may be empty.
     """
     csv_path = _required_file(csv_path, "csv_path", "/path/to/labels.csv")
     try:
@@ -153,12 +161,15 @@ def csv_table(
     wanted = [("image_column", image_column), *label_keys]
     wanted += [("split_column", split_column)] if split_column else []
     wanted += [("meta_columns", c) for c in meta_columns or []]
+    wanted += [("group_column", group_column)] if group_column else []
+    wanted += [("eval.subgroups", c) for c in info_columns or []]
     fatal = Problems()
     for key, column in wanted:
         if column not in table.columns:
             hint = did_you_mean(column, table.columns)
+            where = key if key.startswith("eval.") else f"datamodule.{key}"
             fatal.add(
-                f"{csv_path}: no column {column!r} (datamodule.{key}).{hint}"
+                f"{csv_path}: no column {column!r} ({where}).{hint}"
                 f" Columns are: {', '.join(table.columns) or '(none)'}."
             )
     if table.empty:
@@ -166,10 +177,11 @@ def csv_table(
     fatal.raise_any()
     usable = problems if problems is not None else Problems()  # the rest stays checkable
     blank_labels = False
-    for key, column in [("image_column", image_column), *label_keys]:
+    grouping = [("group_column", group_column)] if group_column else []
+    for key, column in [("image_column", image_column), *label_keys, *grouping]:
         blank = np.flatnonzero(table[column].str.strip() == "")
         if blank.size:
-            blank_labels |= key != "image_column"
+            blank_labels |= key not in ("image_column", "group_column")
             fatal.add(
                 f"{csv_path}: {blank.size} row(s) have an empty {column!r} "
                 f"(datamodule.{key}), first on line {blank[0] + 2}. Fill them in or remove "
@@ -218,11 +230,15 @@ def csv_table(
             "split": split.to_numpy() if split is not None else None,
         }
     )
+    if group_column:
+        frame["group"] = table[group_column].str.strip().to_numpy()
     meta = _metadata_frame(table, meta_columns) if meta_columns else None
+    info = _metadata_frame(table, info_columns) if info_columns else None
     if missing:  # reported in problems; the other rows are still checked
         frame = frame[found]  # the index stays the CSV row (line - 2) for later messages
         meta = meta[found] if meta is not None else None
-    return SampleTable(frame, class_names, multilabel=multilabel, meta=meta)
+        info = info[found] if info is not None else None
+    return SampleTable(frame, class_names, multilabel=multilabel, meta=meta, info=info)
 
 
 MISSING_MARKERS = {"", "na", "n/a", "nan", "null", "none", "?", "-"}

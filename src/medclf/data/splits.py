@@ -1,11 +1,15 @@
 """Train/val/test splits and cross-validation folds: stratified and seeded (iteratively
-stratified for multi-label data, Sechidis et al. 2011); splits the data gives are kept."""
+stratified for multi-label data, Sechidis et al. 2011); splits the data gives are kept.
+With groups (a ``group`` column: patients), every group stays whole in one split or fold,
+stratified by class as far as the groups allow (scikit-learn's StratifiedGroupKFold; for
+multi-label data the groups' label sets are stratified iteratively)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from medclf.data.groups import has_groups
 from medclf.data.sources import label_matrix
 from medclf.errors import DataError
 
@@ -42,6 +46,12 @@ def assign_splits(
             )
         share = fraction / remaining
         labels = frame.loc[candidates, "label"]
+        if has_groups(frame):
+            groups = frame.loc[candidates, "group"]
+            picked = _group_split(candidates, labels, groups, share, seed, split, fraction)
+            frame.loc[picked, "split"] = split
+            remaining -= fraction
+            continue
         if isinstance(labels.iloc[0], tuple):
             picked = _iterative_split(candidates, labels, share, seed, split, fraction)
             frame.loc[picked, "split"] = split
@@ -88,6 +98,12 @@ def assign_fold(
     frame = frame.copy()
     pool = frame.index[frame["split"].isin(["train", "val"])]
     labels = frame.loc[pool, "label"]
+    if has_groups(frame):
+        groups = frame.loc[pool, "group"]
+        val = _group_folds(labels, groups, folds, seed)[fold]
+        frame.loc[pool, "split"] = "train"
+        frame.loc[pool[val], "split"] = "val"
+        return frame
     if isinstance(labels.iloc[0], tuple):
         from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
@@ -124,3 +140,50 @@ def _iterative_split(candidates, labels, share: float, seed: int, split: str, fr
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=share, random_state=seed)
     _, picked = next(splitter.split(np.zeros(len(matrix)), matrix))
     return candidates[picked]
+
+
+def _group_targets(labels: pd.Series, groups: pd.Series):
+    """(unique groups, each sample's group index, the group-level multi-label matrix)."""
+    names, inverse = np.unique(groups.astype(str).to_numpy(), return_inverse=True)
+    matrix = label_matrix(labels, multilabel=True)
+    per_group = np.zeros((len(names), matrix.shape[1]), dtype=np.float32)
+    np.maximum.at(per_group, inverse, matrix)
+    return names, inverse, per_group
+
+
+def _group_folds(labels: pd.Series, groups: pd.Series, folds: int, seed: int) -> list[np.ndarray]:
+    """Positions (into ``labels``) of each fold's samples, every group in one fold."""
+    n_groups = groups.nunique()
+    if n_groups < folds:
+        raise DataError(
+            f"{n_groups} groups cannot fill {folds} folds that keep each group whole; lower "
+            "cv.folds (or datamodule fractions) or add patients."
+        )
+    if isinstance(labels.iloc[0], tuple):
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        names, inverse, per_group = _group_targets(labels, groups)
+        splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        return [
+            np.flatnonzero(np.isin(inverse, held))
+            for _, held in splitter.split(np.zeros(len(names)), per_group)
+        ]
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    target = labels.to_numpy(dtype=int)
+    return [held for _, held in splitter.split(np.zeros(len(labels)), target, groups.astype(str))]
+
+
+def _group_split(candidates, labels, groups, share: float, seed: int, split: str, fraction):
+    """About ``share`` of the candidates, whole groups only: one fold of
+    round(1 / share) group-stratified folds."""
+    folds = max(2, int(round(1 / share)))
+    try:
+        held = _group_folds(labels, groups, folds, seed)[0]
+    except DataError:
+        raise DataError(
+            f"cannot draw a {split} split of {fraction:.0%} that keeps each group whole from "
+            f"{groups.nunique()} groups; lower datamodule.{split}_fraction or add patients."
+        ) from None
+    return candidates[held]

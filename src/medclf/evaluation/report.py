@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -79,10 +80,25 @@ def sensitivity_specificity(
 
 
 class TestReport(Callback):
-    """Write and log the test report once testing ends (global rank zero only)."""
+    """Write and log the test report once testing ends (global rank zero only): predictions,
+    per-class report, figures, then (medclf.evaluation.analysis) intervals, calibration,
+    subgroups and patients, and the run's ``report.html`` (medclf.evaluation.runreport)."""
 
-    def __init__(self, output_dir: str | Path) -> None:
-        self.output_dir = Path(output_dir) / "test"
+    def __init__(
+        self,
+        output_dir: str | Path,
+        settings: Any = None,
+        command: str = "",
+        threshold_rule: str | None = None,
+    ) -> None:
+        from medclf.evaluation.analysis import Settings
+
+        self.run_dir = Path(output_dir)
+        self.output_dir = self.run_dir / "test"
+        self.settings = settings if settings is not None else Settings()
+        self.command = command
+        self.threshold_rule = threshold_rule
+        self.analysis = None  # the last test's (medclf.evaluation.analysis.Analysis)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         outputs = getattr(pl_module, "test_predictions", None)
@@ -99,7 +115,7 @@ class TestReport(Callback):
         )
 
         class_names = list(pl_module.class_names)
-        task, threshold = pl_module.task, float(pl_module.hparams.threshold)
+        task, threshold = pl_module.task, pl_module.threshold
         test = trainer.datamodule.split_frame("test")
         index = outputs["index"].numpy()
         frame = predictions_frame(
@@ -138,8 +154,47 @@ class TestReport(Callback):
             for kind in ("sensitivity", "specificity")
             for name in class_names
         }
-        for logger in mlflow_loggers(trainer.loggers):
-            logger.log_metrics(rates)
+        from medclf.evaluation.analysis import analyse
+        from medclf.evaluation.runreport import build_report, write_report
+
+        datamodule = trainer.datamodule
+        groups = test["group"].to_numpy()[index] if "group" in test.columns else None
+        if groups is not None and pd.isna(groups).all():
+            groups = None
+        info = datamodule.split_info("test") if hasattr(datamodule, "split_info") else None
+        analysis = self.analysis = analyse(
+            outputs["target"].numpy(),
+            outputs["probs"].float().numpy(),
+            outputs["logits"].float().numpy() if "logits" in outputs else None,
+            task,
+            class_names,
+            threshold,
+            float(getattr(pl_module, "temperature", 1.0)),
+            pl_module.head.activation,
+            groups,
+            info.iloc[index].reset_index(drop=True) if info is not None else None,
+            self.settings,
+            self.output_dir,
+        )
+        files += analysis.files
+        metrics = {**rates, **analysis.metrics}
+        trackers = mlflow_loggers(trainer.loggers)
+        figures = {p.stem: p for p in files if p.suffix == ".png"}
+        report_run = build_report(
+            trainer,
+            pl_module,
+            analysis,
+            figures,
+            self.command,
+            self.threshold_rule,
+            trackers[0].run_id if trackers else None,
+            f"medclf run {self.run_dir.name}",
+        )
+        html, note = write_report(report_run, self.run_dir / "report.html")
+        for logger in trackers:
+            logger.log_metrics(metrics)
             for path in files:
                 logger.log_artifact(path, "test")
-        log.info("test report written to %s", self.output_dir)
+            logger.log_artifact(html)
+            logger.experiment.set_tag(logger.run_id, "mlflow.note.content", note)
+        log.info("test report written to %s; run report %s", self.output_dir, html)

@@ -133,7 +133,7 @@ def tta_views(image: torch.Tensor, n: int) -> list[torch.Tensor]:
 ENSEMBLES = ("mean", "median", "vote")
 
 
-def combine(probabilities: list[np.ndarray], how: str, task: str, threshold: float) -> np.ndarray:
+def combine(probabilities: list[np.ndarray], how: str, task: str, threshold) -> np.ndarray:
     """One (N, K) array from several models' (N, K) probabilities: ``mean``, ``median`` or
     ``vote`` (each model's decision by medclf.models.outputs.decide, as the share of votes
     per class)."""

@@ -74,7 +74,7 @@ def predict_batch(
     tta: int = 1,
     ensemble: str = "mean",
     task: str = "multiclass",
-    threshold: float = 0.5,
+    threshold: float | list[float] = 0.5,
 ) -> np.ndarray:
     """(N, K) class probabilities of a batch: each model's ``predict_proba`` averaged over
     ``tta`` views, then the models combined by ``ensemble``."""

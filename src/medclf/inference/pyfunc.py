@@ -49,7 +49,7 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
             raise ValueError(f"params output={params['output']!r}: use probabilities or prediction")
         threshold = float(params["threshold"])
         if threshold < 0:
-            threshold = float(self.module.hparams.threshold)
+            threshold = self.module.threshold  # as trained (one per label, if so chosen)
         names = self.module.class_names
         return np.asarray(predicted_labels(probs, names, self.module.task, threshold))
 

@@ -16,13 +16,14 @@ import numpy as np
 
 from medclf.data.transforms import DEFAULT_VOLUME_SIZE, image_hw, input_transform
 from medclf.errors import ConfigError
+from medclf.models.outputs import plain_threshold
 
 
 @dataclass(frozen=True)
 class InputSpec:
     class_names: list[str]
     task: str  # multiclass, multilabel or binary
-    threshold: float  # decision threshold of sigmoid outputs (medclf.models.outputs.decide)
+    threshold: float | list[float]  # of sigmoid outputs, one or one per label (outputs.decide)
     channels: int
     spatial_dims: int
     image_size: Any = None  # 2D: an int or [height, width]
@@ -30,6 +31,7 @@ class InputSpec:
     dicom_window: Any = None
     metadata: list[dict[str, Any]] = field(default_factory=list)  # MetadataEncoder state
     backbone: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0  # calibration: the logits are divided by it
 
     @classmethod
     def of(cls, module: Any) -> InputSpec:
@@ -40,7 +42,8 @@ class InputSpec:
         return cls(
             class_names=list(module.class_names),
             task=module.task,
-            threshold=float(hp.get("threshold", 0.5)),
+            threshold=plain_threshold(hp.get("threshold", 0.5)),
+            temperature=float(hp.get("temperature", 1.0)),
             channels=int(hp["in_chans"]),
             spatial_dims=dims,
             image_size=hp.get("image_size"),

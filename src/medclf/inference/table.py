@@ -35,7 +35,7 @@ def predictions_frame(
     probs: np.ndarray,
     class_names: Sequence[str],
     task: str,
-    threshold: float,
+    threshold: float | list[float],
     targets: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per sample: its id, its true label (``targets`` given), the prediction by

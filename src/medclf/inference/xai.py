@@ -124,16 +124,18 @@ class _PredictedBinary:
     """A binary model's predicted class (medclf.models.outputs.decide) as a CAM target: its
     one logit for class 1, else the negated logit (class 0)."""
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float | list[float], temperature: float = 1.0) -> None:
         self.threshold = threshold
+        self.temperature = temperature
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        probs = class_probabilities(output.reshape(1, 1), "sigmoid", binary=True)
+        logit = output.reshape(1, 1)
+        probs = class_probabilities(logit, "sigmoid", binary=True, temperature=self.temperature)
         positive = bool(decide(probs, "binary", self.threshold)[0, 1])
         return output if positive else -output
 
 
-def predicted_targets(module: nn.Module, probs: np.ndarray, threshold: float) -> list | None:
+def predicted_targets(module: nn.Module, probs: np.ndarray, threshold) -> list | None:
     """Each image's predicted class (the decision rule's) as its heatmap target; None (the
     largest logit) for multi-label models, which may predict several or no labels."""
     if module.task == "multilabel":
@@ -147,7 +149,8 @@ def _targets(module: nn.Module, indices: list[int] | None, n_images: int) -> lis
     and class 0 its negation."""
     if module.task == "binary":
         if indices is None:
-            return [_PredictedBinary(InputSpec.of(module).threshold)] * n_images
+            spec = InputSpec.of(module)
+            return [_PredictedBinary(spec.threshold, spec.temperature)] * n_images
         return [BinaryClassifierOutputTarget(i) for i in indices]
     return None if indices is None else [ClassifierOutputTarget(i) for i in indices]
 

@@ -36,6 +36,8 @@ from medclf.compat import multiclass_counts_update
 from medclf.models.outputs import metric_threshold
 
 SUMMARY = ("accuracy", "precision", "recall", "f1", "auroc")
+DECIDED = ("accuracy", "precision", "recall", "f1")  # of decisions (at the threshold)
+RANKED = ("auroc",)  # of probabilities
 PER_CLASS = ("precision", "recall", "f1")
 
 

@@ -18,9 +18,10 @@ from medclf.errors import ConfigError, NonFiniteLossError
 from medclf.models.backbones import Backbone
 from medclf.models.head import ClassificationHead
 from medclf.models.losses import create_loss
-from medclf.models.metrics import per_class_metrics, summary_metrics
+from medclf.models.metrics import DECIDED, RANKED, per_class_metrics, summary_metrics
 from medclf.models.network import ClassifierMixin
 from medclf.models.optim import create_optimizer, create_scheduler
+from medclf.models.outputs import decide, plain_threshold
 
 
 def memory_format(channels_last: bool, spatial_dims: int) -> torch.memory_format | None:
@@ -50,7 +51,8 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         optimizer: dict[str, Any],
         scheduler: dict[str, Any] | None = None,
         task: str = "multiclass",
-        threshold: float = 0.5,
+        threshold: float | list[float] = 0.5,
+        temperature: float = 1.0,
         image_size: Any = None,
         spatial_dims: int = 2,
         metadata: list[dict[str, Any]] | None = None,
@@ -82,16 +84,23 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         n_outputs = 1 if task == "binary" else n_classes
         self.head = ClassificationHead(self.backbone.num_features, n_outputs, **head)
         self.criterion = create_loss(dict(loss), self.head.activation)
-        metrics = summary_metrics(task, n_classes, threshold=threshold)
+        self.register_buffer("decision_threshold", torch.zeros(1), persistent=False)
+        self.set_decision(threshold, temperature)
+        # The decision metrics take the decisions (medclf.models.outputs.decide, as 0/1), so
+        # one threshold per label works as one for all; AUROC takes the probabilities.
+        decided = summary_metrics(task, n_classes, DECIDED)
+        ranked = summary_metrics(task, n_classes, RANKED)
         # updated every training step with the head's own outputs: no input checks (each
         # would wait for the GPU)
         self.train_metrics = summary_metrics(
-            task, n_classes, ("accuracy", "f1"), threshold, validate_args=False
+            task, n_classes, ("accuracy", "f1"), validate_args=False
         )
         self.train_metrics.prefix = "train/"
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.test_per_class = per_class_metrics(task, n_classes, threshold)
+        self.val_metrics = decided.clone(prefix="val/")
+        self.val_ranked = ranked.clone(prefix="val/")
+        self.test_metrics = decided.clone(prefix="test/")
+        self.test_ranked = ranked.clone(prefix="test/")
+        self.test_per_class = per_class_metrics(task, n_classes)
         self.test_outputs: list[dict[str, torch.Tensor]] = []
         self.test_predictions: dict[str, torch.Tensor] | None = None
         self.memory_format = memory_format(channels_last, spatial_dims)
@@ -99,6 +108,22 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
             self.to(memory_format=self.memory_format)
         if compile:
             self.compile()  # in place: the state dict keeps its keys (no ``_orig_mod.``)
+
+    def set_decision(
+        self, threshold: float | list[float] | None = None, temperature: float | None = None
+    ) -> None:
+        """The decision threshold(s) and the calibration temperature, kept in the
+        hyperparameters (so checkpoints carry them) and used by every later step."""
+        if threshold is not None:
+            self.hparams.threshold = plain_threshold(threshold)
+            values = torch.tensor(self.hparams.threshold, dtype=torch.float32).reshape(-1)
+            self.decision_threshold = values.to(self.decision_threshold.device)
+        if temperature is not None:
+            self.hparams.temperature = self.temperature = float(temperature)
+
+    @property
+    def threshold(self) -> float | list[float]:
+        return self.hparams.threshold
 
     def forward(self, image: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for images (N, C, *spatial) in [0, 1], with metadata (N, M) if the head
@@ -118,11 +143,15 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         """What the summary metrics take: p for binary, the probability matrix otherwise."""
         return probs[:, 1] if self.task == "binary" else probs
 
+    def _chosen(self, probs: torch.Tensor) -> torch.Tensor:
+        """The decisions as 0/1 floats (N, K)."""
+        return decide(probs, self.task, self.decision_threshold).float()
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss, probs, target = self.model_step(batch)
         if self._nonfinite(loss, batch_idx):
             return None  # no backward: the optimizer step finds no gradients and changes nothing
-        self.train_metrics.update(self._scored(probs), target.long())
+        self.train_metrics.update(self._scored(self._chosen(probs)), target.long())
         bs = len(target)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
         return loss
@@ -176,18 +205,30 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, probs, target = self.model_step(batch)
-        self.val_metrics.update(self._scored(probs), target.long())
+        self.val_metrics.update(self._scored(self._chosen(probs)), target.long())
+        self.val_ranked.update(self._scored(probs), target.long())
         bs = len(target)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log_dict(self.val_metrics, on_epoch=True, batch_size=bs)
+        self.log_dict(self.val_ranked, on_epoch=True, batch_size=bs)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        loss, probs, target = self.model_step(batch)
-        self.test_metrics.update(self._scored(probs), target.long())
-        self.test_per_class.update(probs, target.long())
-        self.log("test/loss", loss, on_epoch=True, batch_size=len(target), sync_dist=True)
-        self.log_dict(self.test_metrics, on_epoch=True, batch_size=len(target))
-        self.test_outputs.append({"index": batch["index"], "target": target, "probs": probs})
+        logits = self(batch["image"], batch.get("metadata")).float()
+        target = batch["target"]
+        loss_target = target.float()[:, None] if self.task == "binary" else target
+        loss = self.criterion(logits, loss_target)
+        probs = self.probabilities(logits).detach()
+        chosen = self._chosen(probs)
+        self.test_metrics.update(self._scored(chosen), target.long())
+        self.test_ranked.update(self._scored(probs), target.long())
+        self.test_per_class.update(chosen, target.long())
+        bs = len(target)
+        self.log("test/loss", loss, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log_dict(self.test_metrics, on_epoch=True, batch_size=bs)
+        self.log_dict(self.test_ranked, on_epoch=True, batch_size=bs)
+        self.test_outputs.append(
+            {"index": batch["index"], "target": target, "probs": probs, "logits": logits.detach()}
+        )
 
     def on_test_epoch_start(self) -> None:
         self.test_outputs.clear()
@@ -197,7 +238,7 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
             for class_name, value in zip(self.class_names, values, strict=True):
                 self.log(f"test/{name}_{class_name}", value)
         self.test_per_class.reset()
-        keys = ("index", "target", "probs")
+        keys = ("index", "target", "probs", "logits")
         local = {k: torch.cat([o[k] for o in self.test_outputs]).cpu() for k in keys}
         parts = [p for p in gather_objects(local if self.test_outputs else None) if p]
         self.test_outputs.clear()

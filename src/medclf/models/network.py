@@ -19,7 +19,7 @@ from medclf.models.outputs import class_probabilities
 
 class ClassifierMixin:
     """Needs ``backbone``, ``head``, the ``mean``/``std`` buffers of the backbone's
-    normalisation, ``task`` and ``memory_format``."""
+    normalisation, ``task``, ``memory_format`` and (calibrated models) ``temperature``."""
 
     def logits(self, image: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for images (N, C, *spatial) in [0, 1], with metadata (N, M) if the head
@@ -32,7 +32,8 @@ class ClassifierMixin:
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, classes) float32 probabilities of the class names (a binary head's p as
         [1 − p, p])."""
-        return class_probabilities(logits, self.head.activation, self.task == "binary")
+        temperature = getattr(self, "temperature", 1.0)
+        return class_probabilities(logits, self.head.activation, self.task == "binary", temperature)
 
     def predict_proba(
         self, image: torch.Tensor, metadata: torch.Tensor | None = None
@@ -52,6 +53,7 @@ class Network(ClassifierMixin, nn.Module):
         self.register_buffer("mean", module.mean.detach().clone())
         self.register_buffer("std", module.std.detach().clone())
         self.task = module.task
+        self.temperature = float(getattr(module, "temperature", 1.0))
         self.memory_format = None
 
     def forward(self, image: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:

@@ -15,23 +15,33 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+Threshold = float | Sequence[float]
 
-def class_probabilities(logits: torch.Tensor, activation: str, binary: bool) -> torch.Tensor:
+
+def class_probabilities(
+    logits: torch.Tensor, activation: str, binary: bool, temperature: float = 1.0
+) -> torch.Tensor:
     """(N, K) float32 probabilities of the K class names: softmax, or a sigmoid per label; a
-    binary head's single output p becomes [1 − p, p]."""
+    binary head's single output p becomes [1 − p, p]. ``temperature`` (calibration) divides
+    the logits first."""
     logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
     probs = logits.softmax(dim=-1) if activation == "softmax" else logits.sigmoid()
     return torch.cat([1 - probs, probs], dim=1) if binary else probs
 
 
-def decide(probs: torch.Tensor | np.ndarray, task: str, threshold: float):
+def decide(probs: torch.Tensor | np.ndarray, task: str, threshold: Threshold | torch.Tensor):
     """(N, K) booleans, True where a class is predicted, of the same kind as ``probs``.
 
     multiclass: the most probable class (the first one on a tie); binary: the second class
     when its probability is at least ``threshold``, else the first; multilabel: every label
-    whose probability is at least ``threshold``."""
+    whose probability is at least ``threshold`` (one number, or one per label: thresholds
+    chosen on the validation split)."""
     as_numpy = isinstance(probs, np.ndarray)
     p = torch.from_numpy(probs) if as_numpy else probs
+    if not isinstance(threshold, int | float):  # per label: compared in the probabilities' dtype
+        threshold = torch.as_tensor(threshold, dtype=p.dtype, device=p.device).reshape(-1)
     if task == "multilabel":
         chosen = p >= threshold
     elif task == "binary":
@@ -45,7 +55,7 @@ def decide(probs: torch.Tensor | np.ndarray, task: str, threshold: float):
 
 
 def predicted_labels(
-    probs: torch.Tensor | np.ndarray, class_names: Sequence[str], task: str, threshold: float
+    probs: torch.Tensor | np.ndarray, class_names: Sequence[str], task: str, threshold: Threshold
 ) -> list[str]:
     """The predicted class name per row; multi-label rows join their labels with ``;``."""
     chosen = np.asarray(decide(probs, task, threshold))
@@ -60,3 +70,11 @@ def metric_threshold(threshold: float) -> float:
     0 is the one it counts as negative)."""
     below = np.nextafter(np.float32(threshold), np.float32(-np.inf))
     return max(float(below), 0.0)
+
+
+def plain_threshold(value) -> Threshold:
+    """A stored threshold as a float (one for all labels) or a list of floats (per label)."""
+    if isinstance(value, int | float | str):
+        return float(value)
+    values = [float(v) for v in value]
+    return values[0] if len(values) == 1 else values

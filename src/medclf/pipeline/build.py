@@ -55,10 +55,26 @@ def make_datamodule(cfg: DictConfig) -> Any:
     """The configured datamodule with its augmentation, set up (every data check run)."""
     augment = {k: instantiate(v) for k, v in (cfg.get("augment") or {}).items() if v}
     datamodule = instantiate(
-        cfg.datamodule, augment=augment.get("image"), volume_augment=augment.get("volume")
+        cfg.datamodule,
+        augment=augment.get("image"),
+        volume_augment=augment.get("volume"),
+        **report_columns(cfg),
     )
     datamodule.setup()
     return datamodule
+
+
+def report_columns(cfg: DictConfig) -> dict[str, list[str]]:
+    """The datamodule arguments that read the report's subgroup columns (CSV tables only)."""
+    subgroups = list((cfg.get("eval") or {}).get("subgroups") or [])
+    if not subgroups:
+        return {}
+    if "csv_path" not in cfg.datamodule:
+        raise ConfigError(
+            f"eval.subgroups={subgroups}: subgroups are columns of a CSV table; use "
+            "datamodule=csv with those columns, or leave eval.subgroups empty."
+        )
+    return {"info_columns": subgroups}
 
 
 def build_model(cfg: DictConfig, datamodule: Any) -> Any:
@@ -66,8 +82,10 @@ def build_model(cfg: DictConfig, datamodule: Any) -> Any:
     from medclf.config import check_model_fits_data, resolve_task
     from medclf.models.losses import balanced_class_weights
     from medclf.models.module import ClassificationModule
+    from medclf.pipeline.posthoc import check_settings, initial_threshold
 
     check_model_fits_data(cfg, datamodule)
+    check_settings(cfg, datamodule)
     head = plain(cfg.head)
     task, head["activation"] = resolve_task(head, datamodule.task, datamodule.n_classes)
     head.pop("n_outputs", None)
@@ -95,7 +113,7 @@ def build_model(cfg: DictConfig, datamodule: Any) -> Any:
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.scheduler),
         task=task,
-        threshold=float(cfg.get("threshold", 0.5)),
+        threshold=initial_threshold(cfg, task),
         image_size=plain(cfg.datamodule.image_size),
         spatial_dims=datamodule.spatial_dims,
         metadata=datamodule.meta_encoder.state() if datamodule.meta_encoder else None,
@@ -151,16 +169,29 @@ def platform_callbacks(
     """The callbacks every training has, whatever ``callbacks=`` chooses: the resume state
     (medclf.pipeline.resume), the Ctrl-C checkpoint (medclf.pipeline.interrupt), the test
     report and training curves (medclf.evaluation), and the DDP config check."""
+    from medclf.evaluation.analysis import Settings
     from medclf.evaluation.history import TrainingCurves
     from medclf.evaluation.report import TestReport
+    from medclf.evaluation.thresholds import ThresholdRule, parse_threshold
     from medclf.pipeline.ddp import ConfigFingerprint
     from medclf.pipeline.interrupt import InterruptCheckpoint
+    from medclf.pipeline.job import job_overrides
     from medclf.pipeline.resume import ResumeState
 
+    rule = parse_threshold(cfg.get("threshold", 0.5))
+    try:
+        command = " ".join(["medclf-train", *job_overrides()])
+    except ValueError:  # not inside a Hydra app
+        command = "medclf-train"
     return [
         ResumeState(cfg.seed, output_dir, trackers),
         InterruptCheckpoint(),
-        TestReport(output_dir),
+        TestReport(
+            output_dir,
+            Settings.of(cfg.get("eval"), cfg.seed),
+            command,
+            str(rule) if isinstance(rule, ThresholdRule) else None,
+        ),
         TrainingCurves(output_dir / "plots"),
         ConfigFingerprint(config_digest, output_dir),
     ]

@@ -54,10 +54,11 @@ def labelled_split(datamodule, spec: InputSpec, split: str):
     else:
         targets = position[frame["label"].to_numpy(dtype=np.int64)]
     meta = table.meta.loc[frame.index] if table.meta is not None else None
-    return frame.reset_index(drop=True), targets, meta, table.arrays
+    info = table.info.loc[frame.index].reset_index(drop=True) if table.info is not None else None
+    return frame.reset_index(drop=True), targets, meta, table.arrays, info
 
 
-def eval_datamodule(frame, dataset, batch_size: int):
+def eval_datamodule(frame, dataset, batch_size: int, info=None):
     """What ``Trainer.test`` and the test report need: one test loader (shared out among DDP
     ranks without padding) and the frame of its samples."""
     import lightning as L
@@ -72,6 +73,9 @@ def eval_datamodule(frame, dataset, batch_size: int):
         def split_frame(self, split: str):
             return frame
 
+        def split_info(self, split: str):
+            return info
+
     return EvalDataModule()
 
 
@@ -80,35 +84,38 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from medclf.data.dataset import ImageDataset
+    from medclf.evaluation.analysis import Settings
     from medclf.evaluation.report import TestReport
     from medclf.models.checkpoint import load_module
     from medclf.pipeline.build import (
         instantiate,
         instantiate_loggers,
         make_trainer,
+        report_columns,
         tidy_lightning_logging,
     )
+    from medclf.pipeline.job import job_overrides
     from medclf.tracking.logger import mlflow_loggers
 
     tidy_lightning_logging()
     L.seed_everything(cfg.seed, verbose=False)
     module = load_module(cfg.ckpt_path)
     if cfg.threshold is not None:
-        module.hparams.threshold = float(cfg.threshold)
+        module.set_decision(threshold=float(cfg.threshold))
     spec = InputSpec.of(module)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    datamodule = instantiate(cfg.datamodule)
-    frame, targets, meta, arrays = labelled_split(datamodule, spec, cfg.split)
+    datamodule = instantiate(cfg.datamodule, **report_columns(cfg))
+    frame, targets, meta, arrays, info = labelled_split(datamodule, spec, cfg.split)
     columns = ",".join(spec.metadata_columns)
     fix = f"Give a datamodule with them (datamodule=csv datamodule.meta_columns=[{columns}])."
     metadata = spec.encode_metadata(meta, "the data", fix)
     dataset = ImageDataset(
         frame, arrays, spec.channels, spec.transform(), targets, metadata, spec.dicom_window
     )
-    data = eval_datamodule(frame, dataset, int(cfg.datamodule.batch_size))
+    data = eval_datamodule(frame, dataset, int(cfg.datamodule.batch_size), info)
     log.info("evaluating %s on %d samples (%s)", cfg.ckpt_path, len(frame), cfg.split)
 
     for node in (cfg.get("logger") or {}).values():
@@ -117,7 +124,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_id = str(cfg.mlflow_run_id) if cfg.mlflow_run_id else None
     run_name = f"eval {Path(str(cfg.ckpt_path)).name}"
     loggers = instantiate_loggers(cfg.get("logger"), run_name, run_id=run_id)
-    trainer = make_trainer(cfg.trainer, loggers, [TestReport(output_dir)])
+    settings = Settings.of(cfg.get("eval"), cfg.seed)
+    try:
+        command = " ".join(["medclf-eval", *job_overrides()])
+    except ValueError:  # not inside a Hydra app
+        command = "medclf-eval"
+    trainer = make_trainer(cfg.trainer, loggers, [TestReport(output_dir, settings, command)])
     trackers = mlflow_loggers(loggers)
     status = "FAILED"
     try:

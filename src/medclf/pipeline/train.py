@@ -90,8 +90,8 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     status = "FAILED"
     sigint = signal.getsignal(signal.SIGINT)
     try:
-        _start_tracking(trackers, cfg, resume, output_dir)  # the MLflow run is created here
-        checkpoint = _fit_and_test(cfg, trainer, model, datamodule, resume)
+        _start_tracking(trackers, cfg, resume, output_dir, datamodule)  # creates the MLflow run
+        checkpoint = _fit_and_test(cfg, trainer, model, datamodule, resume, trackers)
         if trainer.is_global_zero:
             _log_outputs(trackers, output_dir, checkpoint, model, datamodule)
         status = "FINISHED"
@@ -115,28 +115,61 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     return best
 
 
-def _start_tracking(trackers: list, cfg: DictConfig, resume, output_dir: Path) -> None:
-    """A new run gets the flattened config as params and the run tags; a resumed run is set
-    back to RUNNING (its params are immutable)."""
+def _start_tracking(trackers: list, cfg: DictConfig, resume, output_dir: Path, datamodule) -> None:
+    """A new run gets the flattened config and the splits' counts as params, the run tags
+    and ``splits.csv``; a resumed run is set back to RUNNING (its params are immutable)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
     from medclf.tracking.logger import flatten
 
+    splits = output_dir / "splits.csv"
+    if rank_zero_only.rank == 0:
+        datamodule.splits_table().to_csv(splits, index=False)
     for tracker in trackers:
         if resume is not None and tracker.run_id == resume.mlflow_run_id:
             tracker.resume_run(resume.ckpt_path, resume.epoch)
             continue
         tracker.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
+        tracker.log_hyperparams(split_params(datamodule.split_counts()))
+        tracker.log_artifact(splits)
         for key, value in run_tags(output_dir, cfg.paths.root_dir).items():
             tracker.experiment.set_tag(tracker.run_id, key, value)
 
 
-def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume) -> str | None:
-    """Fit (from the resumed checkpoint), then test the best checkpoint; returns its path."""
+def split_params(counts) -> dict[str, int]:
+    """``data.<split>.samples``, ``data.<split>.groups`` (with groups) and
+    ``data.<split>.class.<name>`` from the datamodule's split counts."""
+    from medclf.tracking.logger import mlflow_key
+
+    params = {}
+    for row in counts.to_dict("records"):
+        split = row.pop("split")
+        for key, value in row.items():
+            if key == "groups" and value != value:  # NaN: no groups
+                continue
+            name = key if key in ("samples", "groups") else f"class.{key}"
+            params[mlflow_key(f"data.{split}.{name}")] = int(value)
+    return params
+
+
+def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers) -> str | None:
+    """Fit (from the resumed checkpoint), fit calibration and threshold rules on the
+    validation split (medclf.pipeline.posthoc), then test the best checkpoint; returns its
+    path."""
+    from medclf.pipeline.posthoc import fit_on_validation, restore_decision
+
     if cfg.train:
         ckpt = str(resume.ckpt_path) if resume is not None else None
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    if cfg.train:
+        chosen = fit_on_validation(cfg, model, datamodule, checkpoint)
+        for tracker in trackers:
+            tracker.log_hyperparams({f"fitted.{key}": value for key, value in chosen.items()})
     if cfg.test:
         ckpt = checkpoint if cfg.train else (resume and str(resume.ckpt_path))
+        if not cfg.train:
+            restore_decision(model, ckpt)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     return checkpoint
 
@@ -171,14 +204,51 @@ def _best(trainer, metric: str | None) -> float | None:
 
 def _summary(trainer, trackers: list, output_dir: Path) -> None:
     """Log the headline test metrics, the run directory and where to see the run."""
+    from medclf.evaluation.report import TestReport
     from medclf.tracking.server import run_url
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    report = next((c for c in trainer.callbacks if isinstance(c, TestReport)), None)
+    analysis = report.analysis if report is not None else None
+    intervals = {}
+    if analysis is not None and analysis.table is not None:
+        for row in analysis.table.itertuples():
+            if row.ci_low == row.ci_low:  # not NaN
+                intervals[f"test/{row.metric}"] = (row.ci_low, row.ci_high)
+
+    def shown(key: str) -> str:
+        low_high = intervals.get(key)
+        ci = f" [{low_high[0]:.4f}, {low_high[1]:.4f}]" if low_high else ""
+        return f"{key}={metrics[key]:.4f}{ci}"
+
     headline = ", ".join(
-        f"{k}={metrics[k]:.4f}" for k in ("test/accuracy", "test/f1", "test/auroc") if k in metrics
+        shown(k) for k in ("test/accuracy", "test/f1", "test/auroc") if k in metrics
     )
     if headline:
         log.info("test: %s", headline)
+    if analysis is not None:
+        calibration = analysis.calibration
+        if "ece_after" in calibration:
+            log.info(
+                "calibration: temperature %.3f, test ECE %.4f -> %.4f, Brier %.4f -> %.4f",
+                calibration["temperature"],
+                calibration["ece"],
+                calibration["ece_after"],
+                calibration["brier"],
+                calibration["brier_after"],
+            )
+        else:
+            log.info(
+                "calibration: test ECE %.4f, Brier %.4f", calibration["ece"], calibration["brier"]
+            )
+        patients = analysis.patients
+        if patients is not None:
+            row = patients.set_index("metric").loc["f1"]
+            log.info(
+                "patients: test_patient/f1=%.4f [%.4f, %.4f]", row.value, row.ci_low, row.ci_high
+            )
+    if report is not None and report.run_dir.joinpath("report.html").exists():
+        log.info("run report: %s", report.run_dir / "report.html")
     log.info("run directory: %s", output_dir)
     for tracker in trackers:
         uri = tracker.tracking_uri

@@ -226,6 +226,12 @@ def _reachable_uri(tracking_uri: str, fallback: bool, offline_uri: str | None) -
     )
 
 
+def mlflow_key(name: str) -> str:
+    """A param or metric name MLflow accepts (letters, digits, ``_ - . /`` and spaces); any
+    other character (from class names or column values) becomes ``_``."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; lists stay values (MLflow params are strings)."""
     flat: dict[str, Any] = {}

@@ -1,0 +1,665 @@
+"""A self-contained HTML report of one training run, and its short markdown summary.
+
+``write_html`` writes one file that needs nothing else: CSS inline, figures as base64
+``data:`` URIs, no scripts, and a Content-Security-Policy that forbids any request. Every
+section is present in every report; one without data says "not computed" and which
+override turns it on. The "Checklist" section ticks the items of CLAIM (Mongan et al.
+2020, Checklist for Artificial Intelligence in Medical Imaging) that a tool can fill.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import mimetypes
+import numbers
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+SECTIONS: dict[str, str] = {
+    "data": "Data",
+    "model": "Model and training",
+    "metrics": "Metrics",
+    "calibration": "Calibration",
+    "threshold": "Threshold",
+    "subgroups": "Subgroups",
+    "patients": "Patients",
+    "figures": "Figures",
+    "reproduce": "Reproduce",
+    "checklist": "Checklist",
+}
+"""Section id → heading, in page order; the ids are stable anchors (``report.html#metrics``)."""
+
+HINTS: dict[str, str] = {
+    "leakage": "datamodule.group_column=patient_id",
+    "intervals": "eval.bootstrap=1000",
+    "calibration": "calibration=temperature",
+    "threshold": "threshold=youden",
+    "subgroups": "eval.subgroups=[sex, age_band]",
+    "patients": "datamodule.group_column=patient_id eval.aggregate=mean",
+}
+"""The overrides that turn on what a section lacks."""
+
+FIGURES = {
+    "confusion_matrix": "Confusion matrix",
+    "roc_curves": "ROC curves",
+    "pr_curves": "Precision-recall curves",
+    "reliability": "Reliability diagram",
+    "forest": "Subgroup forest plot",
+}
+"""Known figure names and their captions; Calibration and Subgroups show theirs in place."""
+
+DIGITS = 4  # numbers in tables
+INTERVAL_DIGITS = 3  # a value with its interval: 0.912 [0.884, 0.937]
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1f24;
+max-width:1100px;margin:0 auto;padding:1.5rem}
+h1{margin-bottom:.2rem}h2{border-bottom:2px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
+nav a{margin-right:.8rem}.meta{color:#57606a}
+table{border-collapse:collapse;margin:.6rem 0}th,td{border:1px solid #d0d7de;
+padding:.25rem .6rem;text-align:left;vertical-align:top}th{background:#f6f8fa}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+pre{background:#f6f8fa;padding:.8rem;overflow-x:auto;white-space:pre-wrap}
+.ok{color:#1a7f37}.bad{color:#cf222e}.na{color:#9a6700}
+.hint code,code{background:#f6f8fa;padding:0 .25rem}
+figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
+figure img{max-width:100%;height:auto;border:1px solid #d0d7de}figcaption{color:#57606a}
+"""
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+@dataclass
+class DataSection:
+    """What the data set and its splits looked like, and whether the splits leak."""
+
+    splits: pd.DataFrame
+    """One row per split: split, samples, groups (or NaN), one count column per class."""
+    group_column: str | None = None
+    leakage: list[str] = field(default_factory=list)
+    """Messages of the leakage check (a group in two splits); empty: passed."""
+    duplicates: list[str] = field(default_factory=list)
+    """Warnings about byte-identical images across splits; empty: none found."""
+    source: str = ""
+
+
+@dataclass
+class RunReport:
+    """Everything the run report shows; all but ``title`` and ``command`` may be missing."""
+
+    title: str
+    command: str
+    run_id: str | None = None
+    created: str | None = None
+    data: DataSection | None = None
+    model: dict[str, str] = field(default_factory=dict)
+    training: dict[str, str] = field(default_factory=dict)
+    metrics: pd.DataFrame | None = None
+    """Columns metric, value, ci_low, ci_high (NaN intervals when bootstrap is off)."""
+    bootstrap: str | None = None
+    calibration: dict[str, Any] | None = None
+    """ece, brier; optional ece_after, brier_after, temperature, figure (a PNG path)."""
+    threshold: dict[str, Any] | None = None
+    """rule ("youden", "0.5"), values {label: threshold}, chosen_on ("validation")."""
+    subgroups: pd.DataFrame | None = None
+    """Columns column, subgroup, n, and per metric m: m, m_ci_low, m_ci_high."""
+    patients: pd.DataFrame | None = None
+    """Patient-level metrics, the columns of ``metrics``."""
+    figures: dict[str, Path] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+class ChecklistItem(NamedTuple):
+    """One CLAIM 2020 item: its number ("—" where CLAIM has none), whether the report
+    holds it, a one-line detail and the section id that does."""
+
+    claim: str
+    item: str
+    available: bool
+    detail: str
+    section: str
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _number(value: object, digits: int = DIGITS) -> str:
+    """An integer as is, a real with ``digits`` decimals, a missing value as "—", text as is."""
+    if value is None or value is pd.NA:
+        return "—"
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return f"{float(value):.{digits}f}" if math.isfinite(float(value)) else "—"
+    return str(value)
+
+
+def _is_number(value: object) -> bool:
+    return value is None or value is pd.NA or isinstance(value, numbers.Real)
+
+
+def format_interval(
+    value: object, low: object = None, high: object = None, digits: int = INTERVAL_DIGITS
+) -> str:
+    """``0.912 [0.884, 0.937]``; the value alone without a finite interval, "—" without one."""
+    if not _finite(value):
+        return "—"
+    text = f"{float(value):.{digits}f}"  # type: ignore[arg-type]
+    if _finite(low) and _finite(high):
+        text += f" [{float(low):.{digits}f}, {float(high):.{digits}f}]"  # type: ignore[arg-type]
+    return text
+
+
+def _has_intervals(frame: pd.DataFrame | None) -> bool:
+    if frame is None or frame.empty or not {"ci_low", "ci_high"} <= set(frame.columns):
+        return False
+    return bool((frame["ci_low"].notna() & frame["ci_high"].notna()).any())
+
+
+def _not_computed(why: str = "", hint: str | None = None) -> str:
+    text = "not computed" + (f": {_e(why)}" if why else "")
+    if hint:
+        text += f"; turn it on with <code>{_e(hint)}</code>"
+    return f'<p class="na hint">{text}.</p>'
+
+
+def _table(frame: pd.DataFrame, numeric: bool = True) -> str:
+    """A DataFrame (without its index) as an escaped HTML table, numbers right-aligned."""
+    head = "".join(f"<th>{_e(c)}</th>" for c in frame.columns)
+    rows = []
+    for record in frame.itertuples(index=False):
+        cells = []
+        for value in record:
+            css = ' class="num"' if numeric and _is_number(value) else ""
+            cells.append(f"<td{css}>{_e(_number(value))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _pairs(mapping: dict[str, Any], header: tuple[str, str] | None = None) -> str:
+    """A key → value mapping as a two-column escaped table."""
+    head = ""
+    if header:
+        head = f"<thead><tr><th>{_e(header[0])}</th><th>{_e(header[1])}</th></tr></thead>"
+    rows = "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(_number(v))}</td></tr>" for k, v in mapping.items()
+    )
+    return f"<table>{head}<tbody>{rows}</tbody></table>"
+
+
+def _counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Float columns holding only whole numbers (counts with a NaN) as nullable integers."""
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
+            frame[column] = values.astype("Int64")
+    return frame
+
+
+def _interval_table(frame: pd.DataFrame, key: str = "metric") -> str:
+    shown = pd.DataFrame(
+        {
+            key: frame[key].astype(str),
+            "value [CI]": [
+                format_interval(v, lo, hi)
+                for v, lo, hi in zip(
+                    frame["value"],
+                    frame.get("ci_low", pd.Series([None] * len(frame))),
+                    frame.get("ci_high", pd.Series([None] * len(frame))),
+                    strict=True,
+                )
+            ],
+        }
+    )
+    return _table(shown)
+
+
+def _figure(path: Path | str | None, name: str) -> str:
+    """A figure inlined as a data: URI; a note where the file is missing."""
+    caption = FIGURES.get(name, name.replace("_", " "))
+    if path is None:
+        return ""
+    path = Path(path)
+    if not path.is_file():
+        return f'<p class="na">{_e(caption)}: file not found ({_e(path.name)}).</p>'
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure id="figure-{_e(name)}"><img alt="{_e(caption)}" '
+        f'src="data:{mime};base64,{data}"><figcaption>{_e(caption)}</figcaption></figure>'
+    )
+
+
+def _leakage_line(data: DataSection) -> str:
+    if not data.group_column:
+        return (
+            '<p class="na">Leakage check: not run, no group column (one patient may sit in '
+            f"two splits); turn it on with <code>{_e(HINTS['leakage'])}</code>.</p>"
+        )
+    if not data.leakage:
+        return (
+            '<p class="ok">Leakage check passed: no patient in two splits '
+            f"(grouped by <code>{_e(data.group_column)}</code>).</p>"
+        )
+    items = "".join(f"<li>{_e(m)}</li>" for m in data.leakage)
+    return f'<p class="bad">Leakage check failed:</p><ul class="bad">{items}</ul>'
+
+
+def _data_section(data: DataSection | None) -> str:
+    if data is None:
+        return _not_computed("the data set was not recorded for this run")
+    parts = [f"<p>Source: {_e(data.source)}</p>"] if data.source else []
+    if data.splits is not None and not data.splits.empty:
+        parts.append(_table(_counts(data.splits)))
+        if data.group_column:
+            parts.append(f"<p>groups: distinct values of <code>{_e(data.group_column)}</code></p>")
+    parts.append(_leakage_line(data))
+    if data.duplicates:
+        items = "".join(f"<li>{_e(m)}</li>" for m in data.duplicates)
+        parts.append(f'<p class="bad">Identical images in two splits:</p><ul>{items}</ul>')
+    else:
+        parts.append('<p class="ok">No byte-identical images across splits.</p>')
+    return "".join(parts)
+
+
+def _model_section(report: RunReport) -> str:
+    parts = []
+    for name, mapping in (("Model", report.model), ("Training", report.training)):
+        if mapping:
+            parts.append(f"<h3>{name}</h3>{_pairs(mapping, ('setting', 'value'))}")
+    return "".join(parts) or _not_computed("no model or training settings were recorded")
+
+
+def _metrics_section(report: RunReport) -> str:
+    if report.metrics is None or report.metrics.empty:
+        return _not_computed("no test set was evaluated")
+    parts = [_interval_table(report.metrics)]
+    if _has_intervals(report.metrics):
+        if report.bootstrap:
+            parts.append(f"<p>Intervals: bootstrap, {_e(report.bootstrap)}.</p>")
+    else:
+        parts.append(_not_computed("confidence intervals", HINTS["intervals"]))
+    return "".join(parts)
+
+
+def _calibration_section(report: RunReport) -> str:
+    calibration = report.calibration
+    figure = _figure(
+        (calibration or {}).get("figure") or report.figures.get("reliability"), "reliability"
+    )
+    if not calibration:
+        return _not_computed("", HINTS["calibration"]) + figure
+    after = any(_finite(calibration.get(k)) for k in ("ece_after", "brier_after"))
+    rows = {"metric": ["ECE", "Brier score"], "before": [], **({"after": []} if after else {})}
+    for key in ("ece", "brier"):
+        rows["before"].append(_number(calibration.get(key)))
+        if after:
+            rows["after"].append(_number(calibration.get(f"{key}_after")))
+    parts = [_table(pd.DataFrame(rows), numeric=False)]
+    if _finite(calibration.get("temperature")):
+        parts.append(f"<p>Temperature scaling: T = {_number(calibration['temperature'])}.</p>")
+    if not after:
+        parts.append(_not_computed("recalibration", HINTS["calibration"]))
+    return "".join(parts) + figure
+
+
+def _threshold_section(report: RunReport) -> str:
+    threshold = report.threshold
+    if not threshold:
+        return _not_computed("the default decision rule was used", HINTS["threshold"])
+    rule = str(threshold.get("rule", ""))
+    chosen_on = threshold.get("chosen_on")
+    line = f"<p>Rule: <b>{_e(rule)}</b>"
+    line += f", chosen on the {_e(chosen_on)} set.</p>" if chosen_on else ".</p>"
+    parts = [line]
+    values = threshold.get("values") or {}
+    if values:
+        parts.append(_pairs({k: _number(v) for k, v in values.items()}, ("label", "threshold")))
+    if _finite(rule):
+        parts.append(
+            f'<p class="na hint">A fixed threshold, not chosen on data; '
+            f"<code>{_e(HINTS['threshold'])}</code> chooses one on the validation set.</p>"
+        )
+    return "".join(parts)
+
+
+def _subgroup_table(frame: pd.DataFrame) -> str:
+    keys = [c for c in ("column", "subgroup", "n") if c in frame.columns]
+    metrics = [
+        c for c in frame.columns if c not in keys and not str(c).endswith(("_ci_low", "_ci_high"))
+    ]
+    shown = frame[keys].copy()
+    for metric in metrics:
+        low, high = frame.get(f"{metric}_ci_low"), frame.get(f"{metric}_ci_high")
+        shown[metric] = [
+            format_interval(
+                v,
+                None if low is None else low.iloc[i],
+                None if high is None else high.iloc[i],
+            )
+            for i, v in enumerate(frame[metric])
+        ]
+    return _table(_counts(shown))
+
+
+def _subgroups_section(report: RunReport) -> str:
+    figure = _figure(report.figures.get("forest"), "forest")
+    if report.subgroups is None or report.subgroups.empty:
+        return _not_computed("", HINTS["subgroups"]) + figure
+    return _subgroup_table(report.subgroups) + figure
+
+
+def _patients_section(report: RunReport) -> str:
+    if report.patients is None or report.patients.empty:
+        return _not_computed("patient-level metrics", HINTS["patients"])
+    return _interval_table(report.patients)
+
+
+def _figures_section(report: RunReport) -> str:
+    inline = {"reliability", "forest"}
+    names = [n for n in FIGURES if n not in inline and n in report.figures]
+    names += [n for n in report.figures if n not in FIGURES]
+    parts = [_figure(report.figures[n], n) for n in names]
+    return "".join(parts) or _not_computed("no figures were written")
+
+
+def _reproduce_section(report: RunReport) -> str:
+    parts = [f"<pre><code>{_e(report.command)}</code></pre>"]
+    meta = {"run id": report.run_id, "created": report.created}
+    meta = {k: v for k, v in meta.items() if v}
+    if meta or report.environment:
+        parts.append(_pairs({**meta, **report.environment}))
+    else:
+        parts.append('<p class="na">Environment: not recorded.</p>')
+    return "".join(parts)
+
+
+def _matching(mapping: dict[str, Any], *words: str) -> str:
+    """``key: value`` of the entries whose key holds one of ``words`` (``_``/``-`` as spaces)."""
+    found = [
+        f"{k}: {v}"
+        for k, v in mapping.items()
+        if any(w in re.sub(r"[_\-]", " ", str(k)).lower() for w in words)
+    ]
+    return ", ".join(found)
+
+
+def _listed(mapping: dict[str, Any], limit: int, sep: str = ": ") -> str:
+    return ", ".join(f"{k}{sep}{v}" for k, v in list(mapping.items())[:limit])
+
+
+def _split_sizes(data: DataSection | None) -> list[tuple[str, int]]:
+    """(split, samples) per row of the splits table; empty where it is missing."""
+    splits = data.splits if data is not None else None
+    if splits is None or not {"split", "samples"} <= set(splits.columns):
+        return []
+    return [(str(s), int(n)) for s, n in splits[["split", "samples"]].itertuples(index=False)]
+
+
+def checklist(report: RunReport) -> list[ChecklistItem]:
+    """The CLAIM 2020 items a tool can fill, each with whether this report holds it."""
+    data = report.data
+    sizes = _split_sizes(data)
+    total = sum(n for _, n in sizes)
+    split_detail = ", ".join(
+        f"{s} {n}" + (f" ({n / total:.0%})" if total else "") for s, n in sizes
+    )
+    if data is None:
+        level = ""
+    elif not data.group_column:
+        level = "image level (no group column: patients are not kept apart)"
+    elif data.leakage:
+        level = f"by {data.group_column}, but the leakage check failed"
+    else:
+        level = f"by {data.group_column}; leakage check passed"
+    calibration = report.calibration or {}
+    threshold = report.threshold or {}
+    chosen = str(threshold.get("rule", ""))
+    chosen += f" on {threshold['chosen_on']}" if threshold.get("chosen_on") else ""
+    metrics, patients, subgroups = report.metrics, report.patients, report.subgroups
+    has_metrics = metrics is not None and not metrics.empty
+    has_patients = patients is not None and not patients.empty
+    has_subgroups = subgroups is not None and not subgroups.empty
+    initialization = _matching(report.model, "pretrain", "init", "weights")
+    selection = _matching(report.training, "monitor", "best")
+    intervals = _has_intervals(metrics)
+    rows = [
+        ("7", "Data sources", data.source if data else "", "data"),
+        ("20", "How data were assigned to partitions; samples per partition", split_detail, "data"),
+        ("21", "Level at which partitions are disjoint (patient level?)", level, "data"),
+        (
+            "22",
+            "Model description (backbone, head, inputs, outputs)",
+            _listed(report.model, 4),
+            "model",
+        ),
+        (
+            "23",
+            "Software libraries, frameworks and their versions",
+            _listed(report.environment, 8, " "),
+            "reproduce",
+        ),
+        (
+            "24",
+            "Initialization of model parameters (random, transfer learning)",
+            initialization,
+            "model",
+        ),
+        (
+            "25",
+            "Training details (loss, optimizer, epochs, seed, hyperparameters)",
+            _listed(report.training, 5),
+            "model",
+        ),
+        (
+            "26",
+            "Method of selecting the final model (monitored metric, best epoch)",
+            selection,
+            "model",
+        ),
+        (
+            "28",
+            "Metrics of model performance",
+            ", ".join(map(str, metrics["metric"])) if has_metrics else "",
+            "metrics",
+        ),
+        (
+            "28",
+            "Calibration (ECE, Brier score; recalibration)",
+            ("temperature scaling" if _finite(calibration.get("temperature")) else "ECE, Brier")
+            if calibration
+            else "",
+            "calibration",
+        ),
+        ("28", "Threshold selection method", chosen if threshold else "", "threshold"),
+        (
+            "29",
+            "Measures of uncertainty (confidence intervals)",
+            (report.bootstrap or "bootstrap") if intervals else "",
+            "metrics",
+        ),
+        (
+            "30",
+            "Robustness: subgroup analysis",
+            ", ".join(sorted(map(str, set(subgroups.get("column", ["by subgroup"])))))
+            if has_subgroups
+            else "",
+            "subgroups",
+        ),
+        (
+            "—",
+            "Patient-level performance (the unit partitions keep apart)",
+            ", ".join(map(str, patients["metric"])) if has_patients else "",
+            "patients",
+        ),
+        (
+            "37",
+            "Failure analysis (confusion matrix)",
+            "which classes are confused" if "confusion_matrix" in report.figures else "",
+            "figures",
+        ),
+        (
+            "—",
+            "Code and command to reproduce the run",
+            ("command line" + (", run id" if report.run_id else "")) if report.command else "",
+            "reproduce",
+        ),
+    ]
+    # an item is there exactly when the report has a detail to show for it
+    return [
+        ChecklistItem(claim, item, bool(detail), detail, section)
+        for claim, item, detail, section in rows
+    ]
+
+
+def _checklist_section(report: RunReport) -> str:
+    rows = []
+    for item in checklist(report):
+        status = (
+            '<span class="ok">✓</span>'
+            if item.available
+            else '<span class="na">not available</span>'
+        )
+        rows.append(
+            f"<tr><td>{_e(item.claim)}</td><td>{_e(item.item)}</td><td>{status}</td>"
+            f"<td>{_e(item.detail)}</td>"
+            f'<td><a href="#{item.section}">{_e(SECTIONS[item.section])}</a></td></tr>'
+        )
+    head = "<th>CLAIM</th><th>item</th><th>status</th><th>detail</th><th>section</th>"
+    note = (
+        "<p>Items of CLAIM (Mongan et al. 2020, Checklist for Artificial Intelligence in "
+        "Medical Imaging) that this tool can fill; the others (study design, ground truth, "
+        "annotation, discussion) are the authors' to write.</p>"
+    )
+    return f"{note}<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def render_html(report: RunReport) -> str:
+    """The report as one HTML document (see ``write_html``)."""
+    bodies = {
+        "data": _data_section(report.data),
+        "model": _model_section(report),
+        "metrics": _metrics_section(report),
+        "calibration": _calibration_section(report),
+        "threshold": _threshold_section(report),
+        "subgroups": _subgroups_section(report),
+        "patients": _patients_section(report),
+        "figures": _figures_section(report),
+        "reproduce": _reproduce_section(report),
+        "checklist": _checklist_section(report),
+    }
+    meta = [f"run {_e(report.run_id)}" if report.run_id else "", _e(report.created or "")]
+    meta_line = " · ".join(m for m in meta if m)
+    nav = "".join(f'<a href="#{k}">{_e(v)}</a>' for k, v in SECTIONS.items())
+    sections = "".join(
+        f'<section><h2 id="{k}">{_e(SECTIONS[k])}</h2>{body}</section>'
+        for k, body in bodies.items()
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(report.title)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>{_e(report.title)}</h1>"
+        + (f'<p class="meta">{meta_line}</p>' if meta_line else "")
+        + f"<nav>{nav}</nav></header><main>{sections}</main></body></html>\n"
+    )
+
+
+def write_html(report: RunReport, path: Path) -> Path:
+    """Write the report as one self-contained HTML file (atomically) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(render_html(report), encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def _md(text: object) -> str:
+    """User text for markdown: HTML escaped, so the MLflow UI shows it rather than runs it."""
+    return html.escape(str(text), quote=False)
+
+
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def markdown_summary(report: RunReport, max_metrics: int = 12) -> str:
+    """A short markdown note (the MLflow run description, tag ``mlflow.note.content``):
+    headline metrics with intervals, calibration, threshold, data, and the command."""
+    lines = [f"### {_md(report.title)}", ""]
+    metrics = report.metrics
+    if metrics is not None and not metrics.empty:
+        how = f" (intervals: {_md(report.bootstrap)})" if report.bootstrap else ""
+        if not _has_intervals(metrics):
+            how = f" (no intervals: `{HINTS['intervals']}`)"
+        lines += [f"**Metrics**{how}", ""]
+        for row in metrics.head(max_metrics).itertuples(index=False):
+            low, high = getattr(row, "ci_low", None), getattr(row, "ci_high", None)
+            lines.append(f"- {_md(row.metric)}: {format_interval(row.value, low, high)}")
+        if len(metrics) > max_metrics:
+            lines.append(f"- … {len(metrics) - max_metrics} more in the HTML report")
+    else:
+        lines.append("**Metrics**: not computed")
+    lines.append("")
+    calibration = report.calibration or {}
+    if calibration:
+        text = f"ECE {_number(calibration.get('ece'))}, Brier {_number(calibration.get('brier'))}"
+        if any(_finite(calibration.get(k)) for k in ("ece_after", "brier_after")):
+            text += (
+                f" → after: ECE {_number(calibration.get('ece_after'))}, "
+                f"Brier {_number(calibration.get('brier_after'))}"
+            )
+        if _finite(calibration.get("temperature")):
+            text += f" (T = {_number(calibration['temperature'])})"
+    else:
+        text = f"not computed (`{HINTS['calibration']}`)"
+    lines.append(f"- **Calibration**: {text}")
+    threshold = report.threshold or {}
+    if threshold:
+        text = _md(threshold.get("rule", ""))
+        text += f" on {_md(threshold['chosen_on'])}" if threshold.get("chosen_on") else ""
+        values = (threshold.get("values") or {}).items()
+        text += (": " + ", ".join(f"{_md(k)} {_number(v)}" for k, v in values)) if values else ""
+    else:
+        text = f"default rule (`{HINTS['threshold']}`)"
+    lines.append(f"- **Threshold**: {text}")
+    data = report.data
+    if data is not None:
+        sizes = _split_sizes(data)
+        text = " · ".join(f"{_md(s)} {n}" for s, n in sizes) + " samples" if sizes else ""
+        if not data.group_column:
+            leak = "leakage check not run (no group column)"
+        elif data.leakage:
+            more = f" (and {len(data.leakage) - 1} more)" if len(data.leakage) > 1 else ""
+            leak = f"leakage check FAILED: {_md(data.leakage[0])}{more}"
+        else:
+            leak = "leakage check passed (no patient in two splits)"
+        text = "; ".join(t for t in (text, leak) if t)
+        if data.duplicates:
+            text += f"; identical images across splits: {len(data.duplicates)}"
+        lines.append(f"- **Data**: {text}")
+    fence = _fence(report.command)
+    lines += ["", "**Reproduce**", "", f"{fence}bash", report.command, fence]
+    return "\n".join(lines) + "\n"

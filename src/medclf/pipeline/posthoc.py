@@ -1,0 +1,129 @@
+"""After training, before testing: what is fitted on the validation split with the best
+checkpoint. ``calibration=temperature`` fits one temperature to the validation logits
+(medclf.evaluation.calibration); a ``threshold`` rule (youden, f1, sensitivity@x,
+specificity@x) chooses the threshold(s) on the validation probabilities, after calibration
+(medclf.evaluation.thresholds). Both go into the module, which tests with them, and into the
+best checkpoint, so eval.py, predict.py, the MLflow model and the exports use them. Nothing
+is ever chosen on the test split.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from medclf.errors import ConfigError
+from medclf.evaluation.thresholds import ThresholdRule, check_rule_for_task, parse_threshold
+
+log = logging.getLogger("medclf.train")
+CALIBRATIONS = ("none", "temperature")
+
+
+def calibration_of(cfg: DictConfig) -> str:
+    value = str(cfg.get("calibration") or "none")
+    if value not in CALIBRATIONS:
+        raise ConfigError(f"calibration={value!r}: use none or temperature.")
+    return value
+
+
+def check_settings(cfg: DictConfig, datamodule) -> None:
+    """Before training: ``calibration``, the ``eval`` block, and groups where
+    ``eval.aggregate`` pools patients."""
+    from medclf.evaluation.analysis import Settings
+
+    calibration_of(cfg)
+    settings = Settings.of(cfg.get("eval"), int(cfg.get("seed", 0)))
+    if settings.aggregate and not getattr(datamodule, "groups", False):
+        raise ConfigError(
+            f"eval.aggregate={settings.aggregate} pools each patient's images, but the data has "
+            "no groups: set datamodule.group_column (csv) or datamodule.group_pattern (folder), "
+            "or eval.aggregate=null."
+        )
+
+
+def initial_threshold(cfg: DictConfig, task: str) -> float:
+    """The number the module starts with: ``threshold`` itself, or 0.5 until a rule chooses
+    (validation metrics during training are read at 0.5 then)."""
+    rule = parse_threshold(cfg.get("threshold", 0.5))
+    check_rule_for_task(rule, task)
+    return 0.5 if isinstance(rule, ThresholdRule) else float(rule)
+
+
+def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None) -> dict:
+    """Fit what ``cfg`` asks for with the best checkpoint's weights; returns what was chosen
+    ({} when nothing is to be fitted): ``temperature`` and/or ``threshold``."""
+    rule = parse_threshold(cfg.get("threshold", 0.5))
+    calibration = calibration_of(cfg)
+    if not isinstance(rule, ThresholdRule) and calibration == "none":
+        return {}
+    from medclf.evaluation.calibration import fit_temperature
+    from medclf.evaluation.thresholds import choose_thresholds
+    from medclf.models.checkpoint import read_checkpoint
+
+    if checkpoint:
+        model.load_state_dict(read_checkpoint(Path(checkpoint))["state_dict"])
+    logits, targets = validation_logits(model, datamodule)
+    chosen: dict = {}
+    if calibration == "temperature":
+        chosen["temperature"] = fit_temperature(logits, targets, model.task)
+        model.set_decision(temperature=chosen["temperature"])
+        log.info("calibration: temperature %.4f fitted on the validation split", model.temperature)
+    if isinstance(rule, ThresholdRule):
+        probs = model.probabilities(logits).numpy()
+        values = choose_thresholds(rule, targets.numpy(), probs, model.task, model.class_names)
+        model.set_decision(threshold=[float(v) for v in values])
+        chosen["threshold"] = model.threshold
+        log.info("threshold=%s chosen on the validation split: %s", rule, model.threshold)
+    if checkpoint and _rank_zero():
+        store_decision(Path(checkpoint), model)
+    return chosen
+
+
+def validation_logits(model, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) of the whole validation split, in float32 on the CPU."""
+    loader = datamodule.full_loader("val")
+    was_training = model.training
+    model.eval()
+    logits, targets = [], []
+    with torch.no_grad():
+        for batch in loader:
+            image = batch["image"].to(model.device)
+            metadata = batch.get("metadata")
+            metadata = metadata.to(model.device) if metadata is not None else None
+            logits.append(model(image, metadata).float().cpu())
+            targets.append(batch["target"])
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(targets)
+
+
+def store_decision(path: Path, model) -> None:
+    """The module's threshold and temperature into the checkpoint's hyperparameters (an atomic
+    rewrite: a crash leaves the old file)."""
+    from medclf.models.checkpoint import read_checkpoint
+
+    state = read_checkpoint(path)
+    state["hyper_parameters"]["threshold"] = model.threshold
+    state["hyper_parameters"]["temperature"] = model.temperature
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def restore_decision(model, checkpoint: str | None) -> None:
+    """Testing a checkpoint without training: its stored threshold and temperature."""
+    if not checkpoint:
+        return
+    from medclf.models.checkpoint import read_checkpoint
+
+    stored = read_checkpoint(Path(checkpoint)).get("hyper_parameters", {})
+    model.set_decision(stored.get("threshold"), stored.get("temperature"))
+
+
+def _rank_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
