@@ -79,6 +79,10 @@ def _train_argv(root: Path, overrides: tuple[str, ...]) -> list[str]:
             flags.append(item)
         else:
             rest.append(str(item))
+    if not any("eval.bootstrap" in o for o in rest):
+        # intervals are the subject of tests/evaluation and tests/test_study.py; elsewhere
+        # 100 resamples (about 0.1 s instead of 1 s a run) run the same code
+        rest.append("eval.bootstrap=100")
     return [*flags, f"paths.root_dir={root}", *rest]
 
 
@@ -126,10 +130,6 @@ def run_train(root: Path, *overrides: str) -> Result:
     if not no_store or "logger=mlflow" in overrides:
         seed_store(root)
     overrides = _without_logged_model(overrides)
-    if not any("eval.bootstrap" in o for o in overrides):
-        # intervals are the subject of tests/evaluation and tests/test_study.py; elsewhere
-        # 100 resamples (about 0.1 s instead of 1 s a run) exercise the same code
-        overrides = (*overrides, "eval.bootstrap=100")
     return run_command(main, ["medclf-train", *_train_argv(root, overrides)])
 
 

@@ -67,7 +67,7 @@ def study(tmp_path_factory):
         "eval.bins=[0,50,100]",
         "eval.aggregate=mean",
         "logger.mlflow.save_model=true",
-        "trainer.max_epochs=4",  # a model with some signal to calibrate (7 batches an epoch)
+        "trainer.max_epochs=3",  # a model with some signal to calibrate (7 batches an epoch)
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run,) = [r for _, r in search_runs(root).iterrows()]
