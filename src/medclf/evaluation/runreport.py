@@ -49,14 +49,14 @@ def _data_section(datamodule) -> DataSection | None:
 
 def _threshold(pl_module, rule: str | None) -> dict | None:
     if pl_module.task == "multiclass":
-        return {"rule": "argmax (softmax)", "values": {}, "chosen_on": "-"}
+        return {"rule": "argmax of the softmax (no threshold)", "values": {}, "chosen_on": None}
     values = pl_module.threshold
     names = pl_module.class_names[1:] if pl_module.task == "binary" else pl_module.class_names
     values = values if isinstance(values, list) else [values] * len(names)
     return {
         "rule": rule or str(values[0]),
         "values": dict(zip(names, values, strict=True)),
-        "chosen_on": "validation" if rule else "fixed",
+        "chosen_on": "validation" if rule else None,
     }
 
 
