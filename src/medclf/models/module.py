@@ -130,14 +130,15 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         has a metadata block."""
         return self.logits(image, metadata)
 
-    def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss, class probabilities (detached) and targets of a batch. Loss and probabilities
-        are float32 also under mixed precision (bf16 probabilities do not sum to 1)."""
+    def model_step(self, batch: dict) -> tuple[torch.Tensor, ...]:
+        """Loss, class probabilities (detached), targets and logits of a batch. Loss and
+        probabilities are float32 also under mixed precision (bf16 probabilities do not sum
+        to 1)."""
         logits = self(batch["image"], batch.get("metadata")).float()
         target = batch["target"]
         loss_target = target.float()[:, None] if self.task == "binary" else target
         loss = self.criterion(logits, loss_target)
-        return loss, self.probabilities(logits).detach(), target
+        return loss, self.probabilities(logits).detach(), target, logits
 
     def _scored(self, probs: torch.Tensor) -> torch.Tensor:
         """What the summary metrics take: p for binary, the probability matrix otherwise."""
@@ -148,7 +149,7 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         return decide(probs, self.task, self.decision_threshold).float()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        loss, probs, target = self.model_step(batch)
+        loss, probs, target, _ = self.model_step(batch)
         if self._nonfinite(loss, batch_idx):
             return None  # no backward: the optimizer step finds no gradients and changes nothing
         self.train_metrics.update(self._scored(self._chosen(probs)), target.long())
@@ -204,7 +205,7 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         self.train_metrics.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, probs, target = self.model_step(batch)
+        loss, probs, target, _ = self.model_step(batch)
         self.val_metrics.update(self._scored(self._chosen(probs)), target.long())
         self.val_ranked.update(self._scored(probs), target.long())
         bs = len(target)
@@ -213,11 +214,7 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         self.log_dict(self.val_ranked, on_epoch=True, batch_size=bs)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self(batch["image"], batch.get("metadata")).float()
-        target = batch["target"]
-        loss_target = target.float()[:, None] if self.task == "binary" else target
-        loss = self.criterion(logits, loss_target)
-        probs = self.probabilities(logits).detach()
+        loss, probs, target, logits = self.model_step(batch)
         chosen = self._chosen(probs)
         self.test_metrics.update(self._scored(chosen), target.long())
         self.test_ranked.update(self._scored(probs), target.long())

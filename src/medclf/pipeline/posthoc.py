@@ -64,8 +64,9 @@ def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None
     from medclf.evaluation.thresholds import choose_thresholds
     from medclf.models.checkpoint import read_checkpoint
 
-    if checkpoint:
-        model.load_state_dict(read_checkpoint(Path(checkpoint))["state_dict"])
+    state = read_checkpoint(Path(checkpoint)) if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
     logits, targets = validation_logits(model, datamodule)
     chosen: dict = {}
     if calibration == "temperature":
@@ -78,8 +79,8 @@ def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None
         model.set_decision(threshold=[float(v) for v in values])
         chosen["threshold"] = model.threshold
         log.info("threshold=%s chosen on the validation split: %s", rule, model.threshold)
-    if checkpoint and _rank_zero():
-        store_decision(Path(checkpoint), model)
+    if state is not None and _rank_zero():
+        store_decision(Path(checkpoint), model, state)
     return chosen
 
 
@@ -100,12 +101,9 @@ def validation_logits(model, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(logits), torch.cat(targets)
 
 
-def store_decision(path: Path, model) -> None:
-    """The module's threshold and temperature into the checkpoint's hyperparameters (an atomic
-    rewrite: a crash leaves the old file)."""
-    from medclf.models.checkpoint import read_checkpoint
-
-    state = read_checkpoint(path)
+def store_decision(path: Path, model, state: dict) -> None:
+    """The module's threshold and temperature into the hyperparameters of ``state``, the
+    checkpoint read from ``path``, rewritten atomically (a crash leaves the old file)."""
     state["hyper_parameters"]["threshold"] = model.threshold
     state["hyper_parameters"]["temperature"] = model.temperature
     partial = path.with_name(path.name + ".partial")
