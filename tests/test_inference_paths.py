@@ -59,6 +59,17 @@ def test_eval_reproduces_the_training_runs_test_report(trained, tmp_path: Path) 
     np.testing.assert_allclose(again[PROBS].astype(float), report[PROBS], atol=1e-6)
 
 
+def test_a_training_runs_id_names_its_best_checkpoint(digits_run, trained) -> None:
+    """``run_id=`` (predict.py, medclf-label) of a training run: its best checkpoint."""
+    from medclf.errors import ConfigError
+    from medclf.inference.predict import checkpoint_paths
+
+    root, run, _, _ = digits_run
+    assert checkpoint_paths(None, run["run_id"], tracking_uri(root)) == [str(trained[0])]
+    with pytest.raises(ConfigError, match="no such run"):
+        checkpoint_paths(None, "0" * 32, tracking_uri(root))
+
+
 def test_predict_on_the_image_files_gives_the_reports_probabilities(trained, tmp_path) -> None:
     from medclf.inference.predict import predict
 

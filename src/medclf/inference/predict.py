@@ -23,29 +23,44 @@ log = logging.getLogger(__name__)
 
 
 def checkpoint_paths(value: Any, run_id: str | None = None, tracking_uri: str = "") -> list[str]:
-    """``ckpt_path`` as a list, or the fold checkpoints of cross-validation run ``run_id``."""
+    """``ckpt_path`` as a list, or the checkpoints of MLflow run ``run_id``: a
+    cross-validation run's fold models, or a training run's best checkpoint."""
     if run_id:
         if value:
             raise ConfigError("give ckpt_path or run_id, not both.")
-        import mlflow
-
-        try:
-            run = mlflow.MlflowClient(tracking_uri).get_run(str(run_id))
-        except mlflow.exceptions.MlflowException as exc:
-            raise ConfigError(f"run_id={run_id}: no such run at {tracking_uri} ({exc}).") from None
-        folds = run.data.tags.get("fold_checkpoints")
-        if not folds:
-            raise ConfigError(
-                f"run_id={run_id} is not a cross-validation run (no fold_checkpoints tag); "
-                "give its checkpoints with ckpt_path=[...]."
-            )
-        return folds.split(";")
+        return run_checkpoints(str(run_id), tracking_uri)
     if value is None:
         raise ConfigError("ckpt_path is not set: give ckpt_path=MODEL.ckpt (or run_id=...).")
     paths = list(value) if isinstance(value, ListConfig | list | tuple) else [value]
     if not paths:
         raise ConfigError("ckpt_path=[]: give at least one checkpoint.")
     return [str(p) for p in paths]
+
+
+def run_checkpoints(run_id: str, tracking_uri: str = "") -> list[str]:
+    """The fold checkpoints of a cross-validation run, else the best checkpoint in a training
+    run's directory (its ``output_dir`` tag): ``checkpoints/epoch_*.ckpt``, the newest if
+    several."""
+    import mlflow
+
+    try:
+        run = mlflow.MlflowClient(tracking_uri).get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ConfigError(f"run_id={run_id}: no such run at {tracking_uri} ({exc}).") from None
+    folds = run.data.tags.get("fold_checkpoints")
+    if folds:
+        return folds.split(";")
+    output_dir = run.data.tags.get("output_dir")
+    found = sorted(
+        Path(output_dir).glob("checkpoints/epoch_*.ckpt") if output_dir else [],
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not found:
+        raise ConfigError(
+            f"run_id={run_id}: no checkpoint found (run directory {output_dir or 'not tagged'}, "
+            "no fold_checkpoints tag); give the model with ckpt_path=MODEL.ckpt."
+        )
+    return [str(found[-1])]
 
 
 def load_models(paths: list[str]) -> tuple[list[Any], InputSpec]:
