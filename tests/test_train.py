@@ -212,7 +212,14 @@ def test_same_seed_same_metrics_on_cpu(tmp_path: Path) -> None:
     frames = []
     for name in ("a", "b"):
         root = tmp_path / name
-        result = run_train(root, "logger=none", "datamodule.num_workers=2", *FAST, *TINY)
+        result = run_train(
+            root,
+            "logger=none",
+            "datamodule.num_workers=2",
+            "trainer.limit_test_batches=3",
+            *FAST,
+            *TINY,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         (csv,) = root.glob("logs/runs/*/test/test_predictions.csv")
         frames.append(pd.read_csv(csv))
