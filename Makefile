@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 5000
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup train test test-fast lint format ui mlflow-server report clean
+.PHONY: setup train test test-fast lint format ui label mlflow-server report clean
 
 # Headless Chromium from apt when missing (the run report's browser test; set-up runs as root
 # in CI). torch/torchvision first, pinned: this machine serves these wheels from its own disk.
@@ -43,6 +43,11 @@ format: $(STAMP)
 # The MLflow dashboard over the default store, bound to 127.0.0.1 only.
 ui: $(STAMP)
 	$(BIN)/medclf-ui --port $(PORT)
+
+# Label images in the browser (127.0.0.1, the URL with its token is printed):
+#   make label ARGS="data_dir=/data/xray 'classes=[normal,pneumonia]'"
+label: $(STAMP)
+	$(BIN)/python label.py $(ARGS)
 
 # A tracking server on 127.0.0.1 (SQLite backend, the default store) for parallel sweeps:
 #   python train.py -m hydra/launcher=joblib logger.mlflow.tracking_uri=http://127.0.0.1:5000 ...

@@ -22,6 +22,7 @@ COMMANDS = (  # the console scripts of the wheel
     "medclf-export",
     "medclf-report",
     "medclf-ui",
+    "medclf-label",
 )
 
 
@@ -64,6 +65,8 @@ def test_the_wheel_installs_and_trains_from_an_empty_directory(tmp_path: Path) -
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"medclf/conf/train.yaml", "medclf/conf/datamodule/digits.yaml"} <= names
     assert "hydra_plugins/medclf_optuna_sweeper/config.py" in names
+    page = {f"medclf/labelling/static/{n}" for n in ("index.html", "label.js", "label.css")}
+    assert page <= names, "the labelling page must ship in the wheel"
 
     # A throwaway environment: the wheel, and this environment's site-packages as a plain
     # path for the dependencies (its .pth files, the checkout's editable install among them,
