@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medclf.compat import epochs_processed
+from medclf.data.checkcache import CheckCache
 from medclf.data.dataset import ImageDataset, auto_workers
 from medclf.data.groups import (
     DUPLICATES,
@@ -73,6 +74,7 @@ class ClassificationDataModule(L.LightningDataModule):
         folds: int = 0,
         fold: int = 0,
         duplicates: str = "warn",
+        check_cache: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -139,6 +141,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.dicom_window = dicom_window
         self.cache = cache
         self.duplicates = duplicates
+        self.check_cache = str(check_cache) if check_cache else None
         self.duplicates_found: list[str] = []  # the leakage check's warnings, for the report
         self.table: SampleTable | None = None
         self.frame: pd.DataFrame | None = None
@@ -228,6 +231,7 @@ class ClassificationDataModule(L.LightningDataModule):
                 channels=self.requested_channels,
                 spatial_dims=self.requested_spatial_dims,
                 dicom_window=self.dicom_window,
+                check_cache=CheckCache(self.check_cache) if self.check_cache else None,
             )
         if frame is not None:
             n_train = int((frame["split"] == "train").sum())

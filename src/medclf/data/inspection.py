@@ -3,14 +3,19 @@ how many channels the model gets. Every problem names a file."""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from medclf.data.checkcache import CheckCache, follower_rank, stamps
 from medclf.data.io import read_image
 from medclf.errors import DataError, Problems
+
+log = logging.getLogger(__name__)
 
 
 def inspect_images(
@@ -22,10 +27,17 @@ def inspect_images(
     channels: int | str = "auto",
     spatial_dims: int | str = "auto",
     dicom_window: Any = None,
+    check_cache: CheckCache | None = None,
+    follower: bool | None = None,
+    wait: float = 600.0,
 ) -> tuple[int, int]:
     """(channels, spatial dims) of the data. Decodes every image once (the first 16 when
-    ``every`` is false and nothing is cached); with ``decoded`` (the cache), keeps each
-    decoded image there by path. ``arrays``: an in-memory data set, read from its shape."""
+    ``every`` is false and nothing is cached), on every core; with ``decoded`` (the
+    in-memory cache), keeps each decoded image there by path. ``check_cache`` remembers
+    what decoded, so the files it covers unchanged are not decoded again, and a
+    ``follower`` rank (default: LOCAL_RANK > 0) waits up to ``wait`` s for its node's rank 0
+    to check them (medclf.data.checkcache). ``arrays``: an in-memory data set, read from
+    its shape."""
     errors: list[str] = []
     if arrays is not None:
         shapes = {(arrays.ndim - 2, int(arrays.shape[-1])): "the in-memory arrays"}
@@ -34,6 +46,26 @@ def inspect_images(
         if not every and decoded is None:
             paths = paths[:16]
         shapes = {}
+        files: dict[str, tuple[int, int]] = {}
+        known: dict[str, tuple[int, int]] = {}
+        if check_cache is not None:
+            files, _ = stamps(paths)  # a missing file is decoded below: its error names it
+            if decoded is None:
+                wait_first = follower_rank() if follower is None else follower
+                known = (
+                    check_cache.wait_for(files, wait) if wait_first else check_cache.known(files)
+                )
+        for path in paths:
+            if path in known:
+                shapes.setdefault(known[path], path)
+        todo = [path for path in paths if path not in known]
+        if known:
+            log.info(
+                "image check: %d of %d images known unchanged, %d decoded",
+                len(known),
+                len(paths),
+                len(todo),
+            )
 
         def decode(path: str) -> np.ndarray | str:
             try:
@@ -41,14 +73,20 @@ def inspect_images(
             except DataError as exc:
                 return str(exc)
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            for path, result in zip(paths, pool.map(decode, paths), strict=True):
+        learnt = {}
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+            for path, result in zip(todo, pool.map(decode, todo), strict=True):
                 if isinstance(result, str):
                     errors.append(result)
                     continue
-                shapes.setdefault((result.ndim - 1, int(result.shape[-1])), path)
+                found = (result.ndim - 1, int(result.shape[-1]))
+                shapes.setdefault(found, path)
+                if path in files:
+                    learnt[path] = (files[path], found)
                 if decoded is not None:
                     decoded[path] = result
+        if check_cache is not None:
+            check_cache.remember(learnt)
     problems = Problems()
     if errors:
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""

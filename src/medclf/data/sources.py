@@ -9,6 +9,7 @@ class (multi-label). Drawing the missing splits is medclf.data.splits.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from medclf.data.groups import groups_from_pattern
-from medclf.data.io import IMAGE_SUFFIXES, is_image_file, to_unit_float
+from medclf.data.io import IMAGE_SUFFIXES, image_files, to_unit_float
 from medclf.errors import ConfigError, DataError, Problems, did_you_mean
 
 SPLITS = ("train", "val", "test")
@@ -81,11 +82,11 @@ def digits_table() -> SampleTable:
     return SampleTable(frame, [str(c) for c in range(10)], arrays=images)
 
 
-def _class_folders(root: Path) -> dict[str, list[Path]]:
+def _class_folders(root: Path) -> dict[str, list[str]]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     found = {}
     for folder in folders:
-        files = sorted(p for p in folder.rglob("*") if is_image_file(p))
+        files = image_files(folder)
         if not files:
             raise DataError(
                 f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}). "
@@ -114,8 +115,9 @@ def folder_table(data_dir: str | Path, group_pattern: str | None = None) -> Samp
     if not class_names:
         raise DataError(f"{root}: no class folders found; expected data_dir/<class>/<image>.")
     index = {name: i for i, name in enumerate(class_names)}
+    prefix = len(os.path.join(str(root), ""))
     rows = [
-        (str(path.relative_to(root)), str(path), index[name], split)
+        (path[prefix:], path, index[name], split)
         for split, per in layout.items()
         for name, files in per.items()
         for path in files
