@@ -137,3 +137,23 @@ def test_monai_efficientnet_features_are_its_forward_up_to_pooling() -> None:
         expected = net(x)
         head = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
     torch.testing.assert_close(head(pooled), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_hydra_group_listing_lists_what_hydra_lists() -> None:
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from medclf.compat import share_hydra_group_listing
+    from medclf.config import CONF_DIR
+
+    groups = ("backbone", "loss", "datamodule", "hydra/launcher", "hydra/sweeper")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        before = {g: loader.get_group_options(g) for g in groups}
+        share_hydra_group_listing()
+        share_hydra_group_listing()  # once only
+        after = {g: loader.get_group_options(g) for g in groups}
+        listing = loader._parse_overrides_and_create_caching_repo
+        assert listing(None, [])[1] is listing(None, [])[1]
+        assert listing("train", [])[1] is not listing("train", [])[1]
+    assert before == after and "densenet121" in after["backbone"]

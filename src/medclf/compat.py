@@ -115,3 +115,28 @@ def monai_efficientnet_features(net: Any) -> OrderedDict:
         _bn1=net._bn1,
         _swish=net._swish,
     )
+
+
+def share_hydra_group_listing() -> None:
+    """Make Hydra's ``--help`` list the config groups from one copy of its config repository.
+
+    Hydra's help lists every group's options with ``ConfigLoaderImpl.get_group_options``,
+    which deep-copies the whole repository for each of the ~130 groups it visits (5 s with
+    the backbone registry's 63 options in the ConfigStore). A listing without a config name
+    or overrides always builds the same copy, so it is built once here."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    original = ConfigLoaderImpl._parse_overrides_and_create_caching_repo
+    if getattr(original, "medclf_shared", False):
+        return
+
+    @functools.wraps(original)
+    def shared(self, config_name, overrides):
+        if config_name is not None or overrides:
+            return original(self, config_name, overrides)
+        if getattr(self, "_medclf_listing", None) is None:
+            self._medclf_listing = original(self, config_name, overrides)
+        return self._medclf_listing
+
+    shared.medclf_shared = True
+    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = shared
