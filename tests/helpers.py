@@ -255,3 +255,25 @@ def run_config(root: Path, overrides: list[str], run_name: str, config_dir: Path
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def write_dicom(path: Path, pixels, photometric: str = "MONOCHROME2", **tags) -> Path:
+    """A minimal DICOM file (Explicit VR Little Endian, a CT secondary capture) with these
+    pixels (None: none) and tags."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    if pixels is not None:
+        ds.set_pixel_data(pixels, photometric, pixels.dtype.itemsize * 8)
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path

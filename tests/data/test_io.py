@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from helpers import write_dicom
 from medclf.data.io import (
     IMAGE_SUFFIXES,
     convert_channels,
@@ -308,26 +307,8 @@ CT_STORED = np.array([[412, 462, 512], [562, 612, 0]], dtype=np.uint16)
 CT_WINDOW_0_400 = np.array([[0.0, 0.25, 0.5], [0.75, 1.0, 0.0]], dtype=np.float32)
 
 
-def _dicom(path: Path, pixels: np.ndarray | None, photometric: str = "MONOCHROME2", **tags):
-    """Write a minimal DICOM file (Explicit VR Little Endian) with the given pixels and tags."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    if pixels is not None:
-        ds.set_pixel_data(pixels, photometric, pixels.dtype.itemsize * 8)
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def _ct(path: Path, **tags) -> Path:
-    return _dicom(path, CT_STORED, RescaleSlope=2, RescaleIntercept=-1024, **tags)
+    return write_dicom(path, CT_STORED, RescaleSlope=2, RescaleIntercept=-1024, **tags)
 
 
 def test_dicom_rescale_then_fixed_window(tmp_path: Path):
@@ -361,7 +342,7 @@ def test_dicom_without_window_is_min_max_scaled(tmp_path: Path):
 
 def test_dicom_monochrome1_inverted(tmp_path: Path):
     """MONOCHROME1 (low = white) is inverted after windowing."""
-    path = _dicom(
+    path = write_dicom(
         tmp_path / "m1.dcm", CT_STORED, "MONOCHROME1", RescaleSlope=2, RescaleIntercept=-1024
     )
     image = read_image(path, dicom_window=[0, 400])
@@ -370,7 +351,7 @@ def test_dicom_monochrome1_inverted(tmp_path: Path):
 
 def test_dicom_without_pixel_data_names_file(tmp_path: Path):
     """A DICOM holding no image (e.g. a report): DataError naming it."""
-    path = _dicom(tmp_path / "report.dcm", None)
+    path = write_dicom(tmp_path / "report.dcm", None)
     with pytest.raises(DataError, match="has no pixel data") as info:
         read_image(path)
     assert str(path) in str(info.value)
@@ -379,7 +360,7 @@ def test_dicom_without_pixel_data_names_file(tmp_path: Path):
 def test_dicom_multi_frame_is_volume(tmp_path: Path):
     """Multi-frame DICOM → (D, H, W, 1) with the frames in order."""
     frames = np.stack([np.full((5, 7), 100 * (i + 1), np.uint16) for i in range(4)])
-    image = read_image(_dicom(tmp_path / "mf.dcm", frames))
+    image = read_image(write_dicom(tmp_path / "mf.dcm", frames))
     _check(image, (4, 5, 7, 1))
     np.testing.assert_allclose(image[:, 0, 0, 0], [0, 1 / 3, 2 / 3, 1], atol=1e-6)
     assert spatial_dims(image) == 3
@@ -405,7 +386,7 @@ def test_dicom_enhanced_multi_frame_functional_groups(tmp_path: Path):
         group(RescaleSlope=2, RescaleIntercept=-1024, RescaleType="HU"),
         group(RescaleSlope=4, RescaleIntercept=-3072, RescaleType="HU"),
     ]
-    path = _dicom(
+    path = write_dicom(
         tmp_path / "enhanced.dcm",
         frames,
         PerFrameFunctionalGroupsSequence=Sequence(per_frame),
@@ -419,7 +400,7 @@ def test_dicom_enhanced_multi_frame_functional_groups(tmp_path: Path):
 
 def test_dicom_rgb_three_channels(tmp_path: Path):
     """An RGB DICOM gives three channels scaled by bit depth (never windowed)."""
-    path = _dicom(tmp_path / "rgb.dicom", RGB, "RGB")
+    path = write_dicom(tmp_path / "rgb.dicom", RGB, "RGB")
     image = read_image(path, dicom_window=[0, 10])
     _check(image, (5, 7, 3))
     np.testing.assert_allclose(image, RGB / 255.0, atol=1e-7)

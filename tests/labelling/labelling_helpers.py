@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import write_dicom
+
 REPO = Path(__file__).resolve().parents[2]
 # In the folder's (natural) order; the broken file sorts last.
 FORMATS = (
@@ -24,25 +26,6 @@ FORMATS = (
     "f_photo.png",
 )
 BROKEN = "zz_broken.png"
-
-
-def _dicom(path: Path, pixels: np.ndarray) -> None:
-    """A CT slice (stored values, slope 2, intercept -1024) with its own window."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.set_pixel_data(pixels, "MONOCHROME2", 16)
-    ds.RescaleSlope, ds.RescaleIntercept = 2, -1024
-    ds.WindowCenter, ds.WindowWidth = 40, 400
-    ds.save_as(path, enforce_file_format=True)
 
 
 def write_formats(root: Path) -> Path:
@@ -62,7 +45,15 @@ def write_formats(root: Path) -> Path:
     rgb = np.stack([200 * disc, 90 + 0 * disc, 255 * (1 - disc)], axis=-1).astype(np.uint8)
     Image.fromarray(rgb).save(root / FORMATS[1], quality=92)
     tifffile.imwrite(root / FORMATS[2], (300 + 3500 * disc).astype(np.uint16))
-    _dicom(root / FORMATS[3], (512 + 60 * disc + rng.integers(0, 20, (64, 64))).astype(np.uint16))
+    ct = (512 + 60 * disc + rng.integers(0, 20, (64, 64))).astype(np.uint16)
+    write_dicom(  # stored values, slope 2, intercept -1024, with the file's own window
+        root / FORMATS[3],
+        ct,
+        RescaleSlope=2,
+        RescaleIntercept=-1024,
+        WindowCenter=40,
+        WindowWidth=400,
+    )
     volume = np.zeros((32, 32, 12), np.float32)
     volume[8:24, 8:24, 3:9] = 5.0
     nib.save(nib.Nifti1Image(volume, np.eye(4)), root / FORMATS[4])
