@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from medclf.errors import ConfigError
+from medclf.errors import ConfigError, DataError
 from medclf.labelling.assist import Assistant, uncertainty_order
 from medclf.labelling.images import ImageReader
-from medclf.labelling.store import LabelStore, inside
+from medclf.labelling.store import LabelStore, inside, labels_file
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def open_session(
     assistant = None
     if ckpt_paths:
         root = Path(data_dir).expanduser().resolve()
-        out = Path(output).expanduser().resolve() if output else root / "labels.csv"
+        out = labels_file(root, output)
         cache = Path(cache_dir).expanduser() if cache_dir else out.parent / ".medclf-label-cache"
         assistant = Assistant(list(ckpt_paths), root, cache)
     store = LabelStore(
@@ -209,8 +209,6 @@ def create_app(session: Session, allowed_hosts: set[str]):
         return JSONResponse(session.reader.info(path))
 
     def image(request: Request) -> Response:
-        from medclf.errors import DataError
-
         path = image_file(request)
         if path is None:
             return Response("not found", 404)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medclf.data.checkcache import stamps
 from medclf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,11 @@ class Assistant:
             digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()[:16]
 
-    def _stamp(self, image: str) -> tuple[int, int]:
-        stat = (self.root / image).stat()
-        return stat.st_size, stat.st_mtime_ns
+    def _stamps(self, images: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(size, mtime) of each image still there, by its relative path."""
+        paths = {image: str(self.root / image) for image in images}
+        found, _ = stamps(paths.values())
+        return {image: found[path] for image, path in paths.items() if path in found}
 
     def start(self, images: Sequence[str]) -> None:
         """Predict every image (relative to ``root``) not in the cache, in a daemon thread."""
@@ -157,11 +160,11 @@ class Assistant:
         try:
             table = pd.read_csv(self.cache)
             columns = [f"prob_{c}" for c in self.class_names]
-            known = set(self.images)
+            current = self._stamps(self.images)
             for row in table.itertuples(index=False):
                 row = row._asdict()
                 image = row["image"]
-                if image in known and (row["size"], row["mtime_ns"]) == self._stamp(image):
+                if (row["size"], row["mtime_ns"]) == current.get(image):
                     self.probs[image] = np.array([row[c] for c in columns], dtype=np.float64)
         except Exception as exc:  # a damaged cache is only predicted again
             log.warning("ignoring the suggestion cache %s (%s)", self.cache, exc)
@@ -170,13 +173,15 @@ class Assistant:
     def _save_cache(self) -> None:
         with self._lock:
             images = list(self.probs)
+        current = self._stamps(images)
+        images = [i for i in images if i in current]  # an image deleted meanwhile is not cached
+        with self._lock:
             probs = np.array([self.probs[i] for i in images]).reshape(len(images), -1)
-        stamps = [self._stamp(i) for i in images]
         table = pd.DataFrame(
             {
                 "image": images,
-                "size": [s for s, _ in stamps],
-                "mtime_ns": [m for _, m in stamps],
+                "size": [current[i][0] for i in images],
+                "mtime_ns": [current[i][1] for i in images],
             }
         )
         for k, name in enumerate(self.class_names):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medclf.data.io import IMAGE_SUFFIXES, image_suffix
+from medclf.data.io import image_files
 from medclf.errors import ConfigError, DataError
 
 IMAGE_COLUMN = "image"
@@ -43,22 +43,24 @@ def inside(root: Path, path: Path) -> bool:
 
 
 def scan_images(root: Path) -> list[str]:
-    """Every image file under ``root`` as a POSIX path relative to it, naturally sorted;
-    hidden files and folders, symlinked folders (never followed) and symlinked files that
-    lead out of ``root`` are left out. Only symlinks are resolved (50k files: see
-    benchmarks/labelling.py)."""
+    """Every image file under ``root`` (medclf.data.io.image_files) as a POSIX path relative
+    to it, naturally sorted; hidden files and folders, and symlinked files that lead out of
+    ``root``, are left out (symlinked folders are never entered)."""
+    prefix = len(os.path.join(str(root), ""))
     found = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        base = Path(folder)
-        for name in files:
-            if name.startswith(".") or image_suffix(name) not in IMAGE_SUFFIXES:
-                continue
-            path = base / name
-            if path.is_symlink() and not (inside(root, path) and path.is_file()):
-                continue
-            found.append(path.relative_to(root).as_posix())
+    for path in image_files(root):
+        relative = path[prefix:].replace(os.sep, "/")
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue
+        if os.path.islink(path) and not inside(root, Path(path)):
+            continue
+        found.append(relative)
     return sorted(found, key=natural_key)
+
+
+def labels_file(root: Path, output: str | Path | None) -> Path:
+    """Where the labels of ``root`` go: ``output``, or ``root/labels.csv``."""
+    return Path(output).expanduser().resolve() if output else root / "labels.csv"
 
 
 def folder_classes(root: Path) -> list[str]:
@@ -222,7 +224,7 @@ class LabelStore:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise ConfigError(f"data_dir={root}: not a folder; give the folder of images.")
-        self.output = Path(output).expanduser().resolve() if output else self.root / "labels.csv"
+        self.output = labels_file(self.root, output)
         self.multi_label = bool(multi_label)
         self.images = scan_images(self.root)
         if not self.images:
