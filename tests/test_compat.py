@@ -157,3 +157,31 @@ def test_shared_hydra_group_listing_lists_what_hydra_lists() -> None:
         assert listing(None, [])[1] is listing(None, [])[1]
         assert listing("train", [])[1] is not listing("train", [])[1]
     assert before == after and "densenet121" in after["backbone"]
+
+
+def test_mlflow_requirement_check_needs_no_module_map_and_still_warns(monkeypatch):
+    import importlib.metadata
+
+    from mlflow.utils import requirements_utils
+
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)
+    monkeypatch.setattr(requirements_utils, "_PACKAGES_TO_MODULES", None)
+
+    def every_distribution():
+        raise AssertionError("the module map of every installed distribution was built")
+
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", every_distribution)
+    monkeypatch.setattr(
+        requirements_utils.importlib_metadata, "packages_distributions", every_distribution
+    )
+    warnings: list[str] = []
+    monkeypatch.setattr(requirements_utils._logger, "warning", warnings.append)
+    requirements = ["torch==0.0.1", "medclf", "no-such-package-medclf>=1"]
+    with compat.mlflow_requirement_check_without_module_map(requirements):
+        requirements_utils.warn_dependency_requirement_mismatches(requirements)
+    (text,) = warnings
+    assert f"torch (current: {torch.__version__.split('+')[0]}, required: torch==0.0.1)" in text
+    assert "no-such-package-medclf (current: uninstalled" in text
+    assert "- medclf" not in text
+    assert requirements_utils._MODULES_TO_PACKAGES is None  # a later inference maps again
+    assert requirements_utils._PACKAGES_TO_MODULES is None

@@ -197,8 +197,13 @@ def test_a_sweep_of_ddp_jobs_runs_each_job_once_with_its_own_config(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_torchrun_starts_the_ranks_and_lightning_does_not_relaunch(tmp_path: Path) -> None:
+def test_torchrun_starts_the_ranks_and_lightning_does_not_relaunch(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    """Two ranks on one node: one MLflow run, the same config, no relaunch, every test image
+    once, and only rank 0 decodes images for the check (rank 1 waits for its cache)."""
     env = process_env()
+    cache = tmp_path / "image_check.sqlite"
     command = [
         sys.executable,
         "-m",
@@ -209,7 +214,10 @@ def test_torchrun_starts_the_ranks_and_lightning_does_not_relaunch(tmp_path: Pat
         f"paths.root_dir={tmp_path}",
         "trainer=ddp",
         "trainer.devices=2",
-        "datamodule.batch_size=16",
+        "datamodule=folder",
+        f"datamodule.data_dir={image_folder}",
+        f"datamodule.check_cache={cache}",
+        "datamodule.batch_size=4",
         *FAST,
         *TINY_PROCESS,
     ]
@@ -221,6 +229,12 @@ def test_torchrun_starts_the_ranks_and_lightning_does_not_relaunch(tmp_path: Pat
     assert len(run_dirs) == 1  # rank 0's directory holds every rank's record
     hashes = _rank_hashes(run_dirs[0])
     assert sorted(hashes) == [0, 1] and len(set(hashes.values())) == 1
+    checks = {
+        r["rank"]: r["image_check"]
+        for r in map(json.loads, map(Path.read_text, (run_dirs[0] / "ranks").glob("*.json")))
+    }
+    assert checks[0] == {"images": 36, "known": 0, "decoded": 36}
+    assert checks[1] == {"images": 36, "known": 36, "decoded": 0}
     assert not list(tmp_path.glob("logs/runs/*/train_ddp_process_*.log"))  # no relaunch
     frame = _predictions(tmp_path)
-    assert len(frame) == frame["sample"].nunique() == 270  # the digits test split, once
+    assert len(frame) == frame["sample"].nunique() == int(run["params.data.test.samples"])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,16 @@ def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
     assert_logged_model_predicts_like_the_test(client, run)
     assert run["params.datamodule.image_size"] == "32"
     assert run["params.optimizer.lr"] == "0.001"
+    # the start-up's phases (medclf.runtime): in the run directory and as metrics
+    startup = json.loads((digits_run[2] / "startup.json").read_text())
+    phases = ["imports", "config", "data", "model", "MLflow and trainer"]
+    assert list(startup)[-6:] == [*phases, "total"]
+    total = sum(v for k, v in startup.items() if k != "total")
+    assert startup["total"] == pytest.approx(total, abs=0.01)
+    assert all(startup[k] >= 0 for k in startup)
+    assert run["metrics.startup/total_s"] == pytest.approx(startup["total"])
+    mlflow_phase = startup["MLflow and trainer"]
+    assert run["metrics.startup/MLflow_and_trainer_s"] == pytest.approx(mlflow_phase)
 
 
 def test_folder_datamodule_on_generated_images(tmp_path: Path, image_folder: Path) -> None:

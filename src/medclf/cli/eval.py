@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from medclf.cli import check_choices, exit_on_user_error
 from medclf.config import CONF_DIR
+from medclf.runtime import skip_collection_at_exit
 
 
 def _task(cfg: DictConfig) -> dict[str, float]:
@@ -24,6 +25,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    skip_collection_at_exit()
     check_choices(sys.argv[1:])
     _hydra_main()
 

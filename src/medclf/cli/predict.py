@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from medclf.cli import exit_on_user_error
 from medclf.config import CONF_DIR
+from medclf.runtime import skip_collection_at_exit
 
 
 def _task(cfg: DictConfig):
@@ -22,6 +23,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    skip_collection_at_exit()
     _hydra_main()
 
 

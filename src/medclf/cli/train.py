@@ -8,6 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from medclf import runtime
 from medclf.cli import check_choices, exit_on_user_error
 from medclf.config import CONF_DIR
 
@@ -25,6 +26,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point: check group choices, then hand over to Hydra."""
+    runtime.begin()
+    runtime.skip_collection_at_exit()
     # check_only is a key of train.yaml; Hydra refuses "+key=" for a key that exists
     sys.argv = [a.replace("+check_only=", "check_only=", 1) for a in sys.argv]
     check_choices(sys.argv[1:])
@@ -32,7 +35,8 @@ def main() -> None:
         from medclf.compat import share_hydra_group_listing
 
         share_hydra_group_listing()
-    _hydra_main()
+    with runtime.startup_without_collection():
+        _hydra_main()
 
 
 if __name__ == "__main__":  # python -m medclf.cli.train: how DDP children of a multirun start

@@ -222,6 +222,7 @@ class ClassificationDataModule(L.LightningDataModule):
             frame = self._split(table)
             self.duplicates_found = check_leakage(frame, table.arrays, self.duplicates)
         decoded: dict[str, np.ndarray] = {}
+        self.image_check: dict[str, int] = {}
         with problems.check():
             self.channels, self.spatial_dims = inspect_images(
                 (table.frame if frame is None else frame)["path"],
@@ -232,6 +233,7 @@ class ClassificationDataModule(L.LightningDataModule):
                 spatial_dims=self.requested_spatial_dims,
                 dicom_window=self.dicom_window,
                 check_cache=CheckCache(self.check_cache) if self.check_cache else None,
+                counts=self.image_check,
             )
         if frame is not None:
             n_train = int((frame["split"] == "train").sum())

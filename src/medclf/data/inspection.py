@@ -30,6 +30,7 @@ def inspect_images(
     check_cache: CheckCache | None = None,
     follower: bool | None = None,
     wait: float = 600.0,
+    counts: dict[str, int] | None = None,
 ) -> tuple[int, int]:
     """(channels, spatial dims) of the data. Decodes every image once (the first 16 when
     ``every`` is false and nothing is cached), on every core; with ``decoded`` (the
@@ -37,7 +38,8 @@ def inspect_images(
     what decoded, so the files it covers unchanged are not decoded again, and a
     ``follower`` rank (default: LOCAL_RANK > 0) waits up to ``wait`` s for its node's rank 0
     to check them (medclf.data.checkcache). ``arrays``: an in-memory data set, read from
-    its shape."""
+    its shape. ``counts`` (if given) receives how many images there were, how many the cache
+    knew and how many were decoded."""
     errors: list[str] = []
     if arrays is not None:
         shapes = {(arrays.ndim - 2, int(arrays.shape[-1])): "the in-memory arrays"}
@@ -59,6 +61,8 @@ def inspect_images(
             if path in known:
                 shapes.setdefault(known[path], path)
         todo = [path for path in paths if path not in known]
+        if counts is not None:
+            counts.update(images=len(paths), known=len(known), decoded=len(todo))
         if known:
             log.info(
                 "image check: %d of %d images known unchanged, %d decoded",

@@ -72,8 +72,8 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 class ConfigFingerprint(Callback):
-    """At setup, gather every rank's config hash; write ``ranks/rank<N>.json``; stop all
-    ranks together if any differs from rank 0's."""
+    """At setup, gather every rank's config hash; write ``ranks/rank<N>.json`` (with what
+    the rank's image check decoded); stop all ranks together if any differs from rank 0's."""
 
     def __init__(self, digest: str, output_dir: str | Path) -> None:
         self.digest = digest
@@ -90,6 +90,8 @@ class ConfigFingerprint(Callback):
             "config_sha256": self.digest,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            # images known to the check cache / decoded to check them (ranks > 0 wait)
+            "image_check": getattr(trainer.datamodule, "image_check", None),
         }
         folder = Path(trainer.strategy.broadcast(str(self.output_dir))) / "ranks"
         folder.mkdir(parents=True, exist_ok=True)

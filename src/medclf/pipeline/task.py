@@ -11,6 +11,9 @@ from medclf.models.registry import import_plugins
 def train_task(cfg: DictConfig) -> float | None:
     """The value sweepers optimise (``optimized_metric``), or None. ``check_only=true``
     exits with status 2 when it finds problems."""
+    from medclf import runtime
+
+    runtime.lap("python and Hydra")
     import_plugins(OmegaConf.select(cfg, "imports"))
     if cfg.get("check_only"):
         from medclf.pipeline.build import tidy_lightning_logging

@@ -44,12 +44,13 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     import lightning as L
     from lightning.pytorch.utilities import rank_zero_only
 
-    from medclf import distributed
+    from medclf import distributed, runtime
     from medclf.config import validate
     from medclf.pipeline import ddp
     from medclf.pipeline.resume import check_fits
     from medclf.tracking.logger import mlflow_loggers
 
+    runtime.lap("imports")
     tidy_lightning_logging()
     validate(cfg)
     resume = plan_resume(cfg)
@@ -72,10 +73,13 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     ddp_environment = distributed.ddp_environment()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    runtime.lap("config")
     datamodule = make_datamodule(cfg)
+    runtime.lap("data")
     model = build_model(cfg, datamodule)
     if resume is not None:
         check_fits(resume, model)
+    runtime.lap("model")
     # DDP ranks > 0 log nothing; not even opening the store (concurrent table creation).
     loggers = []
     if rank_zero_only.rank == 0:
@@ -91,9 +95,11 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     sigint = signal.getsignal(signal.SIGINT)
     try:
         _start_tracking(trackers, cfg, resume, output_dir, datamodule)  # creates the MLflow run
-        checkpoint = _fit_and_test(cfg, trainer, model, datamodule, resume, trackers)
-        if trainer.is_global_zero:
-            _log_outputs(trackers, output_dir, checkpoint, model, datamodule)
+        _record_startup(trackers, output_dir)
+        with runtime.long_lived_frozen():
+            checkpoint = _fit_and_test(cfg, trainer, model, datamodule, resume, trackers)
+            if trainer.is_global_zero:
+                _log_outputs(trackers, output_dir, checkpoint, model, datamodule)
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
         status = "KILLED"
@@ -134,6 +140,29 @@ def _start_tracking(trackers: list, cfg: DictConfig, resume, output_dir: Path, d
         tracker.log_artifact(splits)
         for key, value in run_tags(output_dir, cfg.paths.root_dir).items():
             tracker.experiment.set_tag(tracker.run_id, key, value)
+
+
+def _record_startup(trackers: list, output_dir: Path) -> None:
+    """The start-up's phases (medclf.runtime) in the log, in ``startup.json`` and as the
+    run's ``startup/<phase>_s`` metrics."""
+    import json
+
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from medclf import runtime
+
+    runtime.lap("MLflow and trainer")
+    phases = runtime.startup()
+    if rank_zero_only.rank != 0:
+        return
+    (output_dir / "startup.json").write_text(json.dumps(phases, indent=1))
+    log.info(
+        "start-up %.1f s: %s",
+        phases["total"],
+        ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items() if name != "total"),
+    )
+    for tracker in trackers:
+        tracker.log_metrics({f"startup/{k.replace(' ', '_')}_s": v for k, v in phases.items()})
 
 
 def split_params(counts) -> dict[str, int]:

@@ -38,6 +38,7 @@ def log_model(
     import mlflow
     from mlflow.models import infer_signature
 
+    from medclf.compat import mlflow_requirement_check_without_module_map
     from medclf.inference.pyfunc import PARAMS, save_weights
 
     requirements = [f"torch=={torch.__version__.split('+')[0]}", "medclf"]
@@ -54,6 +55,7 @@ def log_model(
     with (
         mlflow.start_run(run_id=tracker.run_id),  # the caller sets the final status after
         tempfile.TemporaryDirectory() as tmp,
+        mlflow_requirement_check_without_module_map(requirements),
     ):
         code = Path(tmp) / "medclf_model.py"
         code.write_text(MODEL_CODE)

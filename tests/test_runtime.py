@@ -1,0 +1,96 @@
+"""medclf.runtime: the collector paused for the start-up, frozen for the run, and the
+start-up clock."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import time
+import weakref
+
+import pytest
+
+from medclf import runtime
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other = self  # a reference cycle: only the collector frees it
+
+
+def test_objects_of_the_start_up_are_frozen_for_the_run_and_given_back_after() -> None:
+    before = Node()
+    gone_before = weakref.ref(before)
+    with runtime.startup_without_collection():
+        assert not gc.isenabled()
+        with runtime.long_lived_frozen():
+            assert gc.isenabled()  # the run collects as usual ...
+            assert gc.get_freeze_count() > 0
+            del before
+            during = Node()
+            gone_during = weakref.ref(during)
+            del during
+            gc.collect()
+            assert gone_during() is None  # ... what it makes itself
+            assert gone_before() is not None  # but not what existed when it started
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
+    gc.collect()
+    assert gone_before() is None  # a finished run's objects are collected after all
+
+
+def test_laps_add_up_to_the_start_up_and_the_next_run_starts_afresh(monkeypatch) -> None:
+    clock = iter([100.0, 101.5, 104.0, 104.25, 200.0, 203.0])
+    monkeypatch.setattr(time, "time", lambda: next(clock))
+    monkeypatch.setattr(runtime, "_begun", False)
+    monkeypatch.setattr(runtime, "process_start", lambda: 99.0)
+    runtime.begin()  # the first command of the process: from the process's start
+    runtime.lap("python and Hydra")  # 100.0
+    runtime.lap("imports")  # 101.5
+    runtime.lap("data")  # 104.0
+    runtime.lap("data")  # 104.25: a phase timed twice adds up
+    assert runtime.startup() == {
+        "python and Hydra": 1.0,
+        "imports": 1.5,
+        "data": 2.75,
+        "total": 5.25,
+    }
+    runtime.begin()  # the same command again in this process: from now (200.0)
+    runtime.lap("python and Hydra")  # 203.0
+    assert runtime.startup() == {"python and Hydra": 3.0, "total": 3.0}
+
+
+def test_the_process_start_is_before_now() -> None:
+    assert time.time() - 600 < runtime.process_start() <= time.time()
+
+
+@pytest.mark.slow
+def test_exit_does_not_walk_the_objects_and_still_runs_exit_handlers(tmp_path) -> None:
+    script = tmp_path / "exit.py"
+    script.write_text(
+        "import atexit, gc, os\n"
+        "from medclf import runtime\n"
+        "runtime.skip_collection_at_exit()\n"
+        "atexit.register(lambda: print('handler ran, frozen', gc.get_freeze_count()))\n"
+        "keep = [[i] for i in range(100_000)]\n"
+        f"kept = open({str(tmp_path / 'written.txt')!r}, 'w')\n"
+        "kept.write('written, never closed')\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:1] == ["handler ran, frozen 0"]  # the freeze runs last
+    assert (tmp_path / "written.txt").read_text() == "written, never closed"  # not lost
+
+
+def test_the_exit_freeze_flushes_open_files_first(tmp_path) -> None:
+    kept = open(tmp_path / "kept.txt", "w")  # noqa: SIM115 (left open on purpose)
+    kept.write("buffered")
+    try:
+        runtime._flush_and_freeze()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert (tmp_path / "kept.txt").read_text() == "buffered"
+    kept.close()
