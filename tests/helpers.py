@@ -250,10 +250,10 @@ def run_config(root: Path, overrides: list[str], run_name: str, config_dir: Path
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     OmegaConf.set_readonly(cfg.hydra, False)
     cfg.hydra.runtime.output_dir = str(root / "run")
-    cfg.hydra.job.override_dirname = run_name
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
+        cfg.logger.mlflow.run_name = run_name
     return cfg
 
 

@@ -8,13 +8,22 @@ import subprocess
 import time
 from pathlib import Path
 
+import mlflow
 import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from helpers import FAST, REPO, TINY_PROCESS, process_env, run_train, search_runs, train_command
+from helpers import (
+    REPO,
+    TINY_PROCESS,
+    process_env,
+    run_train,
+    search_runs,
+    tracking_uri,
+    train_command,
+)
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
 from medclf.search.spaces import focal_gamma
@@ -122,17 +131,33 @@ def test_the_preset_keeps_the_study_in_the_sweep_directory(tmp_path: Path) -> No
     assert sweeper.custom_search_space == "medclf.search.spaces.focal_gamma"
 
 
-SEARCH = (
-    "-m",
-    "hparams_search=optuna",
-    "hydra.sweeper.study_name=resume",
-    "hydra.sweeper.n_trials=4",
-    "hydra.sweeper.sampler.n_startup_trials=2",
-    "backbone=resnet18",
-    "datamodule.batch_size=32",
-    *FAST,
-    *TINY_PROCESS,
-)
+def search(image_folder: Path) -> tuple[str, ...]:
+    """6 trials on the 36 generated images, 3 epochs each, pruned by the median rule: half
+    the space is hopeless (a learning rate of 10 sends val/loss to ~1e9 in one epoch)."""
+    return (
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.study_name=resume",
+        "hydra.sweeper.n_trials=6",
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.custom_search_space=null",
+        "optimized_metric=val/loss",
+        "optimizer.lr=choice(0.01,10.0)",
+        "backbone=resnet18",
+        "loss=ce",
+        "head.fcl_dropout=false",
+        "optimizer.weight_decay=0",
+        "datamodule=folder",
+        f"datamodule.data_dir={image_folder}",
+        "datamodule.image_size=32",
+        "datamodule.batch_size=4",
+        "augment=none",
+        "trainer.max_epochs=3",
+        "callbacks.early_stopping=null",
+        "logger.mlflow.save_model=false",
+        *TINY_PROCESS,
+    )
 
 
 def _wait_for_run_of_job(root: Path, job: str, process: subprocess.Popen) -> None:
@@ -150,10 +175,16 @@ def _wait_for_run_of_job(root: Path, job: str, process: subprocess.Popen) -> Non
 
 
 @pytest.mark.slow
-def test_a_killed_search_resumes_to_n_trials_not_more(tmp_path: Path) -> None:
+def test_a_pruned_search_killed_and_resumed_ends_with_n_trials(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    """Pruning: hopeless trials stop before their last epoch (PRUNED in the study, KILLED +
+    optuna_state=PRUNED in MLflow), the best trial is a complete one. A SIGKILL in the
+    middle and the same command again: finished trials (complete and pruned) are kept, the
+    interrupted one runs again with its parameters, 6 trials in all, not more."""
     storage = f"sqlite:///{tmp_path}/logs/optuna/resume/optuna.db"
     first = subprocess.Popen(
-        train_command(tmp_path, *SEARCH),
+        train_command(tmp_path, *search(image_folder)),
         cwd=REPO,
         env=process_env(),
         stdout=subprocess.DEVNULL,
@@ -161,36 +192,55 @@ def test_a_killed_search_resumes_to_n_trials_not_more(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        _wait_for_run_of_job(tmp_path, "2", first)  # trials 0 and 1 are done, 2 is training
+        _wait_for_run_of_job(tmp_path, "4", first)  # trials 0-3 are done, 4 is training
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     before = optuna.load_study(study_name="resume", storage=storage).trials
-    assert [t.state.name for t in before] == ["COMPLETE", "COMPLETE", "RUNNING"]
+    assert [t.state.name for t in before][-1] == "RUNNING"
+    assert all(t.state.is_finished() for t in before[:-1]) and len(before) == 5
 
-    second = run_train(tmp_path, *SEARCH)  # the same command, in this process
+    second = run_train(tmp_path, *search(image_folder))  # the same command, in this process
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "2 finished trial(s) kept, 1 interrupted to run again, 1 new (n_trials=4)" in (
-        second.stderr + second.stdout
-    )
+    output = second.stderr + second.stdout
+    assert "4 finished trial(s) kept, 1 interrupted to run again, 1 new (n_trials=6)" in output
 
     study = optuna.load_study(study_name="resume", storage=storage)
-    assert len(study.trials) == 4  # not 2 + 4
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    assert len(study.trials) == 6  # not 4 + 6
+    states = [t.state.name for t in study.trials]
+    assert set(states) == {"COMPLETE", "PRUNED"}, states
     for old, new in zip(before, study.trials, strict=False):
-        assert new.params == old.params  # kept, and trial 2 rerun with its own parameters
-    assert [t.value for t in study.trials[:2]] == [t.value for t in before[:2]]
+        assert new.params == old.params  # kept, and trial 4 rerun with its own parameters
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert all(t.params["optimizer.lr"] == 10.0 for t in pruned)
+    assert all(t.last_step < 2 for t in pruned)  # stopped before the last epoch (step 2)
+    assert study.best_trial.state.name == "COMPLETE"
+    assert study.best_trial.params["optimizer.lr"] == 0.01
 
     runs = search_runs(tmp_path)
     killed = runs[runs["status"] == "KILLED"]
-    assert list(killed["tags.sweep_job"]) == ["2"]  # the interrupted attempt, closed
+    interrupted = killed[killed["tags.optuna_state"].isna()]
+    assert list(interrupted["tags.sweep_job"]) == ["4"]  # the interrupted attempt, closed
+    by_trial = killed[killed["tags.optuna_state"] == "PRUNED"]
+    assert sorted(by_trial["tags.optuna_trial"]) == sorted(str(t.number) for t in pruned)
+    for trial in pruned:
+        run = by_trial[by_trial["tags.optuna_trial"] == str(trial.number)].iloc[0]
+        assert run["tags.optuna_pruned_epoch"] == str(trial.last_step)
+        assert "metrics.test/f1" not in run or run["metrics.test/f1"] != run["metrics.test/f1"]
     finished = runs[runs["status"] == "FINISHED"]
-    assert sorted(finished["tags.optuna_trial"]) == ["0", "1", "2", "3"]
-    assert set(finished["tags.optuna_study"]) == {"resume"}
+    complete = sorted(str(t.number) for t in study.trials if t.state.name == "COMPLETE")
+    assert sorted(finished["tags.optuna_trial"]) == complete
+    assert set(finished["tags.optuna_state"]) == {"COMPLETE"}
     best = finished[finished["tags.optuna_best"] == "true"]
     assert list(best["tags.optuna_trial"]) == [str(study.best_trial.number)]
-    assert best["metrics.val/f1"].iloc[0] == pytest.approx(study.best_value, abs=1e-6)
+    client = mlflow.MlflowClient(tracking_uri(tmp_path))
+    history = client.get_metric_history(best["run_id"].iloc[0], "val/loss")
+    assert min(m.value for m in history) == pytest.approx(study.best_value, rel=1e-5)
+    # the run names say what ran: backbone·loss·data and the searched value
+    names = set(runs["tags.mlflow.runName"])
+    assert names == {f"tiny·ce·folder:images optimizer.lr={lr}" for lr in ("0.01", "10.0")}
 
-    results = (tmp_path / "logs/optuna/resume/optimization_results.yaml").read_text()
-    assert f"best_trial: {study.best_trial.number}" in results
-    assert f"best_mlflow_run_id: {best['run_id'].iloc[0]}" in results
+    results = OmegaConf.load(tmp_path / "logs/optuna/resume/optimization_results.yaml")
+    assert results.trials.complete == len(complete) and results.trials.pruned == len(pruned)
+    assert results.best_trial == study.best_trial.number
+    assert results.best_mlflow_run_id == best["run_id"].iloc[0]

@@ -26,6 +26,9 @@ def test_grid_multirun_gives_one_tagged_run_per_job(grid_sweep, monkeypatch) -> 
     assert runs["tags.overrides"].nunique() == 4
     assert sorted(runs["tags.sweep_job"].astype(int)) == [0, 1, 2, 3]
     assert runs["metrics.test/f1"].notna().all()
+    # the run names say what ran (the swept backbone and loss are in them already)
+    names = {f"{b}·{lo}·digits" for b in ("resnet18", "mobilenetv2") for lo in ("ce", "focal")}
+    assert set(runs["tags.mlflow.runName"]) == names
     _check_report(root, runs, monkeypatch)
 
 
@@ -39,6 +42,9 @@ def _check_report(root: Path, runs, monkeypatch) -> None:
     assert len(table) == 4
     assert table["test/f1"].tolist() == sorted(runs["metrics.test/f1"], reverse=True)
     assert set(table["backbone"]) == {"resnet18", "mobilenetv2"}
+    # the data each run saw: its dataset inputs' name and the training split's digest
+    (data,) = set(table["data"])
+    assert data.startswith("digits@") and len(data) == len("digits@") + 12
     monkeypatch.setenv("MEDCLF_ROOT", str(root))
     out = run_command(lambda: sys.exit(main()), ["medclf-report"])
     assert out.returncode == 0, out.stderr

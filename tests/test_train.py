@@ -64,8 +64,7 @@ def test_digits_each_loss_trains_tests_and_tracks(tmp_path: Path, loss: str, bac
     run = finished_run(tmp_path, result)
     assert run["params.loss.name"] == loss
     assert run["params.backbone.name"] == backbone
-    assert f"loss={loss}" in run["tags.mlflow.runName"].split(",")
-    assert "paths.root_dir" not in run["tags.mlflow.runName"]
+    assert run["tags.mlflow.runName"] == f"{backbone}·{loss}·digits"  # what ran, at a glance
     assert f"loss={loss}" in run["tags.overrides"]
     frame = assert_metrics_equal_sklearn(run)
     assert len(frame) == 270 and set(frame["label"]) == {str(i) for i in range(10)}
@@ -121,6 +120,7 @@ def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
     assert_logged_model_predicts_like_the_test(client, run)
     assert run["params.datamodule.image_size"] == "32"
     assert run["params.optimizer.lr"] == "0.001"
+    _check_dataset_inputs(run, digits_run[2])
     # the start-up's phases (medclf.runtime): in the run directory and as metrics
     startup = json.loads((digits_run[2] / "startup.json").read_text())
     phases = ["imports", "config", "data", "model", "MLflow and trainer"]
@@ -131,6 +131,30 @@ def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
     assert run["metrics.startup/total_s"] == pytest.approx(startup["total"])
     mlflow_phase = startup["MLflow and trainer"]
     assert run["metrics.startup/MLflow_and_trainer_s"] == pytest.approx(mlflow_phase)
+
+
+def _check_dataset_inputs(run, run_dir: Path) -> None:
+    """Three MLflow dataset inputs (train, val, test) named by the data, whose digests are
+    SHA-256 over the split's sample, label and file size (0: digits are arrays) rows."""
+    import hashlib
+
+    import mlflow
+
+    logged = mlflow.MlflowClient(tracking_uri(run_dir.parents[2])).get_run(run["run_id"])
+    inputs = logged.inputs.dataset_inputs
+    contexts = {
+        t.value: i.dataset for i in inputs for t in i.tags if t.key == "mlflow.data.context"
+    }
+    assert sorted(contexts) == ["test", "train", "val"] and len(inputs) == 3
+    splits = pd.read_csv(run_dir / "splits.csv", dtype=str, keep_default_na=False)
+    for split, dataset in contexts.items():
+        rows = splits[splits["split"] == split]
+        lines = sorted(
+            f"{s}\t{lab}\t0" for s, lab in zip(rows["sample"], rows["label"], strict=True)
+        )
+        assert dataset.digest == hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+        assert dataset.name == "digits"
+        assert json.loads(dataset.profile)["num_rows"] == len(rows)
 
 
 def test_folder_datamodule_on_generated_images(tmp_path: Path, image_folder: Path) -> None:

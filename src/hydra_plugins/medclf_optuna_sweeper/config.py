@@ -40,10 +40,45 @@ class RandomSamplerConfig:
 
 
 @dataclass
+class MedianPrunerConfig:
+    """optuna.pruners.MedianPruner: stop a trial whose value after an epoch is worse than
+    the median of the earlier trials' values after that epoch. Steps are epochs (0 is the
+    first): nothing is pruned before ``n_startup_trials`` trials finished, nor in the first
+    ``n_warmup_steps`` epochs of a trial."""
+
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class HyperbandPrunerConfig:
+    """optuna.pruners.HyperbandPruner: successive halving in brackets; resources are epochs
+    (``max_resource: auto`` takes the epochs of the first trial that finishes)."""
+
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"
+    reduction_factor: int = 3
+
+
+@dataclass
+class NopPrunerConfig:
+    """No pruning: every trial trains all its epochs."""
+
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.medclf_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     sampler: Any = MISSING
+    # median | hyperband | none: trials report optimized_metric after each validation and
+    # stop when the pruner says so (PRUNED in the study, KILLED + optuna_state=PRUNED in MLflow)
+    pruner: Any = MISSING
     # maximize | minimize | null (minimize when optimized_metric names a loss, else maximize)
     direction: Optional[str] = None
     # An Optuna storage URL (sqlite:///PATH.db); null keeps the study in memory (no resume).
@@ -68,3 +103,9 @@ store.store(group="hydra/sweeper/sampler", name="tpe", node=TPESamplerConfig, pr
 store.store(
     group="hydra/sweeper/sampler", name="random", node=RandomSamplerConfig, provider="medclf"
 )
+for name, node in (
+    ("median", MedianPrunerConfig),
+    ("hyperband", HyperbandPrunerConfig),
+    ("none", NopPrunerConfig),
+):
+    store.store(group="hydra/sweeper/pruner", name=name, node=node, provider="medclf")

@@ -168,7 +168,8 @@ def platform_callbacks(
 ) -> list:
     """The callbacks every training has, whatever ``callbacks=`` chooses: the resume state
     (medclf.pipeline.resume), the Ctrl-C checkpoint (medclf.pipeline.interrupt), the test
-    report and training curves (medclf.evaluation), and the DDP config check."""
+    report and training curves (medclf.evaluation), the DDP config check, and in an Optuna
+    search with a pruner the trial's reports (medclf.search.pruning)."""
     from medclf.evaluation.analysis import Settings
     from medclf.evaluation.history import TrainingCurves
     from medclf.evaluation.report import TestReport
@@ -183,7 +184,7 @@ def platform_callbacks(
         command = " ".join(["medclf-train", *job_overrides()])
     except ValueError:  # not inside a Hydra app
         command = "medclf-train"
-    return [
+    callbacks = [
         ResumeState(cfg.seed, output_dir, trackers),
         InterruptCheckpoint(),
         TestReport(
@@ -195,6 +196,23 @@ def platform_callbacks(
         TrainingCurves(output_dir / "plots"),
         ConfigFingerprint(config_digest, output_dir),
     ]
+    if cfg.get("optimized_metric"):
+        from medclf.pipeline.best import BestValue
+
+        callbacks.append(BestValue(cfg.optimized_metric))
+    search = cfg.get("search")
+    cross_validation = (OmegaConf.select(cfg, "cv.folds") or 0) >= 2  # folds: no pruning
+    if search and search.get("trial") is not None and not cross_validation:
+        from medclf.pipeline.job import sweeper_pruner
+        from medclf.search.pruning import TrialPruning
+
+        metric = cfg.get("optimized_metric")
+        if not metric:
+            raise ConfigError("pruning an Optuna search needs optimized_metric (e.g. val/f1).")
+        callbacks.append(
+            TrialPruning(search.storage, search.study, search.trial, metric, sweeper_pruner())
+        )
+    return callbacks
 
 
 def make_trainer(trainer_cfg: DictConfig, loggers: list, callbacks: list) -> Any:

@@ -43,7 +43,7 @@ def run_cv(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     name = cfg.logger.mlflow.run_name if OmegaConf.select(cfg, "logger.mlflow.run_name") else None
-    name = name or job_name()
+    name = name or job_name(cfg)
     parent = _parent_logger(cfg, f"{name} cv{folds}")
     status = "FAILED"
     rows = []

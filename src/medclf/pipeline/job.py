@@ -5,12 +5,88 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
 
-def job_name() -> str:
-    """The job's overrides as ``key=value,...`` (the MLflow run name), or ``default``."""
+# what a run name shows of the data: the datamodule option's key naming its source
+DATA_KEYS = ("data_dir", "csv_path", "path")
+# overrides the name's backbone·loss·data part shows already
+NAMED_KEYS = ("backbone", "backbone.name", "loss", "loss.name", "datamodule") + tuple(
+    f"datamodule.{key}" for key in DATA_KEYS
+)
+
+
+def data_name(cfg: DictConfig) -> str:
+    """``folder:xray`` (the datamodule option and the last part of its data path, a file
+    without its suffix), or just the option (``digits``)."""
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.get().job.override_dirname or "default"
+    choice = None
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("datamodule")
+    module = cfg.get("datamodule") or {}
+    choice = choice or str(module.get("_target_", "data")).rsplit(".", 1)[-1]
+    for key in DATA_KEYS:
+        value = module.get(key) if key in module else None
+        if isinstance(value, str) and value and value != "???":
+            path = Path(value.rstrip("/"))
+            return f"{choice}:{path.stem if path.suffix else path.name}"
+    return choice
+
+
+def job_name(cfg: DictConfig) -> str:
+    """The MLflow run name: ``backbone·loss·data`` (``resnet18·focal·folder:xray``) and,
+    inside a multirun, the overrides this job does not share with the command line (the
+    swept or searched values: ``resnet18·ce·digits optimizer.lr=0.01``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    parts = [
+        str(OmegaConf.select(cfg, "backbone.name", default=None) or "model"),
+        str(OmegaConf.select(cfg, "loss.name", default=None) or "loss"),
+        data_name(cfg),
+    ]
+    name = "·".join(parts)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        varying = _varying_overrides()
+        if varying:
+            name += " " + ",".join(varying)
+    return name
+
+
+def _varying_overrides() -> list[str]:
+    """This job's overrides less those given as such on the command line and those the run
+    directory's name leaves out (``hydra.job.config.override_dirname.exclude_keys``)."""
+    import sys
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_cfg = HydraConfig.get()
+    excluded = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    parser = OverridesParser.create()
+
+    def parsed(argument: str):
+        try:
+            (override,) = parser.parse_overrides([argument])
+        except Exception:  # an option of Hydra's own (-m, --config-dir ...)
+            return None
+        return override
+
+    given = set()
+    for argument in sys.argv[1:]:
+        override = parsed(argument)
+        if override is not None and not override.is_sweep_override():
+            given.add((override.key_or_group, repr(override.value())))
+    varying = []
+    for argument in hydra_cfg.overrides.task:
+        override = parsed(argument)
+        if override is None:
+            continue
+        key = override.key_or_group
+        if (key, repr(override.value())) in given or key in excluded or key in NAMED_KEYS:
+            continue
+        varying.append(argument)
+    return varying
 
 
 def job_overrides() -> list[str]:
@@ -27,6 +103,17 @@ def job_dir() -> Path | None:
     if not HydraConfig.initialized():
         return None
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def sweeper_pruner():
+    """``hydra.sweeper.pruner`` of this job's Hydra config (None outside an Optuna search,
+    e.g. in a DDP rank > 0, which only follows rank 0's decisions)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    sweeper = HydraConfig.get().get("sweeper") or {}
+    return sweeper.get("pruner")
 
 
 def run_tags(output_dir: Path, root_dir: str) -> dict[str, str]:

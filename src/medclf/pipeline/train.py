@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from medclf.pipeline.best import best_value
 from medclf.pipeline.build import (
     build_model,
     instantiate_callbacks,
@@ -24,6 +25,7 @@ from medclf.pipeline.build import (
     tidy_lightning_logging,
 )
 from medclf.pipeline.job import job_dir, job_name, job_overrides, run_tags
+from medclf.search.pruning import Pruned
 
 log = logging.getLogger("medclf.train")
 
@@ -37,8 +39,9 @@ def plan_resume(cfg: DictConfig):
     return plan(str(cfg.ckpt_path), cfg.paths.log_dir, job_overrides(), bool(cfg.train), job_dir())
 
 
-def run(cfg: DictConfig, results: dict | None = None) -> float | None:
-    """Train and test as configured; returns the best ``cfg.optimized_metric`` value.
+def run(cfg: DictConfig, results: dict | None = None) -> float | Pruned | None:
+    """Train and test as configured; returns the best ``cfg.optimized_metric`` value (in a
+    search trial the pruner stopped: :class:`medclf.search.pruning.Pruned`).
     ``results`` (if given) receives the final metrics, the best checkpoint and the MLflow
     run id."""
     import lightning as L
@@ -85,7 +88,7 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
     if rank_zero_only.rank == 0:
         run_id = resume.mlflow_run_id if resume is not None else None
         spool = output_dir / "mlflow_unsent.jsonl"
-        loggers = instantiate_loggers(cfg.get("logger"), job_name(), spool, run_id)
+        loggers = instantiate_loggers(cfg.get("logger"), job_name(cfg), spool, run_id)
     trackers = mlflow_loggers(loggers)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     callbacks += platform_callbacks(cfg, output_dir, trackers, digest)
@@ -98,9 +101,10 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
         _record_startup(trackers, output_dir)
         with runtime.long_lived_frozen():
             checkpoint = _fit_and_test(cfg, trainer, model, datamodule, resume, trackers)
-            if trainer.is_global_zero:
+            pruned = _pruned(trainer, trackers)
+            if trainer.is_global_zero and pruned is None:
                 _log_outputs(trackers, output_dir, checkpoint, model, datamodule)
-        status = "FINISHED"
+        status = "FINISHED" if pruned is None else "KILLED"
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
         status = "KILLED"
         raise
@@ -112,13 +116,30 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | None:
             signal.signal(signal.SIGINT, sigint)  # Lightning ignores SIGINT after a Ctrl-C
     if trainer.is_global_zero:
         _summary(trainer, trackers, output_dir)
-    best = _best(trainer, cfg.get("optimized_metric"))
+    best = best_value(trainer, cfg.get("optimized_metric"))
     if results is not None:
         results["metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
         results["checkpoint"] = checkpoint
         results["run_id"] = trackers[0].run_id if trackers else None
         results["best"] = best
+    if pruned is not None:  # the sweeper records the trial PRUNED
+        return Pruned(pruned, best)
     return best
+
+
+def _pruned(trainer, trackers: list) -> int | None:
+    """The epoch after which the Optuna search pruned this trial (None if it was not); its
+    MLflow run is tagged ``optuna_state=PRUNED`` and ``optuna_pruned_epoch``."""
+    from medclf.search.pruning import trial_pruning
+
+    callback = trial_pruning(trainer)
+    if callback is None or callback.pruned_epoch is None:
+        return None
+    epoch = callback.pruned_epoch
+    for tracker in trackers:
+        tracker.experiment.set_tag(tracker.run_id, "optuna_state", "PRUNED")
+        tracker.experiment.set_tag(tracker.run_id, "optuna_pruned_epoch", str(epoch))
+    return callback.pruned_epoch
 
 
 def _start_tracking(trackers: list, cfg: DictConfig, resume, output_dir: Path, datamodule) -> None:
@@ -129,8 +150,10 @@ def _start_tracking(trackers: list, cfg: DictConfig, resume, output_dir: Path, d
     from medclf.tracking.logger import flatten
 
     splits = output_dir / "splits.csv"
-    if rank_zero_only.rank == 0:
-        datamodule.splits_table().to_csv(splits, index=False)
+    if rank_zero_only.rank != 0:
+        return
+    table = datamodule.splits_table()
+    table.to_csv(splits, index=False)
     for tracker in trackers:
         if resume is not None and tracker.run_id == resume.mlflow_run_id:
             tracker.resume_run(resume.ckpt_path, resume.epoch)
@@ -140,6 +163,32 @@ def _start_tracking(trackers: list, cfg: DictConfig, resume, output_dir: Path, d
         tracker.log_artifact(splits)
         for key, value in run_tags(output_dir, cfg.paths.root_dir).items():
             tracker.experiment.set_tag(tracker.run_id, key, value)
+        _log_datasets(tracker, cfg, table, datamodule)
+
+
+def _log_datasets(tracker, cfg: DictConfig, table, datamodule) -> None:
+    """The train, val and test samples as the run's MLflow dataset inputs
+    (medclf.tracking.datasets), named like the run's data part (``folder:xray``)."""
+    import os
+
+    from medclf.pipeline.job import DATA_KEYS, data_name
+    from medclf.tracking.datasets import log_split_inputs
+
+    def size(path) -> int:
+        if not isinstance(path, str):  # a row of in-memory arrays (an int: not a file)
+            return 0
+        try:
+            return os.stat(path).st_size
+        except OSError:
+            return 0
+
+    module = cfg.datamodule
+    source = next(
+        (str(Path(module[k]).resolve()) for k in DATA_KEYS if k in module and module[k]),
+        str(module.get("_target_", "")),
+    )
+    sizes = [size(path) for path in datamodule.frame["path"]]
+    log_split_inputs(tracker.experiment, tracker.run_id, table, sizes, data_name(cfg), source)
 
 
 def _record_startup(trackers: list, output_dir: Path) -> None:
@@ -191,6 +240,8 @@ def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers)
         ckpt = str(resume.ckpt_path) if resume is not None else None
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    if trainer.should_stop and _was_pruned(trainer):
+        return checkpoint  # a pruned search trial: no calibration, no test pass
     if cfg.train:
         chosen = fit_on_validation(cfg, model, datamodule, checkpoint)
         for tracker in trackers:
@@ -201,6 +252,13 @@ def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers)
             restore_decision(model, ckpt)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     return checkpoint
+
+
+def _was_pruned(trainer) -> bool:
+    from medclf.search.pruning import trial_pruning
+
+    callback = trial_pruning(trainer)
+    return callback is not None and callback.pruned_epoch is not None
 
 
 def _log_outputs(trackers: list, output_dir: Path, checkpoint, model, datamodule) -> None:
@@ -217,18 +275,6 @@ def _log_outputs(trackers: list, output_dir: Path, checkpoint, model, datamodule
             log_model(
                 tracker, model, example["image"][None], None if metadata is None else metadata[None]
             )
-
-
-def _best(trainer, metric: str | None) -> float | None:
-    callback = trainer.checkpoint_callback
-    if (
-        callback is not None
-        and callback.monitor == metric
-        and callback.best_model_score is not None
-    ):
-        return float(callback.best_model_score)
-    value = trainer.callback_metrics.get(metric) if metric else None
-    return float(value) if value is not None else None
 
 
 def _summary(trainer, trackers: list, output_dir: Path) -> None:

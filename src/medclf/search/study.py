@@ -11,9 +11,14 @@ keeps its config keys and search-space grammar, and:
   the same number (its job directory and ``sweep_job`` tag are the trial number), and the
   interrupted MLflow run is marked KILLED;
 * one session at a time drives a sweep directory (a lock file there refuses a second);
+* with a ``pruner`` (``median``, ``hyperband``), each job gets ``search.storage``,
+  ``search.study`` and ``search.trial``, reports ``optimized_metric`` after each validation
+  and stops when the pruner says so (medclf.search.pruning); a pruned trial counts as
+  finished, so the kill-and-continue above does not run it again;
 * the best trial (number, value, parameters, MLflow run) is logged, written to
   ``optimization_results.yaml`` in the sweep directory and tagged ``optuna_best=true`` on
-  its MLflow run; every trial's run carries ``optuna_study`` and ``optuna_trial`` tags.
+  its MLflow run; every trial's run carries ``optuna_study``, ``optuna_trial`` and
+  ``optuna_state`` (COMPLETE, PRUNED or FAIL) tags.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from medclf.errors import ConfigError
+from medclf.search import minimizes
+from medclf.search.pruning import Pruned, make_pruner, prunes
 from medclf.search.spaces import FIXED_ATTR
 
 log = logging.getLogger("medclf.search")
@@ -88,7 +95,7 @@ def search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution],
 
 def default_direction(metric: str | None) -> str:
     """``minimize`` for a loss (``val/loss``), ``maximize`` for any other metric."""
-    return "minimize" if metric and "loss" in metric.rsplit("/", 1)[-1] else "maximize"
+    return "minimize" if metric and minimizes(metric) else "maximize"
 
 
 def override_value(value: Any) -> str:
@@ -134,6 +141,7 @@ class OptunaSearch:
         max_failure_rate: float = 0.0,
         params: dict[str, str] | None = None,
         custom_search_space: str | None = None,
+        pruner: Any = None,
     ) -> None:
         if n_trials < 1 or n_jobs < 1:
             raise ConfigError(
@@ -150,6 +158,7 @@ class OptunaSearch:
                 "(from optimized_metric)."
             )
         self.make_sampler = sampler if callable(sampler) else (lambda **_: sampler)
+        self.pruner = make_pruner(pruner)
         self.direction = direction
         self.storage = storage
         self.study_name = study_name
@@ -186,6 +195,11 @@ class OptunaSearch:
         database = sqlite_path(self.storage or "")
         if database is not None:
             database.parent.mkdir(parents=True, exist_ok=True)
+        if self.storage is None and prunes(self.pruner):
+            raise ConfigError(
+                "hydra.sweeper.pruner needs hydra.sweeper.storage (a database URL such as "
+                "sqlite:///PATH.db): the trials reach their study through it."
+            )
         if self.storage is None:
             log.warning("hydra.sweeper.storage is null: the study lives in memory only")
         elif self.study_name is None:
@@ -195,6 +209,7 @@ class OptunaSearch:
                 study_name=self.study_name,
                 storage=self.storage,
                 sampler=self.make_sampler(),
+                pruner=self.pruner,
                 direction=direction,
                 load_if_exists=True,
             )
@@ -208,14 +223,16 @@ class OptunaSearch:
                     "hydra.sweeper.study_name for a new study."
                 )
             log.info(
-                "study %r (%s %s) in %s; search space: %s; fixed: %s",
+                "study %r (%s %s) in %s; search space: %s; fixed: %s; pruner: %s",
                 study.study_name,
                 direction,
                 metric,
                 self.storage,
                 ", ".join(space) or "(none)",
                 fixed or "(none)",
+                type(self.pruner).__name__,
             )
+            self.study_name = study.study_name
             try:
                 self._optimize(study, space, fixed)
             except (KeyboardInterrupt, SystemExit):
@@ -279,13 +296,23 @@ class OptunaSearch:
         values = {**trial.params, **trial.user_attrs.get(FIXED_ATTR, {})}
         return [f"{name}={override_value(value)}" for name, value in values.items()]
 
+    def _reach(self, number: int) -> list[str]:
+        """With a pruner: the overrides by which job ``number`` reaches its trial."""
+        if not prunes(self.pruner):
+            return []
+        return [
+            f"++search.storage={self.storage}",
+            f"++search.study={self.study_name}",
+            f"++search.trial={number}",
+        ]
+
     def _launch(self, batch: list[tuple[int, list[str]]]) -> list[JobReturn]:
         """Launch the batch with each job numbered as its trial (consecutive runs at once)."""
         returns: list[JobReturn] = []
         start = 0
         for end in range(1, len(batch) + 1):
             if end == len(batch) or batch[end][0] != batch[end - 1][0] + 1:
-                jobs = [overrides for _, overrides in batch[start:end]]
+                jobs = [overrides + self._reach(n) for n, overrides in batch[start:end]]
                 returns += self.launcher.launch(jobs, initial_job_idx=batch[start][0])
                 start = end
         return returns
@@ -296,16 +323,30 @@ class OptunaSearch:
         for number, job in zip(numbers, returns, strict=True):
             try:
                 value = job.return_value  # raises the job's own exception if it failed
+                if isinstance(value, Pruned):
+                    state = TrialState.PRUNED
+                    study.tell(number, state=state)  # its value: the last one it reported
+                    log.info(
+                        "trial %d: pruned after epoch %d (best %s=%s)",
+                        number,
+                        value.epoch,
+                        metric,
+                        value.best,
+                    )
+                    self._tag_run(study, number, state)
+                    continue
                 if value is None or not math.isfinite(float(value)):
                     raise ValueError(f"trial {number} returned {value!r} for {metric}")
             except Exception as exc:
+                state = TrialState.FAIL
                 log.warning("trial %d failed: %s", number, exc)
-                study.tell(number, state=TrialState.FAIL)
+                study.tell(number, state=state)
                 errors.append(exc)
             else:
+                state = TrialState.COMPLETE
                 study.tell(number, float(value))
                 log.info("trial %d: %s=%.4f", number, metric, float(value))
-            self._tag_run(study, number)
+            self._tag_run(study, number, state)
         if errors and len(errors) / len(returns) > self.max_failure_rate:
             raise RuntimeError(
                 f"{len(errors)} of {len(returns)} trial(s) failed, more than "
@@ -336,11 +377,16 @@ class OptunaSearch:
                 log.info("MLflow run %s of interrupted trial %d: KILLED", run.info.run_id, number)
 
     def _trial_run(self, number: int) -> str | None:
-        """The id of the MLflow run of trial ``number`` (not an interrupted attempt's)."""
-        runs = [r for r in self._job_runs(number) if r.info.status != "KILLED"]
+        """The id of the MLflow run of trial ``number`` (not an interrupted attempt's; a
+        pruned trial's run is KILLED too, but tagged)."""
+        runs = [
+            r
+            for r in self._job_runs(number)
+            if r.info.status != "KILLED" or r.data.tags.get("optuna_state") == "PRUNED"
+        ]
         return runs[0].info.run_id if runs else None
 
-    def _tag_run(self, study: optuna.Study, number: int) -> None:
+    def _tag_run(self, study: optuna.Study, number: int, state: TrialState) -> None:
         from mlflow.tracking import MlflowClient
 
         run_id = self._trial_run(number)
@@ -348,12 +394,14 @@ class OptunaSearch:
             client = MlflowClient(self._mlflow()[0])
             client.set_tag(run_id, "optuna_study", study.study_name)
             client.set_tag(run_id, "optuna_trial", str(number))
+            client.set_tag(run_id, "optuna_state", state.name)
 
     def _report(self, study: optuna.Study, metric: str | None) -> None:
         """Log the best trial, write optimization_results.yaml, tag the best MLflow run."""
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
         counts = {
             state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
-            for state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
+            for state in states
         }
         if not counts["complete"]:
             log.warning("no trial of study %r completed", study.study_name)
@@ -375,9 +423,12 @@ class OptunaSearch:
         }
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
         log.info(
-            "best trial %d of %d: %s=%.4f with %s (MLflow run %s); written to %s",
-            best.number,
+            "trials: %d complete, %d pruned, %d failed; best trial %d: %s=%.4f with %s "
+            "(MLflow run %s); written to %s",
             counts["complete"],
+            counts["pruned"],
+            counts["fail"],
+            best.number,
             metric,
             best.value,
             " ".join(f"{k}={override_value(v)}" for k, v in best.params.items()),

@@ -1,7 +1,9 @@
 """Compare an experiment's runs in the terminal (``medclf-report [EXPERIMENT]``).
 
 One row per run (newest sweep first unless ``--sweep-id`` picks one), with the parameters
-that usually differ (backbone, loss, data) and the ``test/`` metrics, best first.
+that usually differ (backbone, loss, data), the data the run saw (its dataset inputs' name
+and the training split's digest), an Optuna search trial's state, and the ``test/``
+metrics, best first.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ def runs_table(
     """The comparison table: run name, status, key params, test metrics; best ``metric`` first."""
     import mlflow
 
+    from medclf.tracking.datasets import run_datasets
+
     client = mlflow.MlflowClient(tracking_uri)
-    if client.get_experiment_by_name(experiment) is None:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
         raise SystemExit(f"error: no experiment {experiment!r} at {tracking_uri}")
     mlflow.set_tracking_uri(tracking_uri)
     runs = mlflow.search_runs(experiment_names=[experiment])
@@ -40,6 +45,13 @@ def runs_table(
             table[name.split(".")[0] if name != "optimizer.lr" else "lr"] = column
     if "datamodule" in table:
         table["datamodule"] = table["datamodule"].str.rsplit(".", n=1).str[-1]
+    seen = {
+        run.info.run_id: run_datasets(run).get("train")
+        for run in client.search_runs([found.experiment_id], max_results=50_000)
+    }
+    table["data"] = [f"{seen[r][0]}@{seen[r][1]}" if seen.get(r) else "" for r in runs["run_id"]]
+    if "tags.optuna_state" in runs:
+        table["trial"] = runs["tags.optuna_state"]
     for name in METRICS:
         column = runs.get(f"metrics.{name}")
         if column is not None:

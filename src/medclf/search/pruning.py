@@ -1,0 +1,129 @@
+"""Pruning in the Optuna search: a trial reports ``optimized_metric`` after every validation
+and stops when the study's pruner says so.
+
+The sweeper (medclf.search.study) gives each job ``search.storage``, ``search.study`` and
+``search.trial`` (the trial number); :class:`TrialPruning` reaches the trial through them,
+reports on DDP rank 0 and stops every rank together. The pipeline then skips the test pass,
+ends the MLflow run KILLED with ``optuna_state=PRUNED`` and returns :class:`Pruned`, which
+the sweeper records as PRUNED (Optuna keeps the last reported value as the trial's value).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from medclf.errors import ConfigError
+
+log = logging.getLogger("medclf.search")
+
+PRUNERS = {
+    "median": "optuna.pruners.MedianPruner",
+    "hyperband": "optuna.pruners.HyperbandPruner",
+    "none": "optuna.pruners.NopPruner",
+}
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What the job of a pruned trial returns to the sweeper: the epoch after which it
+    stopped and the best value of ``optimized_metric`` it reached."""
+
+    epoch: int
+    best: float | None
+
+
+def make_pruner(spec: Any):
+    """An Optuna pruner from ``hydra.sweeper.pruner``: a name (``median``, ``hyperband``,
+    ``none``: Optuna's defaults), a config node with ``_target_`` (the
+    ``hydra/sweeper/pruner`` group, whose keys are settable), a pruner, or None."""
+    import optuna
+    from hydra.utils import get_class, instantiate
+
+    if spec is None:
+        return optuna.pruners.NopPruner()
+    if isinstance(spec, optuna.pruners.BasePruner):
+        return spec
+    if isinstance(spec, str):
+        if spec not in PRUNERS:
+            close = difflib.get_close_matches(spec, PRUNERS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                f"hydra.sweeper.pruner={spec}: unknown pruner{hint}; use one of "
+                f"{', '.join(PRUNERS)}, or hydra/sweeper/pruner=NAME to set its keys."
+            )
+        return get_class(PRUNERS[spec])()
+    try:
+        return instantiate(spec)
+    except Exception as exc:
+        raise ConfigError(f"hydra.sweeper.pruner: cannot build the pruner: {exc}") from None
+
+
+def prunes(pruner: Any) -> bool:
+    """Whether ``pruner`` ever stops a trial (anything but Optuna's NopPruner)."""
+    import optuna
+
+    return not isinstance(pruner, optuna.pruners.NopPruner)
+
+
+class TrialPruning(Callback):
+    """Report ``metric`` to Optuna trial ``number`` of ``study`` after each validation (step
+    = epoch, 0-based) and stop training when the pruner says so. Only global rank 0 talks
+    to the study; its decision is broadcast so that all ranks stop at the same epoch."""
+
+    def __init__(self, storage: str, study: str, number: int, metric: str, pruner: Any) -> None:
+        self.storage = storage
+        self.study_name = study
+        self.number = int(number)
+        self.metric = metric
+        self.pruner_spec = pruner
+        self.trial = None
+        self.pruned_epoch: int | None = None
+        self.last_value: float | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero or self.trial is not None:
+            return
+        import optuna
+
+        storage = optuna.storages.RDBStorage(self.storage)
+        study = optuna.load_study(
+            study_name=self.study_name, storage=storage, pruner=make_pruner(self.pruner_spec)
+        )
+        study_id = storage.get_study_id_from_name(self.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
+        self.trial = optuna.trial.Trial(study, trial_id)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        prune = False
+        if trainer.is_global_zero and self.trial is not None:
+            value = trainer.callback_metrics.get(self.metric)
+            if value is not None and math.isfinite(float(value)):
+                self.last_value = float(value)
+                self.trial.report(self.last_value, step=trainer.current_epoch)
+                prune = self.trial.should_prune()
+        prune = bool(trainer.strategy.broadcast(prune))
+        if prune:
+            self.pruned_epoch = trainer.current_epoch
+            trainer.should_stop = True
+            if trainer.is_global_zero:
+                log.info(
+                    "trial %d pruned after epoch %d: %s=%.4f",
+                    self.number,
+                    self.pruned_epoch,
+                    self.metric,
+                    self.last_value,
+                )
+
+
+def trial_pruning(trainer: L.Trainer) -> TrialPruning | None:
+    """The trainer's TrialPruning callback, or None."""
+    return next((c for c in trainer.callbacks if isinstance(c, TrialPruning)), None)
