@@ -130,3 +130,39 @@ def test_binary_single_output_weights_by_true_class() -> None:
     expected = np.mean(np.where(y == 1, 3.0, 0.5) * bce)
     loss = CrossEntropyLoss("sigmoid", class_weights=[0.5, 3.0])(logits, target)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+EPS = 0.1
+
+
+def test_label_smoothing_of_cross_entropy_equals_torch_and_keras() -> None:
+    """Softmax: torch's own label_smoothing (p(1 − ε) + ε/C); sigmoid: Keras's binary
+    smoothing p(1 − ε) + ε/2, by hand."""
+    loss = CrossEntropyLoss(label_smoothing=EPS)(LOGITS, TARGET)
+    expected = torch.nn.functional.cross_entropy(LOGITS, TARGET, label_smoothing=EPS)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    sigmoid = CrossEntropyLoss("sigmoid", label_smoothing=EPS)(LOGITS, MULTI)
+    q = 1 / (1 + np.exp(-LOGITS.numpy()))
+    y = MULTI.numpy() * (1 - EPS) + EPS / 2
+    by_hand = -(y * np.log(q) + (1 - y) * np.log(1 - q)).mean(axis=1).mean()
+    assert float(sigmoid) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_label_smoothing_of_focal_and_kl_follows_their_formulas() -> None:
+    p = one_hot(TARGET) * (1 - EPS) + EPS / 3
+    q = softmax(LOGITS.numpy())
+    focal = -(((1 - q) ** 2.0) * p * np.log(q)).sum(axis=1).mean()
+    assert float(FocalLoss(gamma=2.0, label_smoothing=EPS)(LOGITS, TARGET)) == pytest.approx(
+        focal, rel=1e-5
+    )
+    kl = (p * (np.log(p) - np.log(q))).sum(axis=1).mean()
+    assert float(KLDivergenceLoss(label_smoothing=EPS)(LOGITS, TARGET)) == pytest.approx(
+        kl, rel=1e-5
+    )
+
+
+def test_label_smoothing_outside_0_1_is_a_config_error() -> None:
+    from medclf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"loss.label_smoothing=1.0 must be at least 0"):
+        CrossEntropyLoss(label_smoothing=1.0)

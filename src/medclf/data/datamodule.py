@@ -391,6 +391,23 @@ class ClassificationDataModule(L.LightningDataModule):
         after training (calibration, thresholds) sees the whole validation split."""
         return self._loader(split)
 
+    def recalibration_loader(self) -> DataLoader:
+        """The train split without augmentation, this rank's share, in a fixed order: what
+        batch-norm statistics are re-estimated on (medclf.pipeline.batchnorm)."""
+        import copy
+
+        dataset = copy.copy(self.datasets["train"])
+        dataset.transform = self._transform(train=False)
+        workers = self.workers()
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=eval_sampler(dataset),
+            num_workers=workers,
+            worker_init_fn=seed_worker if workers > 0 else None,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", drop_last=self.drop_last, sampler=self._train_sampler())
 

@@ -118,7 +118,8 @@ class Backbone(nn.Module):
         size = self.spec.min_size
         was_training = self.model.training
         self.model.eval()  # no BatchNorm statistics updated by the probe
-        self.model.forward_features(torch.zeros(1, in_chans, size, size)).float().sum().backward()
+        probe = torch.zeros(1, in_chans, *(size,) * self.spec.spatial_dims)  # a user's 3D one too
+        self.model.forward_features(probe).float().sum().backward()
         self.model.train(was_training)
         unused = {n for n, p in self.model.named_parameters() if p.grad is None}
         self.model.zero_grad(set_to_none=True)

@@ -36,20 +36,37 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> list[float]:
 
 
 class ClassificationLoss(nn.Module):
-    """Common plumbing: target encoding and per-class weighting."""
+    """Common plumbing: target encoding, label smoothing and per-class weighting.
+
+    ``label_smoothing`` ε moves the targets towards uniform as Keras does: p(1 − ε) + ε/C
+    over the C classes of a softmax, p(1 − ε) + ε/2 for each sigmoid output."""
 
     def __init__(
-        self, activation: str = "softmax", class_weights: Sequence[float] | None = None
+        self,
+        activation: str = "softmax",
+        class_weights: Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"activation must be softmax or sigmoid, got {activation!r}")
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            from medclf.errors import ConfigError
+
+            raise ConfigError(
+                f"loss.label_smoothing={label_smoothing} must be at least 0 and below 1 "
+                "(0.1 is usual)."
+            )
+        self.label_smoothing = float(label_smoothing)
         self.activation = activation
         weights = torch.tensor(list(class_weights), dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         p = self._as_distribution(target, logits)
+        if self.label_smoothing:
+            uniform = 1.0 / logits.shape[-1] if self.activation == "softmax" else 0.5
+            p = p * (1.0 - self.label_smoothing) + self.label_smoothing * uniform
         if self.activation == "softmax":
             per_class = self.softmax_terms(logits, p)
         else:
@@ -101,13 +118,14 @@ class FocalLoss(ClassificationLoss):
         class_weights: Sequence[float] | None = None,
         gamma: float = 2.0,
         alpha: Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         if alpha is not None:
             base = list(class_weights) if class_weights else [1.0] * len(alpha)
             if len(base) != len(alpha):
                 raise ValueError("loss.alpha needs one value per class")
             class_weights = [a * w for a, w in zip(alpha, base, strict=True)]
-        super().__init__(activation, class_weights)
+        super().__init__(activation, class_weights, label_smoothing)
         self.gamma = float(gamma)
 
     def softmax_terms(self, logits, p):

@@ -1,8 +1,10 @@
 """Optimizers and learning-rate schedulers by name (``optimizer.name``, ``scheduler.name``).
 
 Every key of the ``optimizer`` group but ``name`` is an argument of the registered class;
-the ``scheduler`` group likewise, plus ``monitor`` for schedulers that step on a metric.
-A new optimizer or scheduler is one ``register`` call plus its YAML.
+the ``scheduler`` group likewise, plus ``monitor`` for schedulers that step on a metric and
+``warmup_epochs``: a linear warm-up from lr/(K+1) over the first K epochs (epoch e < K runs
+at lr·(e+1)/(K+1)), then the scheduler, whose cosine ``T_max`` is shortened by K so that it
+still ends with the run. A new optimizer or scheduler is one ``register`` call plus its YAML.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ SCHEDULERS.register("cosine", torch.optim.lr_scheduler.CosineAnnealingLR)
 SCHEDULERS.register("plateau", torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 # scheduler keys that configure how Lightning steps it, not the scheduler itself
-_STEPPING_KEYS = ("monitor",)
+_STEPPING_KEYS = ("monitor", "warmup_epochs")
 
 
 def create_optimizer(parameters: Any, config: dict[str, Any]) -> torch.optim.Optimizer:
@@ -34,12 +36,30 @@ def create_optimizer(parameters: Any, config: dict[str, Any]) -> torch.optim.Opt
 def create_scheduler(optimizer: torch.optim.Optimizer, config: dict[str, Any] | None) -> Any:
     """Lightning's ``configure_optimizers`` answer: the optimizer alone (scheduler ``none``),
     or the optimizer with its scheduler (and the metric it monitors)."""
+    from torch.optim.lr_scheduler import ConstantLR, LinearLR, ReduceLROnPlateau, SequentialLR
+
     config = dict(config or {"name": "none"})
-    target = SCHEDULERS[config.pop("name")]
-    if target is None:
+    name = config.pop("name")
+    target = SCHEDULERS[name]
+    warmup = int(config.pop("warmup_epochs", 0) or 0)
+    if target is None and not warmup:
         return optimizer
     monitor = config.pop("monitor", None)
-    scheduler = {"scheduler": target(optimizer, **config)}
+    if warmup and target is ReduceLROnPlateau:
+        raise ConfigError(
+            f"scheduler.warmup_epochs={warmup} cannot precede scheduler={name} (it steps on a "
+            "metric); use scheduler=cosine or scheduler=none with a warm-up."
+        )
+    if warmup and "T_max" in config:
+        config["T_max"] = max(1, int(config["T_max"]) - warmup)
+    if target is None:
+        main = ConstantLR(optimizer, factor=1.0, total_iters=0)
+    else:
+        main = target(optimizer, **config)
+    if warmup:
+        rise = LinearLR(optimizer, 1.0 / (warmup + 1), 1.0, total_iters=warmup)
+        main = SequentialLR(optimizer, [rise, main], milestones=[warmup])
+    scheduler = {"scheduler": main}
     if monitor:
         scheduler["monitor"] = monitor
     return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -196,6 +196,12 @@ def platform_callbacks(
         TrainingCurves(output_dir / "plots"),
         ConfigFingerprint(config_digest, output_dir),
     ]
+    speed = cfg.get("model") or {}
+    mode = speed.get("bn_recalibration", "auto")
+    if mode != "never":
+        from medclf.pipeline.batchnorm import BatchNormRecalibration
+
+        callbacks.append(BatchNormRecalibration(mode, speed.get("bn_recalibration_batches", 100)))
     if cfg.get("optimized_metric"):
         from medclf.pipeline.best import BestValue
 

@@ -1,0 +1,103 @@
+"""Batch-norm statistics that are right when the model is evaluated
+(medclf.pipeline.batchnorm)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from helpers import run_train, search_runs
+from medclf.pipeline.batchnorm import batch_norms, recalibrate, steps_needed
+
+
+def ball_volumes(path: Path, seed: int = 0) -> Path:
+    """160 training, 40 validation and 40 test volumes of 28³ in noise, each with a bright
+    ball: a small one (radius 3, class ``small``) or a large one (radius 8, ``large``)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.mgrid[:28, :28, :28], axis=-1).astype(np.float32)
+    arrays = {}
+    for split, n in (("train", 160), ("val", 40), ("test", 40)):
+        labels = np.arange(n) % 2
+        volumes = rng.normal(60, 20, (n, 28, 28, 28)).astype(np.float32)
+        for i, label in enumerate(labels):
+            radius = 8 if label else 3
+            centre = rng.uniform(radius + 1, 27 - radius - 1, 3)
+            inside = ((grid - centre) ** 2).sum(-1) < radius**2
+            volumes[i][inside] += 120
+        arrays[f"{split}_images"] = np.clip(volumes, 0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels[:, None]
+    np.savez(path, **arrays)
+    return path
+
+
+def test_steps_needed_is_when_the_start_weighs_one_percent() -> None:
+    layers = [nn.BatchNorm2d(4), nn.BatchNorm2d(4, momentum=0.3)]
+    assert steps_needed(layers[:1]) == 44  # 0.9 ** 44 < 0.01 <= 0.9 ** 43
+    assert 0.9**44 < 0.01 <= 0.9**43
+    assert steps_needed(layers) == 44  # the slowest layer decides
+    assert steps_needed([nn.BatchNorm2d(4, momentum=None)]) == 0
+
+
+def test_recalibration_equals_the_statistics_of_the_batches() -> None:
+    """The cumulative average over the batches, as torch.optim.swa_utils.update_bn gives;
+    momenta and training flags restored; dropout off meanwhile."""
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3)
+            self.drop = nn.Dropout(0.9)
+            self.bn = nn.BatchNorm2d(3)
+
+        @property
+        def device(self):
+            return torch.device("cpu")
+
+        def forward(self, image, metadata=None):
+            return self.bn(self.drop(self.conv(image)))
+
+    net = Net()
+    batches = [{"image": torch.randn(8, 1, 6, 6) * 3 + 1} for _ in range(5)]
+    layers = batch_norms(net)
+    assert recalibrate(net, batches, layers, max_batches=4) == 4
+    features = torch.cat([net.conv(b["image"]) for b in batches[:4]])  # no dropout
+    mean = torch.stack([net.conv(b["image"]).mean((0, 2, 3)) for b in batches[:4]]).mean(0)
+    assert torch.allclose(net.bn.running_mean, mean, atol=1e-5)
+    per_batch_var = torch.stack(
+        [net.conv(b["image"]).var((0, 2, 3), unbiased=True) for b in batches[:4]]
+    )
+    assert torch.allclose(net.bn.running_var, per_batch_var.mean(0), atol=1e-4)
+    assert features.shape[0] == 32
+    assert net.bn.momentum == 0.1 and net.training and net.bn.training
+
+
+def test_a_small_3d_set_with_a_large_batch_tests_right_with_recalibration(tmp_path: Path):
+    """160 volumes, batch 32, 3 epochs: 15 steps, too few for the running averages. With
+    model.bn_recalibration=auto the test accuracy is >= 0.9. With never it is 0.50 here
+    (AUROC 1.0: the ranking is learnt, the evaluation-mode outputs are not) and 0.48 with
+    3d_resnet18 (issue 18): documented, not asserted. tiny3d (tests/tiny_backbone.py) is a
+    two-layer 3D network with batch norm, registered as a user's backbone."""
+    npz = ball_volumes(tmp_path / "balls.npz")
+    result = run_train(
+        tmp_path,
+        "datamodule=npz",
+        f"datamodule.path={npz}",
+        "datamodule.class_names=[small,large]",
+        "datamodule.volume_size=[28,28,28]",
+        "backbone.name=tiny3d",
+        "trainer.max_epochs=3",
+        "callbacks.early_stopping=null",
+        "logger.mlflow.save_model=false",
+        "model.bn_recalibration=auto",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = search_runs(tmp_path).iloc[0]
+    assert round(run["metrics.test/accuracy"], 6) >= 0.9
+    output = result.stdout + result.stderr
+    assert "batch norm:" in output and "of the 44 their running averages need" in output
+    assert math.isfinite(run["metrics.time/bn_recalibration_s"])
