@@ -90,7 +90,7 @@ def recalibrate(model, loader, layers: list[nn.Module], max_batches: int) -> int
 class BatchNormRecalibration(Callback):
     """Recalibrate the batch-norm statistics before validation and test (see the module)."""
 
-    def __init__(self, mode: str = "auto", max_batches: int = 100) -> None:
+    def __init__(self, mode: str = "auto", max_batches: int = 20) -> None:
         if mode not in MODES:
             from medclf.errors import ConfigError
 

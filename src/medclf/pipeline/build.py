@@ -201,7 +201,7 @@ def platform_callbacks(
     if mode != "never":
         from medclf.pipeline.batchnorm import BatchNormRecalibration
 
-        callbacks.append(BatchNormRecalibration(mode, speed.get("bn_recalibration_batches", 100)))
+        callbacks.append(BatchNormRecalibration(mode, speed.get("bn_recalibration_batches", 20)))
     if cfg.get("optimized_metric"):
         from medclf.pipeline.best import BestValue
 
