@@ -114,7 +114,12 @@ def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
 
 def test_speed_switches_default_off_and_validate() -> None:
     cfg = composed()
-    assert cfg.model == {"channels_last": False, "compile": False}
+    assert cfg.model == {
+        "channels_last": False,
+        "compile": False,
+        "bn_recalibration": "auto",  # not a speed switch: right statistics by default
+        "bn_recalibration_batches": 20,
+    }
     assert cfg.trainer.precision == "32-true" and cfg.datamodule.cache is False
     for precision in ("bf16-mixed", "16-mixed", "bf16", 32):
         validate(composed(f"trainer.precision={precision}", "model.channels_last=true"))
