@@ -15,6 +15,16 @@ NAMED_KEYS = ("backbone", "backbone.name", "loss", "loss.name", "datamodule") + 
 )
 
 
+def data_path(cfg: DictConfig) -> str | None:
+    """The datamodule's data path (its first set key of DATA_KEYS), None for packaged data."""
+    module = cfg.get("datamodule") or {}
+    for key in DATA_KEYS:
+        value = module.get(key) if key in module else None
+        if isinstance(value, str) and value and value != "???":
+            return value
+    return None
+
+
 def data_name(cfg: DictConfig) -> str:
     """``folder:xray`` (the datamodule option and the last part of its data path, a file
     without its suffix), or just the option (``digits``)."""
@@ -25,12 +35,11 @@ def data_name(cfg: DictConfig) -> str:
         choice = HydraConfig.get().runtime.choices.get("datamodule")
     module = cfg.get("datamodule") or {}
     choice = choice or str(module.get("_target_", "data")).rsplit(".", 1)[-1]
-    for key in DATA_KEYS:
-        value = module.get(key) if key in module else None
-        if isinstance(value, str) and value and value != "???":
-            path = Path(value.rstrip("/"))
-            return f"{choice}:{path.stem if path.suffix else path.name}"
-    return choice
+    value = data_path(cfg)
+    if value is None:
+        return choice
+    path = Path(value.rstrip("/"))
+    return f"{choice}:{path.stem if path.suffix else path.name}"
 
 
 def job_name(cfg: DictConfig) -> str:

@@ -25,7 +25,7 @@ from medclf.pipeline.build import (
     tidy_lightning_logging,
 )
 from medclf.pipeline.job import job_dir, job_name, job_overrides, run_tags
-from medclf.search.pruning import Pruned
+from medclf.search.pruning import Pruned, pruned_epoch
 
 log = logging.getLogger("medclf.train")
 
@@ -130,16 +130,13 @@ def run(cfg: DictConfig, results: dict | None = None) -> float | Pruned | None:
 def _pruned(trainer, trackers: list) -> int | None:
     """The epoch after which the Optuna search pruned this trial (None if it was not); its
     MLflow run is tagged ``optuna_state=PRUNED`` and ``optuna_pruned_epoch``."""
-    from medclf.search.pruning import trial_pruning
-
-    callback = trial_pruning(trainer)
-    if callback is None or callback.pruned_epoch is None:
+    epoch = pruned_epoch(trainer)
+    if epoch is None:
         return None
-    epoch = callback.pruned_epoch
     for tracker in trackers:
         tracker.experiment.set_tag(tracker.run_id, "optuna_state", "PRUNED")
         tracker.experiment.set_tag(tracker.run_id, "optuna_pruned_epoch", str(epoch))
-    return callback.pruned_epoch
+    return epoch
 
 
 def _start_tracking(trackers: list, cfg: DictConfig, resume, output_dir: Path, datamodule) -> None:
@@ -171,7 +168,7 @@ def _log_datasets(tracker, cfg: DictConfig, table, datamodule) -> None:
     (medclf.tracking.datasets), named like the run's data part (``folder:xray``)."""
     import os
 
-    from medclf.pipeline.job import DATA_KEYS, data_name
+    from medclf.pipeline.job import data_name, data_path
     from medclf.tracking.datasets import log_split_inputs
 
     def size(path) -> int:
@@ -182,11 +179,8 @@ def _log_datasets(tracker, cfg: DictConfig, table, datamodule) -> None:
         except OSError:
             return 0
 
-    module = cfg.datamodule
-    source = next(
-        (str(Path(module[k]).resolve()) for k in DATA_KEYS if k in module and module[k]),
-        str(module.get("_target_", "")),
-    )
+    path = data_path(cfg)
+    source = str(Path(path).resolve()) if path else str(cfg.datamodule.get("_target_", ""))
     sizes = [size(path) for path in datamodule.frame["path"]]
     log_split_inputs(tracker.experiment, tracker.run_id, table, sizes, data_name(cfg), source)
 
@@ -240,7 +234,7 @@ def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers)
         ckpt = str(resume.ckpt_path) if resume is not None else None
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    if trainer.should_stop and _was_pruned(trainer):
+    if pruned_epoch(trainer) is not None:
         return checkpoint  # a pruned search trial: no calibration, no test pass
     if cfg.train:
         chosen = fit_on_validation(cfg, model, datamodule, checkpoint)
@@ -252,13 +246,6 @@ def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers)
             restore_decision(model, ckpt)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     return checkpoint
-
-
-def _was_pruned(trainer) -> bool:
-    from medclf.search.pruning import trial_pruning
-
-    callback = trial_pruning(trainer)
-    return callback is not None and callback.pruned_epoch is not None
 
 
 def _log_outputs(trackers: list, output_dir: Path, checkpoint, model, datamodule) -> None:

@@ -124,6 +124,7 @@ class TrialPruning(Callback):
                 )
 
 
-def trial_pruning(trainer: L.Trainer) -> TrialPruning | None:
-    """The trainer's TrialPruning callback, or None."""
-    return next((c for c in trainer.callbacks if isinstance(c, TrialPruning)), None)
+def pruned_epoch(trainer: L.Trainer) -> int | None:
+    """The epoch after which the trainer's TrialPruning stopped the trial, or None."""
+    callback = next((c for c in trainer.callbacks if isinstance(c, TrialPruning)), None)
+    return None if callback is None else callback.pruned_epoch
