@@ -162,16 +162,16 @@ def search(image_folder: Path) -> tuple[str, ...]:
 
 
 def _wait_for_run_of_job(root: Path, job: str, process: subprocess.Popen) -> None:
-    """Wait until job ``job`` has an MLflow run. The stores are read only once the job's
-    directory exists: earlier, the test and the search would both create their tables."""
+    """Wait until job ``job`` has its MLflow run: its ``startup.json`` is written right
+    after the run is created. A file, polled often: reading the store takes seconds on a
+    loaded machine, time in which a 2-epoch trial can finish and the next one start."""
+    marker = root / "logs/optuna/resume" / job / "startup.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         assert process.poll() is None, "the search ended before it could be interrupted"
-        if (root / "logs/optuna/resume" / job).is_dir():
-            runs = search_runs(root)
-            if job in set(runs.get("tags.sweep_job", [])):
-                return
-        time.sleep(0.5)
+        if marker.exists():
+            return
+        time.sleep(0.1)
     raise AssertionError(f"job {job} never started")
 
 
