@@ -26,6 +26,7 @@ GROUPS = (
     "callbacks",
     "paths",
     "hydra",
+    "recipe",
     "experiment",
     "debug",
 )
@@ -62,7 +63,9 @@ def test_datamodule_picks_its_default_augment_and_user_can_override() -> None:
     names = [t._target_ for t in composed("datamodule=folder").augment.image.transforms]
     assert "albumentations.HorizontalFlip" in names and "albumentations.RandomRotate90" in names
     assert composed("datamodule=folder").augment.volume.flip_p == 0.5
-    assert not any(composed("augment=none").augment.values())
+    none = composed("augment=none").augment
+    assert none.image is None and none.volume is None
+    assert none.mixup == 0 and none.cutmix == 0  # every option has the mixing keys
 
 
 def test_experiment_preset_overrides_groups() -> None:
@@ -119,6 +122,9 @@ def test_speed_switches_default_off_and_validate() -> None:
         "compile": False,
         "bn_recalibration": "auto",  # not a speed switch: right statistics by default
         "bn_recalibration_batches": 20,
+        "ema_decay": None,  # weight averaging off by default (recipe=small_data: on)
+        "ema_warmup": True,
+        "swa_epoch_start": None,
     }
     assert cfg.trainer.precision == "32-true" and cfg.datamodule.cache is False
     for precision in ("bf16-mixed", "16-mixed", "bf16", 32):

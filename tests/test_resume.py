@@ -30,6 +30,10 @@ RUN = (
     "trainer.limit_val_batches=3",
     "logger.mlflow.save_model=false",
     "datamodule.num_workers=2",
+    # the averaged weights and the mixing draws resume too (checkpoint: averaged and trained
+    # weights; mixing: seeded by seed, epoch and batch)
+    "model.ema_decay=0.9",
+    "augment.mixup=0.2",
     *TINY_PROCESS,  # the killed run is a process of its own
 )
 

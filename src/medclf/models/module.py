@@ -133,10 +133,12 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
     def model_step(self, batch: dict) -> tuple[torch.Tensor, ...]:
         """Loss, class probabilities (detached), targets and logits of a batch. Loss and
         probabilities are float32 also under mixed precision (bf16 probabilities do not sum
-        to 1)."""
+        to 1). The loss takes ``soft_target`` where mixup/CutMix made one
+        (medclf.pipeline.mixing); the metrics take the samples' own labels."""
         logits = self(batch["image"], batch.get("metadata")).float()
         target = batch["target"]
         loss_target = target.float()[:, None] if self.task == "binary" else target
+        loss_target = batch.get("soft_target", loss_target)
         loss = self.criterion(logits, loss_target)
         return loss, self.probabilities(logits).detach(), target, logits
 

@@ -90,13 +90,15 @@ def recalibrate(model, loader, layers: list[nn.Module], max_batches: int) -> int
 class BatchNormRecalibration(Callback):
     """Recalibrate the batch-norm statistics before validation and test (see the module)."""
 
-    def __init__(self, mode: str = "auto", max_batches: int = 20) -> None:
+    def __init__(self, mode: str = "auto", max_batches: int = 20, averaging=None) -> None:
         if mode not in MODES:
             from medclf.errors import ConfigError
 
             raise ConfigError(f"model.bn_recalibration={mode!r}: use one of {', '.join(MODES)}.")
         self.mode = mode
         self.max_batches = int(max_batches)
+        # medclf.pipeline.averaging.WeightAverage: SWA weights get statistics of their own
+        self.averaging = averaging
         self.seconds = 0.0
         self.count = 0
         self.fitting = False  # a test of a checkpoint without training keeps its statistics
@@ -108,6 +110,8 @@ class BatchNormRecalibration(Callback):
     def _due(self, trainer: L.Trainer, layers: list[nn.Module]) -> bool:
         if self.mode == "never" or not layers:
             return False
+        if self.averaging is not None and self.averaging.needs_bn_update:
+            return True
         return self.mode == "always" or trainer.global_step < steps_needed(layers)
 
     def _run(self, trainer: L.Trainer, pl_module, when: str) -> None:
@@ -138,7 +142,9 @@ class BatchNormRecalibration(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         self.fitting = True
 
-    def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
+        # after weight averaging's own hook (built before this callback) has swapped the
+        # averaged weights in: the statistics are those of the weights validated
         if not trainer.sanity_checking:
             self._run(trainer, pl_module, "validation")
 

@@ -53,7 +53,11 @@ def plain(value: Any) -> Any:
 
 def make_datamodule(cfg: DictConfig) -> Any:
     """The configured datamodule with its augmentation, set up (every data check run)."""
-    augment = {k: instantiate(v) for k, v in (cfg.get("augment") or {}).items() if v}
+    augment = {
+        key: instantiate(node)
+        for key, node in (cfg.get("augment") or {}).items()
+        if key in ("image", "volume") and node
+    }
     datamodule = instantiate(
         cfg.datamodule,
         augment=augment.get("image"),
@@ -168,8 +172,10 @@ def platform_callbacks(
 ) -> list:
     """The callbacks every training has, whatever ``callbacks=`` chooses: the resume state
     (medclf.pipeline.resume), the Ctrl-C checkpoint (medclf.pipeline.interrupt), the test
-    report and training curves (medclf.evaluation), the DDP config check, and in an Optuna
-    search with a pruner the trial's reports (medclf.search.pruning)."""
+    report and training curves (medclf.evaluation), the DDP config check, mixup/CutMix,
+    weight averaging and batch-norm statistics (medclf.pipeline.mixing, averaging,
+    batchnorm), and in an Optuna search with a pruner the trial's reports
+    (medclf.search.pruning)."""
     from medclf.evaluation.analysis import Settings
     from medclf.evaluation.history import TrainingCurves
     from medclf.evaluation.report import TestReport
@@ -196,12 +202,22 @@ def platform_callbacks(
         TrainingCurves(output_dir / "plots"),
         ConfigFingerprint(config_digest, output_dir),
     ]
+    from medclf.pipeline.averaging import weight_average
+    from medclf.pipeline.mixing import mixing
+
+    mixer = mixing(cfg.get("augment"), cfg.seed)
+    if mixer is not None:
+        callbacks.append(mixer)
     speed = cfg.get("model") or {}
+    averaging = weight_average(speed)
+    if averaging is not None:
+        callbacks.append(averaging)  # before the batch-norm statistics: see its hook
     mode = speed.get("bn_recalibration", "auto")
     if mode != "never":
         from medclf.pipeline.batchnorm import BatchNormRecalibration
 
-        callbacks.append(BatchNormRecalibration(mode, speed.get("bn_recalibration_batches", 20)))
+        batches = speed.get("bn_recalibration_batches", 20)
+        callbacks.append(BatchNormRecalibration(mode, batches, averaging))
     if cfg.get("optimized_metric"):
         from medclf.pipeline.best import BestValue
 
