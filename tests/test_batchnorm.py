@@ -101,3 +101,83 @@ def test_a_small_3d_set_with_a_large_batch_tests_right_with_recalibration(tmp_pa
     output = result.stdout + result.stderr
     assert "batch norm:" in output and "of the 44 their running averages need" in output
     assert math.isfinite(run["metrics.time/bn_recalibration_s"])
+
+
+def _recalibrate_in_rank(rank: int, port: int, out: str) -> None:
+    """One of two gloo ranks: its own batches, then the statistics it holds."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    try:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3))
+        shift = 5.0 * rank  # the ranks see different data
+        batches = [{"image": torch.randn(4, 1, 6, 6) + shift} for _ in range(3)]
+        model = _ImageOnly(net)
+        recalibrate(model, batches, batch_norms(net), max_batches=3)
+        bn = net[1]
+        torch.save({"mean": bn.running_mean, "var": bn.running_var, "own": batches}, out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+class _ImageOnly(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def forward(self, image, metadata=None):
+        return self.net(image)
+
+
+def test_ddp_ranks_hold_the_average_of_their_statistics(tmp_path: Path) -> None:
+    """Two real gloo processes recalibrate on different batches; both end with the mean of
+    the two ranks' own estimates."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    paths = [str(tmp_path / f"rank{r}.pt") for r in range(2)]
+    context = mp.get_context("spawn")
+    processes = [
+        context.Process(target=_recalibrate_in_rank, args=(r, port, paths[r])) for r in range(2)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    ranks = [torch.load(p, weights_only=True) for p in paths]
+    own = []
+    for rank in ranks:  # each rank's estimate alone, recomputed here
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3))
+        recalibrate(_ImageOnly(net), rank["own"], batch_norms(net), max_batches=3)
+        own.append((net[1].running_mean.clone(), net[1].running_var.clone()))
+    assert not torch.allclose(own[0][0], own[1][0], atol=0.1)  # the ranks' data differ
+    for rank in ranks:
+        assert torch.allclose(rank["mean"], (own[0][0] + own[1][0]) / 2, atol=1e-5)
+        assert torch.allclose(rank["var"], (own[0][1] + own[1][1]) / 2, atol=1e-5)
+
+
+def test_swa_weights_are_recalibrated_whatever_the_step() -> None:
+    """Averaged SWA weights need statistics of their own: due under auto after 44 steps."""
+    from types import SimpleNamespace
+
+    from medclf.pipeline.batchnorm import BatchNormRecalibration
+
+    layers = [nn.BatchNorm2d(2)]
+    trainer = SimpleNamespace(global_step=1000)
+    averaging = SimpleNamespace(needs_bn_update=False)
+    callback = BatchNormRecalibration("auto", averaging=averaging)
+    assert not callback._due(trainer, layers)
+    averaging.needs_bn_update = True
+    assert callback._due(trainer, layers)
+    assert not BatchNormRecalibration("never", averaging=averaging)._due(trainer, layers)

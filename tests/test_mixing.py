@@ -3,14 +3,12 @@ their formulas, alpha -> 0 equal to no mixing, and the errors."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from helpers import FAST, TINY, run_train
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
 from medclf.pipeline.mixing import MixupCutmix, mixing
@@ -129,18 +127,3 @@ def test_config_keys_and_errors() -> None:
         MixupCutmix(mixup=-1)
     with pytest.raises(ConfigError, match="augment.mix_prob=2"):
         MixupCutmix(mixup=0.2, prob=2)
-
-
-def test_the_small_data_recipe_trains_with_its_tricks(tmp_path: Path) -> None:
-    result = run_train(
-        tmp_path, *FAST, *TINY, "recipe=small_data", "logger.mlflow.save_model=false"
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "training batches mixed: mixup (alpha 0.2)" in result.stdout
-    assert "an exponential moving average of the weights (decay 0.999" in result.stdout
-    from helpers import search_runs
-
-    run = search_runs(tmp_path).iloc[0]
-    assert run["params.loss.label_smoothing"] == "0.1"
-    assert run["params.scheduler.warmup_epochs"] == "1"
-    assert run["params.model.ema_decay"] == "0.999"
