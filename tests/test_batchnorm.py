@@ -4,34 +4,17 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from helpers import run_train, search_runs
+from helpers import REPO, run_train, search_runs
 from medclf.pipeline.batchnorm import batch_norms, recalibrate, steps_needed
 
-
-def ball_volumes(path: Path, seed: int = 0) -> Path:
-    """160 training, 40 validation and 40 test volumes of 28³ in noise, each with a bright
-    ball: a small one (radius 3, class ``small``) or a large one (radius 8, ``large``)."""
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.mgrid[:28, :28, :28], axis=-1).astype(np.float32)
-    arrays = {}
-    for split, n in (("train", 160), ("val", 40), ("test", 40)):
-        labels = np.arange(n) % 2
-        volumes = rng.normal(60, 20, (n, 28, 28, 28)).astype(np.float32)
-        for i, label in enumerate(labels):
-            radius = 8 if label else 3
-            centre = rng.uniform(radius + 1, 27 - radius - 1, 3)
-            inside = ((grid - centre) ** 2).sum(-1) < radius**2
-            volumes[i][inside] += 120
-        arrays[f"{split}_images"] = np.clip(volumes, 0, 255).astype(np.uint8)
-        arrays[f"{split}_labels"] = labels[:, None]
-    np.savez(path, **arrays)
-    return path
+sys.path.insert(0, str(REPO / "benchmarks"))
+from small_data import balls3d  # noqa: E402  issue 18's set, also in README's Results
 
 
 def test_steps_needed_is_when_the_start_weighs_one_percent() -> None:
@@ -82,7 +65,7 @@ def test_a_small_3d_set_with_a_large_batch_tests_right_with_recalibration(tmp_pa
     (AUROC 1.0: the ranking is learnt, the evaluation-mode outputs are not) and 0.48 with
     3d_resnet18 (issue 18): documented, not asserted. tiny3d (tests/tiny_backbone.py) is a
     two-layer 3D network with batch norm, registered as a user's backbone."""
-    npz = ball_volumes(tmp_path / "balls.npz")
+    npz = balls3d(tmp_path / "balls.npz")
     result = run_train(
         tmp_path,
         "datamodule=npz",

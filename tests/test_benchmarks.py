@@ -30,3 +30,19 @@ def test_throughput_smoke_prints_the_table(capsys, monkeypatch) -> None:
     assert all(re.search(number, row) for row in rows), rows
     assert "(b)/(a) = " in rows[1] and "per worker" in rows[2]
     assert re.search(r"command to first training step \d+\.\d s", stdout)
+
+
+def test_small_data_results_smoke_prints_the_table(tmp_path, capsys, monkeypatch) -> None:
+    """benchmarks/small_data.py (README, Results) on one generated set, one seed, 1 epoch."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import small_data
+
+    runs = ["--sets", "blobs2d", "--seeds", "0", "--root", str(tmp_path)]
+    extra = ["backbone.name=tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+    small_data.main([*runs, "--extra", *extra])
+    lines = capsys.readouterr().out.splitlines()
+    assert "| set | setting | accuracy | macro F1 | AUROC | s/run |" in lines
+    rows = [line for line in lines if line.startswith("| blobs2d |")]
+    assert [row.split(" | ")[1] for row in rows] == ["default", "small_data"]
+    assert all(re.search(r"\| 0\.\d{3} ± 0\.000 \|", row) for row in rows), rows
+    assert (tmp_path / "results.csv").is_file()

@@ -1,5 +1,5 @@
 """recipe=small_data: the settings it sets reach a run (what they gain: README, Results,
-benchmarks/results.py)."""
+benchmarks/small_data.py)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ Sets (each trains from scratch; nothing is downloaded):
 
 Settings are ``name`` (``default``, ``small_data``) or ``name=override,override``::
 
-    python benchmarks/results.py --sets blobs2d --seeds 0 1 2 \\
+    python benchmarks/small_data.py --sets blobs2d --seeds 0 1 2 \\
         --settings default small_data ema=model.ema_decay=0.999 mixup=augment.mixup=0.2
 
 Runs in this process, one after the other, into one MLflow store under ``--root``; writes
@@ -140,13 +140,14 @@ def test_metrics(root: Path, run_name: str) -> dict[str, float]:
     return {m: float(row.get(f"metrics.{m}", float("nan"))) for m in METRICS}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", nargs="+", default=["digits", "blobs2d", "balls3d"])
     parser.add_argument("--settings", nargs="+", default=["default", "small_data"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--root", type=Path, default=Path("results_benchmark"))
-    args = parser.parse_args()
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides for every run")
+    args = parser.parse_args(argv)
     root = args.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -167,6 +168,7 @@ def main() -> None:
                         f"logger.mlflow.run_name={run_name}",
                         "logger.mlflow.save_model=false",
                         "eval.bootstrap=0",
+                        *args.extra,
                     ],
                 )
                 seconds = time.perf_counter() - start
