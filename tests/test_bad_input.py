@@ -363,17 +363,19 @@ def test_check_only_reports_every_problem_at_once(tmp_path: Path, image_csv: Pat
     broken.write_bytes(b"not a jpeg")
     rows = [*rows, rows[5], "img/missing.jpg,normal"]
     path = _csv(tmp_path, image_csv, rows)
-    result = run_train(tmp_path, "check_only=true", *_csv_args(path, "trainer.max_epochs=-5"))
+    bad = ("trainer.max_epochs=-5", "model.ema_decay=2")
+    result = run_train(tmp_path, "check_only=true", *_csv_args(path, *bad))
     assert result.returncode == 2, result.stderr[-3000:]
     report = result.stdout
     for message in (
         "trainer.max_epochs=-5",
+        "model.ema_decay=2",
         "listed more than once",
         "not found",
         f"{broken}: cannot read this image",
     ):
         assert message in report, report
-    assert "check_only: 4 problem(s)" in report
+    assert "check_only: 5 problem(s)" in report
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
     broken.write_bytes(original)

@@ -43,6 +43,8 @@ def find_problems(cfg: DictConfig) -> tuple[list[str], list[str]]:
                 f"model: {cfg.backbone.name}, {model.task}, {model.hparams.head['activation']}"
             )
     with problems.check():
+        _check_training_tricks(cfg, model)
+    with problems.check():
         resume = plan_resume(cfg)
         if resume is not None:
             if model is not None:
@@ -51,6 +53,17 @@ def find_problems(cfg: DictConfig) -> tuple[list[str], list[str]]:
                 check_fits(resume, model)
             summary.append(f"checkpoint: {resume.ckpt_path} (epoch {resume.epoch})")
     return problems.messages, summary
+
+
+def _check_training_tricks(cfg: DictConfig, model) -> None:
+    """Weight averaging and batch mixing settings (their callbacks' own checks)."""
+    from medclf.pipeline.averaging import weight_average
+    from medclf.pipeline.mixing import mixing
+
+    weight_average(cfg.get("model"))
+    mixer = mixing(cfg.get("augment"), cfg.seed)
+    if mixer is not None and model is not None:
+        mixer.check_fits(model)
 
 
 def report(cfg: DictConfig) -> int:

@@ -53,12 +53,7 @@ class MixupCutmix(Callback):
 
         if stage != "fit":
             return
-        spatial_dims = pl_module.hparams.get("spatial_dims", 2)
-        if self.cutmix and spatial_dims != 2:
-            raise ConfigError(
-                f"augment.cutmix={self.cutmix}: CutMix cuts 2D boxes and these are volumes; "
-                "use augment.mixup (any dimensions) and augment.cutmix=0."
-            )
+        self.check_fits(pl_module)
         self.task = pl_module.task
         n_outputs = 1 if self.task == "binary" else len(pl_module.class_names)
         self.mixer = Mixup(
@@ -77,6 +72,14 @@ class MixupCutmix(Callback):
             if alpha
         )
         log.info("training batches mixed: %s, probability %g per batch", what, self.prob)
+
+    def check_fits(self, pl_module) -> None:
+        """CutMix cuts 2D boxes: a ConfigError for a volume model."""
+        if self.cutmix and pl_module.hparams.get("spatial_dims", 2) != 2:
+            raise ConfigError(
+                f"augment.cutmix={self.cutmix}: CutMix cuts 2D boxes and these are volumes; "
+                "use augment.mixup (any dimensions) and augment.cutmix=0."
+            )
 
     def on_train_batch_start(self, trainer, pl_module, batch: dict, batch_idx: int) -> None:
         if self.mixer is None:
