@@ -49,7 +49,7 @@ class Recorder(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.steps.append(self.weights(pl_module))
-        if trainer.is_last_batch:
+        if trainer.is_last_batch:  # also the last of limit_train_batches
             self.epoch_ends.append(self.steps[-1])
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *args) -> None:
@@ -57,7 +57,9 @@ class Recorder(L.Callback):
             self.validated.append(self.weights(pl_module))
 
 
-def fit(averaging: WeightAverage, epochs: int, batches: int) -> tuple[Linear, Recorder]:
+def fit(
+    averaging: WeightAverage, epochs: int, batches: int, **trainer: object
+) -> tuple[Linear, Recorder]:
     generator = torch.Generator().manual_seed(1)
     x, y = torch.randn(4 * batches, 4, generator=generator), torch.randn(4 * batches, 1)
     data = torch.utils.data.DataLoader(list(zip(x, y, strict=True)), batch_size=4)
@@ -69,6 +71,7 @@ def fit(averaging: WeightAverage, epochs: int, batches: int) -> tuple[Linear, Re
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        **trainer,
     )
     trainer.fit(model, data, data)
     return model, recorder
@@ -89,8 +92,13 @@ def test_ema_after_3_steps_equals_the_hand_computed_average(warmup: bool) -> Non
     assert torch.allclose(recorder.validated[0], ema, atol=1e-6)  # validation used it
 
 
-def test_swa_is_the_mean_of_the_epoch_ends_from_its_start() -> None:
-    model, recorder = fit(WeightAverage(swa_epoch_start=1), epochs=3, batches=2)
+@pytest.mark.parametrize("limit", [None, 2])
+def test_swa_is_the_mean_of_the_epoch_ends_from_its_start(limit: int | None) -> None:
+    """Also when trainer.limit_train_batches ends the epochs (2 of 3 batches)."""
+    batches = 2 if limit is None else 3
+    model, recorder = fit(
+        WeightAverage(swa_epoch_start=1), epochs=3, batches=batches, limit_train_batches=limit
+    )
     e0, e1, e2 = recorder.epoch_ends
     assert torch.allclose(recorder.validated[0], e0)  # before the start: trained weights
     assert torch.allclose(recorder.validated[1], e1, atol=1e-6)  # the average of epoch 1
