@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -132,6 +133,7 @@ EXACT = (
     "optimizer=sgd",  # Adam divides by sqrt(v): it magnifies rounding in tiny gradients
     "trainer.limit_val_batches=3",
     "trainer.num_sanity_val_steps=0",
+    "model.ema_decay=0.9",  # each rank keeps the same average (validation and test use it)
 )
 
 
@@ -159,6 +161,12 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path: Path) -> N
     (run_dir,) = (tmp_path / "two").glob("logs/runs/*")
     hashes = _rank_hashes(run_dir)
     assert sorted(hashes) == [0, 1] and len(set(hashes.values())) == 1
+    checkpoints = list(run_dir.glob("checkpoints/epoch_*.ckpt"))
+    assert checkpoints
+    for ckpt in checkpoints:  # the averaged weights, updated every step on every rank
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        assert int(saved["averaging_state"]["n_averaged"]) == 8 * (saved["epoch"] + 1)
+        assert "current_model_state" in saved
 
 
 @pytest.mark.slow
