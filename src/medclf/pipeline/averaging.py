@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from medclf.errors import ConfigError
 
@@ -58,16 +59,16 @@ class WeightAverage(WeightAveraging):
         self.warmup = warmup
         self.swa_epoch_start = swa_epoch_start
         self.start_epoch = 0
-        self.swapped = False  # the averaged weights are in the model (validation)
         self.epoch_ending = False
-        avg_fn = None
+        multi_avg_fn = None
         if decay is not None:
 
-            def avg_fn(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> Any:
-                d = ema_decay(decay, int(n), warmup)
-                return averaged + (current - averaged) * (1.0 - d)
+            def multi_avg_fn(averaged: list, current: list, n: torch.Tensor) -> None:
+                # torch's foreach EMA over a device's tensors at once, with this update's
+                # decay: one host read of n per update, not one per tensor
+                get_ema_multi_avg_fn(ema_decay(decay, int(n), warmup))(averaged, current, n)
 
-        super().__init__(avg_fn=avg_fn)
+        super().__init__(multi_avg_fn=multi_avg_fn)
 
     @property
     def kind(self) -> str:
@@ -110,12 +111,10 @@ class WeightAverage(WeightAveraging):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if self.updates:
             self._swap_models(pl_module)
-            self.swapped = True
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if self.swapped:
+        if self.updates:  # no update happens during validation: the same swap back
             self._swap_models(pl_module)
-            self.swapped = False
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.updates:
