@@ -39,18 +39,19 @@ METRICS = ("test/accuracy", "test/f1", "test/auroc")
 NAMED = {"default": (), "small_data": ("recipe=small_data",)}
 
 
-def blobs2d(path: Path, seed: int = 0) -> Path:
-    """One (class ``one``) or two (``two``) bright blobs of radius 3-5 px in noise, 32 px."""
+def bright_spheres(path: Path, seed: int, size: int, dims: int, noise: tuple, radii) -> Path:
+    """160/40/40 images (``dims`` 2) or volumes (3) of ``size`` px in normal ``noise`` (mean,
+    sd), labels 0/1 alternating, each with bright discs or balls of ``radii(label, rng)``
+    (drawn lazily, one centre after each radius)."""
     rng = np.random.default_rng(seed)
-    grid = np.stack(np.mgrid[:32, :32], axis=-1).astype(np.float32)
+    grid = np.stack(np.mgrid[(slice(size),) * dims], axis=-1).astype(np.float32)
     arrays = {}
     for split, n in (("train", 160), ("val", 40), ("test", 40)):
         labels = np.arange(n) % 2
-        images = rng.normal(70, 25, (n, 32, 32)).astype(np.float32)
+        images = rng.normal(*noise, (n, *(size,) * dims)).astype(np.float32)
         for i, label in enumerate(labels):
-            for _ in range(label + 1):
-                radius = rng.uniform(3, 5)
-                centre = rng.uniform(radius + 1, 31 - radius - 1, 2)
+            for radius in radii(label, rng):
+                centre = rng.uniform(radius + 1, size - 1 - radius - 1, dims)
                 images[i][((grid - centre) ** 2).sum(-1) < radius**2] += 120
         arrays[f"{split}_images"] = np.clip(images, 0, 255).astype(np.uint8)
         arrays[f"{split}_labels"] = labels[:, None]
@@ -58,22 +59,18 @@ def blobs2d(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def blobs2d(path: Path, seed: int = 0) -> Path:
+    """One (class ``one``) or two (``two``) bright blobs of radius 3-5 px in noise, 32 px."""
+
+    def blobs(label, rng):
+        return (rng.uniform(3, 5) for _ in range(label + 1))
+
+    return bright_spheres(path, seed, 32, 2, (70, 25), blobs)
+
+
 def balls3d(path: Path, seed: int = 0) -> Path:
     """Issue 18's volumes: a radius-3 (``small``) or radius-8 (``large``) ball, 28³."""
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.mgrid[:28, :28, :28], axis=-1).astype(np.float32)
-    arrays = {}
-    for split, n in (("train", 160), ("val", 40), ("test", 40)):
-        labels = np.arange(n) % 2
-        volumes = rng.normal(60, 20, (n, 28, 28, 28)).astype(np.float32)
-        for i, label in enumerate(labels):
-            radius = 8 if label else 3
-            centre = rng.uniform(radius + 1, 27 - radius - 1, 3)
-            volumes[i][((grid - centre) ** 2).sum(-1) < radius**2] += 120
-        arrays[f"{split}_images"] = np.clip(volumes, 0, 255).astype(np.uint8)
-        arrays[f"{split}_labels"] = labels[:, None]
-    np.savez(path, **arrays)
-    return path
+    return bright_spheres(path, seed, 28, 3, (60, 20), lambda label, rng: (8 if label else 3,))
 
 
 def set_overrides(name: str, root: Path) -> tuple[str, ...]:
