@@ -32,6 +32,7 @@ log = logging.getLogger("medclf.train")
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 MODES = ("auto", "always", "never")
+MAX_BATCHES = 20  # model.bn_recalibration_batches' default
 
 
 def batch_norms(module: nn.Module, skip: nn.Module | None = None) -> list[nn.Module]:
@@ -90,7 +91,7 @@ def recalibrate(model, loader, layers: list[nn.Module], max_batches: int) -> int
 class BatchNormRecalibration(Callback):
     """Recalibrate the batch-norm statistics before validation and test (see the module)."""
 
-    def __init__(self, mode: str = "auto", max_batches: int = 20, averaging=None) -> None:
+    def __init__(self, mode: str = "auto", max_batches: int = MAX_BATCHES, averaging=None) -> None:
         if mode not in MODES:
             from medclf.errors import ConfigError
 

@@ -214,9 +214,9 @@ def platform_callbacks(
         callbacks.append(averaging)  # before the batch-norm statistics: see its hook
     mode = speed.get("bn_recalibration", "auto")
     if mode != "never":
-        from medclf.pipeline.batchnorm import BatchNormRecalibration
+        from medclf.pipeline.batchnorm import MAX_BATCHES, BatchNormRecalibration
 
-        batches = speed.get("bn_recalibration_batches", 20)
+        batches = speed.get("bn_recalibration_batches", MAX_BATCHES)
         callbacks.append(BatchNormRecalibration(mode, batches, averaging))
     if cfg.get("optimized_metric"):
         from medclf.pipeline.best import BestValue
