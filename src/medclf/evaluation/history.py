@@ -8,17 +8,19 @@ import lightning as L
 import pandas as pd
 from lightning.pytorch.callbacks import Callback
 
+from medclf.tracking import names
 from medclf.tracking.logger import mlflow_loggers
 
 
 class TrainingCurves(Callback):
     """Record loss and F1 (train and validation) per epoch; after fitting, write
-    ``training_curves.png`` and ``history.csv`` and log them to MLflow."""
+    ``plots/training_curves.png`` and ``plots/history.csv`` in the run directory and log
+    them to MLflow."""
 
     KEYS = ("train/loss_epoch", "train/f1", "val/loss", "val/f1")
 
     def __init__(self, output_dir: str | Path) -> None:
-        self.output_dir = Path(output_dir)
+        self.output_dir = Path(output_dir) / names.PLOTS_DIR
         self.history: list[dict[str, float]] = []
         self._ended_epoch: int | None = None
         self._val_row: dict[str, float] | None = None
@@ -71,10 +73,13 @@ class TrainingCurves(Callback):
         from medclf.evaluation.plots import save_figure, training_curves_figure
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        files = [self.output_dir / "history.csv", self.output_dir / "training_curves.png"]
+        files = [
+            self.output_dir / names.HISTORY_FILE,
+            self.output_dir / names.figure_file("training_curves"),
+        ]
         pd.DataFrame(self.history).to_csv(files[0], index=False)
         unfrozen_at = getattr(pl_module, "freeze_epochs", 0) or None
         save_figure(training_curves_figure(self.history, unfrozen_at), files[1])
         for logger in mlflow_loggers(trainer.loggers):
             for path in files:
-                logger.log_artifact(path, "plots")
+                logger.log_artifact(path, names.PLOTS_DIR)

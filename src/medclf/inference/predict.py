@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig
 
 from medclf.errors import ConfigError
 from medclf.inference.spec import InputSpec
+from medclf.tracking.names import CHECKPOINTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,16 @@ def run_checkpoints(run_id: str, tracking_uri: str = "") -> list[str]:
     """The fold checkpoints of a cross-validation run, else the best checkpoint in a training
     run's directory (its ``output_dir`` tag): ``checkpoints/epoch_*.ckpt``, the newest if
     several."""
-    import mlflow
+    from medclf.tracking.runs import run_tags, trained_checkpoints
 
-    try:
-        run = mlflow.MlflowClient(tracking_uri).get_run(run_id)
-    except mlflow.exceptions.MlflowException as exc:
-        raise ConfigError(f"run_id={run_id}: no such run at {tracking_uri} ({exc}).") from None
-    folds = run.data.tags.get("fold_checkpoints")
+    tags = run_tags(tracking_uri, run_id)
+    if isinstance(tags, str):
+        raise ConfigError(f"run_id={run_id}: no such run at {tracking_uri} ({tags}).")
+    folds, output_dir = trained_checkpoints(tags)
     if folds:
-        return folds.split(";")
-    output_dir = run.data.tags.get("output_dir")
+        return folds
     found = sorted(
-        Path(output_dir).glob("checkpoints/epoch_*.ckpt") if output_dir else [],
+        Path(output_dir).glob(f"{CHECKPOINTS_DIR}/epoch_*.ckpt") if output_dir else [],
         key=lambda p: p.stat().st_mtime,
     )
     if not found:

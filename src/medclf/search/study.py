@@ -55,8 +55,7 @@ from medclf.search.spaces import FIXED_ATTR
 
 log = logging.getLogger("medclf.search")
 
-SWEEP_DIR_ATTR = "sweep_dir"
-BEST_TAG = "optuna_best"
+SWEEP_DIR_ATTR = "sweep_dir"  # the trial's user attribute naming its sweep directory
 
 
 def distribution(override: Override) -> BaseDistribution | str:
@@ -360,41 +359,26 @@ class OptunaSearch:
             return None
         return str(node.tracking_uri), str(node.experiment_name)
 
-    def _job_runs(self, number: int) -> list:
-        from medclf.tracking.sweeps import sweep_job_runs
+    def _close_interrupted_runs(self, number: int) -> None:
+        from medclf.tracking.sweeps import close_interrupted_runs
 
         tracking = self._mlflow()
-        if tracking is None:
-            return []
-        return sweep_job_runs(*tracking, str(self.sweep_dir), number)
-
-    def _close_interrupted_runs(self, number: int) -> None:
-        from mlflow.tracking import MlflowClient
-
-        for run in self._job_runs(number):
-            if run.info.status == "RUNNING":
-                MlflowClient(self._mlflow()[0]).set_terminated(run.info.run_id, "KILLED")
-                log.info("MLflow run %s of interrupted trial %d: KILLED", run.info.run_id, number)
+        if tracking is not None:
+            close_interrupted_runs(*tracking, str(self.sweep_dir), number)
 
     def _trial_run(self, number: int) -> str | None:
-        """The id of the MLflow run of trial ``number`` (not an interrupted attempt's; a
-        pruned trial's run is KILLED too, but tagged)."""
-        runs = [
-            r
-            for r in self._job_runs(number)
-            if r.info.status != "KILLED" or r.data.tags.get("optuna_state") == "PRUNED"
-        ]
-        return runs[0].info.run_id if runs else None
+        """The id of the MLflow run of trial ``number`` (None without MLflow)."""
+        from medclf.tracking.sweeps import trial_run_id
+
+        tracking = self._mlflow()
+        return trial_run_id(*tracking, str(self.sweep_dir), number) if tracking else None
 
     def _tag_run(self, study: optuna.Study, number: int, state: TrialState) -> None:
-        from mlflow.tracking import MlflowClient
+        from medclf.tracking.sweeps import tag_trial
 
         run_id = self._trial_run(number)
         if run_id:
-            client = MlflowClient(self._mlflow()[0])
-            client.set_tag(run_id, "optuna_study", study.study_name)
-            client.set_tag(run_id, "optuna_trial", str(number))
-            client.set_tag(run_id, "optuna_state", state.name)
+            tag_trial(self._mlflow()[0], run_id, study.study_name, number, state.name)
 
     def _report(self, study: optuna.Study, metric: str | None) -> None:
         """Log the best trial, write optimization_results.yaml, tag the best MLflow run."""
@@ -439,17 +423,6 @@ class OptunaSearch:
             self._tag_best(study, run_id)
 
     def _tag_best(self, study: optuna.Study, run_id: str) -> None:
-        from mlflow.tracking import MlflowClient
+        from medclf.tracking.sweeps import tag_best
 
-        from medclf.tracking.sweeps import sweep_filter
-
-        tracking_uri, experiment_name = self._mlflow()
-        client = MlflowClient(tracking_uri)
-        experiment = client.get_experiment_by_name(experiment_name)
-        for run in client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"{sweep_filter(self.sweep_dir)} and tags.{BEST_TAG} = 'true'",
-        ):
-            if run.info.run_id != run_id:
-                client.set_tag(run.info.run_id, BEST_TAG, "false")
-        client.set_tag(run_id, BEST_TAG, "true")
+        tag_best(*self._mlflow(), str(self.sweep_dir), run_id)

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-CONTEXT_TAG = "mlflow.data.context"  # MLflow's own tag key for a dataset input's role
+from medclf.tracking import names
+
+CONTEXT_TAG = names.DATASET_CONTEXT
 SPLITS = ("train", "val", "test")
 
 

@@ -17,10 +17,10 @@ from typing import Any
 from lightning.pytorch.loggers import MLFlowLogger
 
 from medclf.compat import mlflow_run_started
+from medclf.tracking import names
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
 
@@ -35,12 +35,12 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
             Path(artifact_location).mkdir(parents=True, exist_ok=True)
             artifact_location = Path(artifact_location).resolve().as_uri()
         experiment_id = client.create_experiment(
-            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            name, artifact_location=artifact_location, tags={names.EXPERIMENT_KIND: EXPERIMENT_KIND}
         )
     else:
         experiment_id = experiment.experiment_id
-        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        if experiment.tags.get(names.EXPERIMENT_KIND) != EXPERIMENT_KIND:
+            client.set_experiment_tag(experiment_id, names.EXPERIMENT_KIND, EXPERIMENT_KIND)
     return experiment_id
 
 
@@ -154,14 +154,35 @@ class MLflowRunLogger(MLFlowLogger):
         client = self.experiment
         client.update_run(self.run_id, status="RUNNING")
         tags = client.get_run(self.run_id).data.tags
-        count = int(tags.get("resume_count", "0")) + 1
-        client.set_tag(self.run_id, "resume_count", str(count))
-        client.set_tag(self.run_id, "resumed_from_checkpoint", str(checkpoint))
-        client.set_tag(self.run_id, "resumed_at_epoch", str(epoch))
+        count = int(tags.get(names.RESUME_COUNT, "0")) + 1
+        self.set_tags(
+            {
+                names.RESUME_COUNT: count,
+                names.RESUMED_FROM: checkpoint,
+                names.RESUMED_AT_EPOCH: epoch,
+            }
+        )
         log.info("MLflow: resuming run %s (resume %d)", self.run_id, count)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.experiment.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set the run's tags (names from medclf.tracking.names), values as strings."""
+        for key, value in tags.items():
+            self.experiment.set_tag(self.run_id, key, str(value))
+
+    def run_tags(self) -> dict[str, str]:
+        """The run's tags as MLflow holds them now."""
+        return dict(self.experiment.get_run(self.run_id).data.tags)
+
+    def find_run(self, tag: str, value: str) -> str | None:
+        """The id of a run of this experiment whose ``tag`` equals ``value`` (None if none)."""
+        quoted = str(value).replace("'", "\\'")
+        found = self.experiment.search_runs(
+            [self.experiment_id], filter_string=f"tags.{tag} = '{quoted}'", max_results=1
+        )
+        return found[0].info.run_id if found else None
 
     def end_run(self, status: str) -> None:
         """Send what is still pending, then set the run's terminal status: FINISHED, FAILED

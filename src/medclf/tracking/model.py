@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from medclf.tracking import names
 from medclf.tracking.logger import MLflowRunLogger
 
 MODEL_CODE = """from mlflow.models import set_model
@@ -67,5 +68,5 @@ def log_model(
             input_example=inputs,
             pip_requirements=requirements,
         )
-    tracker.experiment.set_tag(tracker.run_id, "model_uri", info.model_uri)
+    tracker.set_tags({names.MODEL_URI: info.model_uri})
     return info.model_uri

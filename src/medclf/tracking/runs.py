@@ -10,6 +10,26 @@ from __future__ import annotations
 
 import pandas as pd
 
+from medclf.tracking import names
+
+
+def run_tags(tracking_uri: str, run_id: str) -> dict[str, str] | str:
+    """The tags of MLflow run ``run_id``, or why it cannot be read (a message)."""
+    import mlflow
+
+    try:
+        return dict(mlflow.MlflowClient(tracking_uri).get_run(run_id).data.tags)
+    except mlflow.exceptions.MlflowException as exc:
+        return str(exc)
+
+
+def trained_checkpoints(tags: dict[str, str]) -> tuple[list[str], str | None]:
+    """From a training run's tags: its cross-validation folds' best checkpoints (a CV parent
+    run; else empty) and its run directory (None if not tagged)."""
+    folds = tags.get(names.FOLD_CHECKPOINTS)
+    return (folds.split(";") if folds else []), tags.get(names.OUTPUT_DIR)
+
+
 PARAMS = ("backbone.name", "loss.name", "datamodule._target_", "optimizer.lr")
 METRICS = ("test/accuracy", "test/precision", "test/recall", "test/f1", "test/auroc")
 
@@ -31,12 +51,14 @@ def runs_table(
     if runs.empty:
         return runs
     if sweep_id:
-        runs = runs[runs.get("tags.sweep_id") == sweep_id]
+        runs = runs[runs.get(f"tags.{names.SWEEP_ID}") == sweep_id]
     table = pd.DataFrame(
         {
-            "run": runs["tags.mlflow.runName"],
+            "run": runs[f"tags.{names.RUN_NAME}"],
             "status": runs["status"],
-            "sweep_id": runs.get("tags.sweep_id", pd.Series(index=runs.index, dtype=object)),
+            "sweep_id": runs.get(
+                f"tags.{names.SWEEP_ID}", pd.Series(index=runs.index, dtype=object)
+            ),
         }
     )
     for name in PARAMS:
@@ -50,8 +72,8 @@ def runs_table(
         for run in client.search_runs([found.experiment_id], max_results=50_000)
     }
     table["data"] = [f"{seen[r][0]}@{seen[r][1]}" if seen.get(r) else "" for r in runs["run_id"]]
-    if "tags.optuna_state" in runs:
-        table["trial"] = runs["tags.optuna_state"]
+    if f"tags.{names.OPTUNA_STATE}" in runs:
+        table["trial"] = runs[f"tags.{names.OPTUNA_STATE}"]
     for name in METRICS:
         column = runs.get(f"metrics.{name}")
         if column is not None:

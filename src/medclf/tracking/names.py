@@ -1,0 +1,93 @@
+"""Every name medclf writes into MLflow and reads back: run tags, param prefixes, artifact
+folders and files, and the figures of the test report. A writer and its reader import the
+same constant; no other module spells these strings (tests/test_tracking_names.py checks)."""
+
+from __future__ import annotations
+
+# --- run tags -----------------------------------------------------------------------------
+# MLflow's own tag keys
+NOTE = "mlflow.note.content"  # the run's description (the report's markdown summary)
+PARENT_RUN = "mlflow.parentRunId"  # a CV fold's parent run
+GIT_COMMIT = "mlflow.source.git.commit"
+RUN_NAME = "mlflow.runName"
+EXPERIMENT_KIND = "mlflow.experimentKind"  # an experiment tag: which runs view MLflow opens
+DATASET_CONTEXT = "mlflow.data.context"  # a dataset input's role (train, val, test)
+
+# what ran and where
+OVERRIDES = "overrides"  # the command line's Hydra overrides
+OUTPUT_DIR = "output_dir"  # the run directory (checkpoints, report.html); predict.py reads it
+MODEL_URI = "model_uri"  # the logged MLflow model
+
+# resuming
+RESUME_COUNT = "resume_count"
+RESUMED_FROM = "resumed_from_checkpoint"
+RESUMED_AT_EPOCH = "resumed_at_epoch"
+
+# cross-validation
+CV_FOLDS = "cv_folds"  # on the parent run: the number of folds
+CV_FOLD = "cv_fold"  # on a fold's run: its index
+FOLD_CHECKPOINTS = "fold_checkpoints"  # on the parent run: ';'-joined best checkpoints
+
+# multiruns (medclf.tracking.sweeps)
+SWEEP_ID = "sweep_id"
+SWEEP_DIR = "sweep_dir"
+SWEEP_JOB = "sweep_job"
+
+# Optuna searches (medclf.search)
+OPTUNA_STUDY = "optuna_study"
+OPTUNA_TRIAL = "optuna_trial"
+OPTUNA_STATE = "optuna_state"  # COMPLETE, PRUNED or FAIL
+OPTUNA_PRUNED_EPOCH = "optuna_pruned_epoch"
+OPTUNA_BEST = "optuna_best"  # "true" on the study's best trial's run
+
+# eval.py
+EVAL_CHECKPOINT = "eval_checkpoint"
+EVAL_SPLIT = "eval_split"
+TRAINED_IN_RUN = "trained_in_run"
+
+# --- params -------------------------------------------------------------------------------
+DATA_PARAM = "data"  # data.<split>.samples, data.<split>.groups, data.<split>.class.<name>
+FITTED_PARAM = "fitted"  # fitted.temperature, fitted.threshold: chosen on validation
+
+# --- artifacts ----------------------------------------------------------------------------
+CONFIG_FILE = "config.yaml"  # the resolved config, in the run directory and the run
+SPLITS_FILE = "splits.csv"  # sample, split, group, label
+REPORT_FILE = "report.html"
+CV_TABLE_FILE = "cv_folds.csv"
+UNSENT_FILE = "mlflow_unsent.jsonl"  # metrics the server did not take (run directory only)
+STARTUP_FILE = "startup.json"  # the start-up's phases (run directory only)
+
+CHECKPOINTS_DIR = "checkpoints"  # the best checkpoint, in the run directory and the run
+TEST_DIR = "test"  # the test report's files
+PLOTS_DIR = "plots"  # training curves
+EVAL_DIR = "eval"  # eval.py's config in an existing run
+
+TEST_PREDICTIONS_FILE = "test_predictions.csv"
+PER_CLASS_FILE = "per_class_report.csv"
+SUBGROUPS_FILE = "subgroups.csv"
+PATIENT_PREDICTIONS_FILE = "patient_predictions.csv"
+HISTORY_FILE = "history.csv"
+
+# The report's figures: file stem (``<stem>.png``) → caption. Every figure the test report or
+# the training curves save is named here; report.html shows them by these names.
+FIGURES: dict[str, str] = {
+    "confusion_matrix": "Confusion matrix",
+    "roc_curves": "ROC curves",
+    "pr_curves": "Precision-recall curves",
+    "per_class_metrics": "Per-class metrics",
+    "reliability": "Reliability diagram",
+    "subgroups_forest": "Subgroup forest plot",
+    "training_curves": "Training curves",
+}
+
+
+def figure_file(stem: str) -> str:
+    """``<stem>.png`` for a figure of :data:`FIGURES` (a KeyError names an unknown one)."""
+    FIGURES[stem]
+    return f"{stem}.png"
+
+
+def param(prefix: str, *parts: str) -> str:
+    """A param name under one of the prefixes above: ``param(DATA_PARAM, "train", "samples")``
+    → ``data.train.samples``."""
+    return ".".join((prefix, *parts))
