@@ -260,7 +260,7 @@ def test_subgroup_and_patient_metrics_equal_sklearn(study) -> None:
 
 
 def test_report_html_holds_every_section(study) -> None:
-    from medclf.evaluation.html import SECTIONS
+    from medclf.evaluation.report_data import SECTIONS
 
     html = (study["run_dir"] / "report.html").read_text()
     for section in SECTIONS:

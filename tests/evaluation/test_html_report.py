@@ -14,16 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medclf.evaluation.html import (
-    HINTS,
-    SECTIONS,
-    DataSection,
-    RunReport,
-    checklist,
-    format_interval,
-    markdown_summary,
-    write_html,
-)
+from medclf.evaluation.claim import checklist
+from medclf.evaluation.report_data import HINTS, SECTIONS, DataSection, RunReport
+from medclf.evaluation.report_page import format_interval, markdown_summary, write_html
 
 EVIL = "<script>alert(1)</script>"
 COMMAND = "python train.py backbone=resnet18 loss=focal seed=7 'eval.subgroups=[sex]'"
@@ -59,7 +52,7 @@ def figures(tmp_path_factory) -> dict[str, Path]:
     """The five named figures as small PNGs, drawn once for the module."""
     root = tmp_path_factory.mktemp("figures")
     kinds = {"confusion_matrix": "matrix", "roc_curves": "curve", "pr_curves": "curve"}
-    kinds |= {"reliability": "curve", "forest": "curve"}
+    kinds |= {"reliability": "curve", "subgroups_forest": "curve"}
     return {name: _figure(root / f"{name}.png", kind) for name, kind in kinds.items()}
 
 

@@ -1,11 +1,9 @@
-"""A self-contained HTML report of one training run, and its short markdown summary.
-
-``write_html`` writes one file that needs nothing else: CSS inline, figures as base64
-``data:`` URIs, no scripts, and a Content-Security-Policy that forbids any request. Every
-section is present in every report; one without data says "not computed" and which
-override turns it on. The "Checklist" section ticks the items of CLAIM (Mongan et al.
-2020, Checklist for Artificial Intelligence in Medical Imaging) that a tool can fill.
-"""
+"""The run report as a page: ``write_html`` writes one self-contained HTML file (CSS inline,
+figures as base64 ``data:`` URIs, no scripts, and a Content-Security-Policy that forbids any
+request), ``markdown_summary`` its short markdown note (the MLflow run's description). Every
+section is present in every report; one without data says "not computed" and which override
+turns it on. The data comes from medclf.evaluation.report_data, the checklist from
+medclf.evaluation.claim, figure captions from medclf.tracking.names.FIGURES."""
 
 from __future__ import annotations
 
@@ -16,45 +14,23 @@ import mimetypes
 import numbers
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-SECTIONS: dict[str, str] = {
-    "data": "Data",
-    "model": "Model and training",
-    "metrics": "Metrics",
-    "calibration": "Calibration",
-    "threshold": "Threshold",
-    "subgroups": "Subgroups",
-    "patients": "Patients",
-    "figures": "Figures",
-    "reproduce": "Reproduce",
-    "checklist": "Checklist",
-}
-"""Section id → heading, in page order; the ids are stable anchors (``report.html#metrics``)."""
-
-HINTS: dict[str, str] = {
-    "leakage": "datamodule.group_column=patient_id",
-    "intervals": "eval.bootstrap=1000",
-    "calibration": "calibration=temperature",
-    "threshold": "threshold=youden",
-    "subgroups": "eval.subgroups=[sex, age_band]",
-    "patients": "datamodule.group_column=patient_id eval.aggregate=mean",
-}
-"""The overrides that turn on what a section lacks."""
-
-FIGURES = {
-    "confusion_matrix": "Confusion matrix",
-    "roc_curves": "ROC curves",
-    "pr_curves": "Precision-recall curves",
-    "reliability": "Reliability diagram",
-    "forest": "Subgroup forest plot",
-}
-"""Known figure names and their captions; Calibration and Subgroups show theirs in place."""
+from medclf.evaluation.claim import checklist
+from medclf.evaluation.report_data import (
+    HINTS,
+    SECTIONS,
+    DataSection,
+    RunReport,
+    finite,
+    has_intervals,
+    split_sizes,
+)
+from medclf.tracking.names import FIGURES
 
 DIGITS = 4  # numbers in tables
 INTERVAL_DIGITS = 3  # a value with its interval: 0.912 [0.884, 0.937]
@@ -77,66 +53,8 @@ figure img{max-width:100%;height:auto;border:1px solid #d0d7de}figcaption{color:
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
-@dataclass
-class DataSection:
-    """What the data set and its splits looked like, and whether the splits leak."""
-
-    splits: pd.DataFrame
-    """One row per split: split, samples, groups (or NaN), one count column per class."""
-    group_column: str | None = None
-    leakage: list[str] = field(default_factory=list)
-    """Messages of the leakage check (a group in two splits); empty: passed."""
-    duplicates: list[str] = field(default_factory=list)
-    """Warnings about byte-identical images across splits; empty: none found."""
-    source: str = ""
-
-
-@dataclass
-class RunReport:
-    """Everything the run report shows; all but ``title`` and ``command`` may be missing."""
-
-    title: str
-    command: str
-    run_id: str | None = None
-    created: str | None = None
-    data: DataSection | None = None
-    model: dict[str, str] = field(default_factory=dict)
-    training: dict[str, str] = field(default_factory=dict)
-    metrics: pd.DataFrame | None = None
-    """Columns metric, value, ci_low, ci_high (NaN intervals when bootstrap is off)."""
-    bootstrap: str | None = None
-    calibration: dict[str, Any] | None = None
-    """ece, brier; optional ece_after, brier_after, temperature, figure (a PNG path)."""
-    threshold: dict[str, Any] | None = None
-    """rule ("youden", "0.5"), values {label: threshold}, chosen_on ("validation")."""
-    subgroups: pd.DataFrame | None = None
-    """Columns column, subgroup, n, and per metric m: m, m_ci_low, m_ci_high."""
-    patients: pd.DataFrame | None = None
-    """Patient-level metrics, the columns of ``metrics``."""
-    figures: dict[str, Path] = field(default_factory=dict)
-    environment: dict[str, str] = field(default_factory=dict)
-
-
-class ChecklistItem(NamedTuple):
-    """One CLAIM 2020 item: its number ("—" where CLAIM has none), whether the report
-    holds it, a one-line detail and the section id that does."""
-
-    claim: str
-    item: str
-    available: bool
-    detail: str
-    section: str
-
-
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _finite(value: object) -> bool:
-    try:
-        return math.isfinite(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
 
 
 def _number(value: object, digits: int = DIGITS) -> str:
@@ -160,18 +78,12 @@ def format_interval(
     value: object, low: object = None, high: object = None, digits: int = INTERVAL_DIGITS
 ) -> str:
     """``0.912 [0.884, 0.937]``; the value alone without a finite interval, "—" without one."""
-    if not _finite(value):
+    if not finite(value):
         return "—"
     text = f"{float(value):.{digits}f}"  # type: ignore[arg-type]
-    if _finite(low) and _finite(high):
+    if finite(low) and finite(high):
         text += f" [{float(low):.{digits}f}, {float(high):.{digits}f}]"  # type: ignore[arg-type]
     return text
-
-
-def _has_intervals(frame: pd.DataFrame | None) -> bool:
-    if frame is None or frame.empty or not {"ci_low", "ci_high"} <= set(frame.columns):
-        return False
-    return bool((frame["ci_low"].notna() & frame["ci_high"].notna()).any())
 
 
 def _not_computed(why: str = "", hint: str | None = None) -> str:
@@ -293,7 +205,7 @@ def _metrics_section(report: RunReport) -> str:
     if report.metrics is None or report.metrics.empty:
         return _not_computed("no test set was evaluated")
     parts = [_interval_table(report.metrics)]
-    if _has_intervals(report.metrics):
+    if has_intervals(report.metrics):
         if report.bootstrap:
             parts.append(f"<p>Intervals: bootstrap, {_e(report.bootstrap)}.</p>")
     else:
@@ -308,14 +220,14 @@ def _calibration_section(report: RunReport) -> str:
     )
     if not calibration:
         return _not_computed("", HINTS["calibration"]) + figure
-    after = any(_finite(calibration.get(k)) for k in ("ece_after", "brier_after"))
+    after = any(finite(calibration.get(k)) for k in ("ece_after", "brier_after"))
     rows = {"metric": ["ECE", "Brier score"], "before": [], **({"after": []} if after else {})}
     for key in ("ece", "brier"):
         rows["before"].append(_number(calibration.get(key)))
         if after:
             rows["after"].append(_number(calibration.get(f"{key}_after")))
     parts = [_table(pd.DataFrame(rows), numeric=False)]
-    if _finite(calibration.get("temperature")):
+    if finite(calibration.get("temperature")):
         parts.append(f"<p>Temperature scaling: T = {_number(calibration['temperature'])}.</p>")
     if not after:
         parts.append(_not_computed("recalibration", HINTS["calibration"]))
@@ -334,7 +246,7 @@ def _threshold_section(report: RunReport) -> str:
     values = threshold.get("values") or {}
     if values:
         parts.append(_pairs({k: _number(v) for k, v in values.items()}, ("label", "threshold")))
-    if _finite(rule):
+    if finite(rule):
         parts.append(
             f'<p class="na hint">A fixed threshold, not chosen on data; '
             f"<code>{_e(HINTS['threshold'])}</code> chooses one on the validation set.</p>"
@@ -362,7 +274,7 @@ def _subgroup_table(frame: pd.DataFrame) -> str:
 
 
 def _subgroups_section(report: RunReport) -> str:
-    figure = _figure(report.figures.get("forest"), "forest")
+    figure = _figure(report.figures.get("subgroups_forest"), "subgroups_forest")
     if report.subgroups is None or report.subgroups.empty:
         return _not_computed("", HINTS["subgroups"]) + figure
     return _subgroup_table(report.subgroups) + figure
@@ -375,7 +287,7 @@ def _patients_section(report: RunReport) -> str:
 
 
 def _figures_section(report: RunReport) -> str:
-    inline = {"reliability", "forest"}
+    inline = {"reliability", "subgroups_forest"}
     names = [n for n in FIGURES if n not in inline and n in report.figures]
     names += [n for n in report.figures if n not in FIGURES]
     parts = [_figure(report.figures[n], n) for n in names]
@@ -391,144 +303,6 @@ def _reproduce_section(report: RunReport) -> str:
     else:
         parts.append('<p class="na">Environment: not recorded.</p>')
     return "".join(parts)
-
-
-def _matching(mapping: dict[str, Any], *words: str) -> str:
-    """``key: value`` of the entries whose key holds one of ``words`` (``_``/``-`` as spaces)."""
-    found = [
-        f"{k}: {v}"
-        for k, v in mapping.items()
-        if any(w in re.sub(r"[_\-]", " ", str(k)).lower() for w in words)
-    ]
-    return ", ".join(found)
-
-
-def _listed(mapping: dict[str, Any], limit: int, sep: str = ": ") -> str:
-    return ", ".join(f"{k}{sep}{v}" for k, v in list(mapping.items())[:limit])
-
-
-def _split_sizes(data: DataSection | None) -> list[tuple[str, int]]:
-    """(split, samples) per row of the splits table; empty where it is missing."""
-    splits = data.splits if data is not None else None
-    if splits is None or not {"split", "samples"} <= set(splits.columns):
-        return []
-    return [(str(s), int(n)) for s, n in splits[["split", "samples"]].itertuples(index=False)]
-
-
-def checklist(report: RunReport) -> list[ChecklistItem]:
-    """The CLAIM 2020 items a tool can fill, each with whether this report holds it."""
-    data = report.data
-    sizes = _split_sizes(data)
-    total = sum(n for _, n in sizes)
-    split_detail = ", ".join(
-        f"{s} {n}" + (f" ({n / total:.0%})" if total else "") for s, n in sizes
-    )
-    if data is None:
-        level = ""
-    elif not data.group_column:
-        level = "image level (no group column: patients are not kept apart)"
-    elif data.leakage:
-        level = f"by {data.group_column}, but the leakage check failed"
-    else:
-        level = f"by {data.group_column}; leakage check passed"
-    calibration = report.calibration or {}
-    threshold = report.threshold or {}
-    chosen = str(threshold.get("rule", ""))
-    chosen += f" on {threshold['chosen_on']}" if threshold.get("chosen_on") else ""
-    metrics, patients, subgroups = report.metrics, report.patients, report.subgroups
-    has_metrics = metrics is not None and not metrics.empty
-    has_patients = patients is not None and not patients.empty
-    has_subgroups = subgroups is not None and not subgroups.empty
-    initialization = _matching(report.model, "pretrain", "init", "weights")
-    selection = _matching(report.training, "monitor", "best")
-    intervals = _has_intervals(metrics)
-    rows = [
-        ("7", "Data sources", data.source if data else "", "data"),
-        ("20", "How data were assigned to partitions; samples per partition", split_detail, "data"),
-        ("21", "Level at which partitions are disjoint (patient level?)", level, "data"),
-        (
-            "22",
-            "Model description (backbone, head, inputs, outputs)",
-            _listed(report.model, 4),
-            "model",
-        ),
-        (
-            "23",
-            "Software libraries, frameworks and their versions",
-            _listed(report.environment, 8, " "),
-            "reproduce",
-        ),
-        (
-            "24",
-            "Initialization of model parameters (random, transfer learning)",
-            initialization,
-            "model",
-        ),
-        (
-            "25",
-            "Training details (loss, optimizer, epochs, seed, hyperparameters)",
-            _listed(report.training, 5),
-            "model",
-        ),
-        (
-            "26",
-            "Method of selecting the final model (monitored metric, best epoch)",
-            selection,
-            "model",
-        ),
-        (
-            "28",
-            "Metrics of model performance",
-            ", ".join(map(str, metrics["metric"])) if has_metrics else "",
-            "metrics",
-        ),
-        (
-            "28",
-            "Calibration (ECE, Brier score; recalibration)",
-            ("temperature scaling" if _finite(calibration.get("temperature")) else "ECE, Brier")
-            if calibration
-            else "",
-            "calibration",
-        ),
-        ("28", "Threshold selection method", chosen if threshold else "", "threshold"),
-        (
-            "29",
-            "Measures of uncertainty (confidence intervals)",
-            (report.bootstrap or "bootstrap") if intervals else "",
-            "metrics",
-        ),
-        (
-            "30",
-            "Robustness: subgroup analysis",
-            ", ".join(sorted(map(str, set(subgroups.get("column", ["by subgroup"])))))
-            if has_subgroups
-            else "",
-            "subgroups",
-        ),
-        (
-            "—",
-            "Patient-level performance (the unit partitions keep apart)",
-            ", ".join(map(str, patients["metric"])) if has_patients else "",
-            "patients",
-        ),
-        (
-            "37",
-            "Failure analysis (confusion matrix)",
-            "which classes are confused" if "confusion_matrix" in report.figures else "",
-            "figures",
-        ),
-        (
-            "—",
-            "Code and command to reproduce the run",
-            ("command line" + (", run id" if report.run_id else "")) if report.command else "",
-            "reproduce",
-        ),
-    ]
-    # an item is there exactly when the report has a detail to show for it
-    return [
-        ChecklistItem(claim, item, bool(detail), detail, section)
-        for claim, item, detail, section in rows
-    ]
 
 
 def _checklist_section(report: RunReport) -> str:
@@ -612,7 +386,7 @@ def markdown_summary(report: RunReport, max_metrics: int = 12) -> str:
     metrics = report.metrics
     if metrics is not None and not metrics.empty:
         how = f" (intervals: {_md(report.bootstrap)})" if report.bootstrap else ""
-        if not _has_intervals(metrics):
+        if not has_intervals(metrics):
             how = f" (no intervals: `{HINTS['intervals']}`)"
         lines += [f"**Metrics**{how}", ""]
         for row in metrics.head(max_metrics).itertuples(index=False):
@@ -626,12 +400,12 @@ def markdown_summary(report: RunReport, max_metrics: int = 12) -> str:
     calibration = report.calibration or {}
     if calibration:
         text = f"ECE {_number(calibration.get('ece'))}, Brier {_number(calibration.get('brier'))}"
-        if any(_finite(calibration.get(k)) for k in ("ece_after", "brier_after")):
+        if any(finite(calibration.get(k)) for k in ("ece_after", "brier_after")):
             text += (
                 f" → after: ECE {_number(calibration.get('ece_after'))}, "
                 f"Brier {_number(calibration.get('brier_after'))}"
             )
-        if _finite(calibration.get("temperature")):
+        if finite(calibration.get("temperature")):
             text += f" (T = {_number(calibration['temperature'])})"
     else:
         text = f"not computed (`{HINTS['calibration']}`)"
@@ -647,7 +421,7 @@ def markdown_summary(report: RunReport, max_metrics: int = 12) -> str:
     lines.append(f"- **Threshold**: {text}")
     data = report.data
     if data is not None:
-        sizes = _split_sizes(data)
+        sizes = split_sizes(data)
         text = " · ".join(f"{_md(s)} {n}" for s, n in sizes) + " samples" if sizes else ""
         if not data.group_column:
             leak = "leakage check not run (no group column)"
