@@ -257,6 +257,46 @@ def run_config(root: Path, overrides: list[str], run_name: str, config_dir: Path
     return cfg
 
 
+def preflight(*overrides: str) -> None:
+    """The pre-flight of the composed train config, as training and check_only run it (the
+    default digits data): one ConfigError listing every problem, or none."""
+    from hydra import compose, initialize_config_dir
+
+    from medclf.config import CONF_DIR
+    from medclf.errors import ConfigError
+    from medclf.pipeline.checks import find_problems
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["datamodule.image_size=32", *overrides])
+    problems, _ = find_problems(cfg)
+    if problems:
+        raise ConfigError("\n".join(problems), problems)
+
+
+def check_config(*overrides: str, config=None) -> None:
+    """The pre-flight's config stage (every rule that needs no data) on the composed train
+    config (or ``config``): one error listing every problem, or none."""
+    from hydra import compose, initialize_config_dir
+
+    from medclf.config import CONF_DIR
+    from medclf.pipeline.plan import make_plan
+
+    if config is None:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            config = compose("train", overrides=list(overrides))
+    make_plan(config)
+
+
+def check_datamodule(**kwargs) -> None:
+    """The pre-flight's check of the datamodule keys ``kwargs`` (ConfigError naming a bad
+    one)."""
+    from omegaconf import OmegaConf
+
+    from medclf.pipeline.rules import check_datamodule as check
+
+    check(OmegaConf.create({"datamodule": kwargs}))
+
+
 def write_dicom(path: Path, pixels, photometric: str = "MONOCHROME2", **tags) -> Path:
     """A minimal DICOM file (Explicit VR Little Endian, a CT secondary capture) with these
     pixels (None: none) and tags."""

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from helpers import TINY, run_train
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
 from medclf.pipeline.averaging import WeightAverage, ema_decay, weight_average
+from medclf.pipeline.rules import check_model
 
 
 class Linear(L.LightningModule):
@@ -122,7 +124,7 @@ def test_config_defaults_off_and_errors_name_the_key() -> None:
         (("model.swa_epoch_start=2.5",), "whole number"),
     ):
         with pytest.raises(ConfigError, match=key):
-            weight_average(_model_cfg(*overrides))
+            check_model(OmegaConf.create({"model": _model_cfg(*overrides)}))
 
 
 def test_a_trained_run_predicts_and_exports_with_the_ema_weights(

@@ -8,8 +8,8 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from helpers import REPO, run_command
-from medclf.config import CONF_DIR, check_group_choices, group_options, validate
+from helpers import REPO, check_config, preflight, run_command
+from medclf.config import CONF_DIR, check_group_choices, group_options
 from medclf.errors import ConfigError
 
 GROUPS = (
@@ -55,7 +55,7 @@ def test_every_option_composes_and_validates(group: str) -> None:
     for option in group_options(group):
         cfg = composed(f"{group}={option}")
         if group != "datamodule":
-            validate(cfg)
+            check_config(config=cfg)
 
 
 def test_datamodule_picks_its_default_augment_and_user_can_override() -> None:
@@ -112,7 +112,7 @@ def test_unknown_group_option_suggests_closest() -> None:
 )
 def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        validate(composed(*overrides))
+        preflight(*overrides)
 
 
 def test_speed_switches_default_off_and_validate() -> None:
@@ -128,7 +128,7 @@ def test_speed_switches_default_off_and_validate() -> None:
     }
     assert cfg.trainer.precision == "32-true" and cfg.datamodule.cache is False
     for precision in ("bf16-mixed", "16-mixed", "bf16", 32):
-        validate(composed(f"trainer.precision={precision}", "model.channels_last=true"))
+        check_config(f"trainer.precision={precision}", "model.channels_last=true")
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -16,8 +16,17 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from helpers import FAST, REPO, TINY_PROCESS, process_env, run_train, search_runs, train_process
-from medclf.config import CONF_DIR, validate
+from helpers import (
+    FAST,
+    REPO,
+    TINY_PROCESS,
+    check_config,
+    process_env,
+    run_train,
+    search_runs,
+    train_process,
+)
+from medclf.config import CONF_DIR
 from medclf.data.sampling import EvalSampler
 from medclf.errors import ConfigError
 from medclf.pipeline.ddp import config_hash
@@ -48,7 +57,7 @@ def test_ddp_preset_and_cpu_sync_batchnorm() -> None:
     cfg.trainer.accelerator = "cpu"
     cfg.trainer.sync_batchnorm = True
     with pytest.raises(ConfigError, match="trainer.sync_batchnorm=true needs GPUs"):
-        validate(cfg)
+        check_config(config=cfg)
 
 
 def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer() -> None:

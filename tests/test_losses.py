@@ -162,7 +162,8 @@ def test_label_smoothing_of_focal_and_kl_follows_their_formulas() -> None:
 
 
 def test_label_smoothing_outside_0_1_is_a_config_error() -> None:
+    from helpers import check_config
     from medclf.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"loss.label_smoothing=1.0 must be at least 0"):
-        CrossEntropyLoss(label_smoothing=1.0)
+        check_config("loss=focal", "loss.label_smoothing=1.0")

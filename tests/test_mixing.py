@@ -8,10 +8,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from medclf.config import CONF_DIR
 from medclf.errors import ConfigError
 from medclf.pipeline.mixing import MixupCutmix, mixing
+from medclf.pipeline.rules import check_augment
 
 TASKS = {
     "multiclass": ({"head": {"activation": "softmax"}}, torch.tensor([0, 1, 2, 0, 1, 2, 1])),
@@ -112,8 +114,10 @@ def test_volumes_take_mixup_but_not_cutmix() -> None:
     batch = {"image": torch.rand(4, 1, 8, 8, 8), "target": torch.tensor([0, 1, 2, 0])}
     out = mixed(MixupCutmix(mixup=0.4), volumes, batch)
     assert out["soft_target"].shape == (4, 3)
+    augment = OmegaConf.create({"augment": {"cutmix": 1.0}})
+    check_augment(augment, spatial_dims=2)
     with pytest.raises(ConfigError, match="augment.cutmix=1.0: CutMix cuts 2D boxes"):
-        mixed(MixupCutmix(cutmix=1.0), volumes, batch)
+        check_augment(augment, spatial_dims=volumes.hparams.spatial_dims)
 
 
 def test_config_keys_and_errors() -> None:
@@ -124,6 +128,6 @@ def test_config_keys_and_errors() -> None:
     callback = mixing(chosen.augment, 0)
     assert (callback.mixup, callback.cutmix, callback.prob) == (0.2, 1.0, 1.0)
     with pytest.raises(ConfigError, match="augment.mixup=-1"):
-        MixupCutmix(mixup=-1)
+        check_augment(OmegaConf.create({"augment": {"mixup": -1}}))
     with pytest.raises(ConfigError, match="augment.mix_prob=2"):
-        MixupCutmix(mixup=0.2, prob=2)
+        check_augment(OmegaConf.create({"augment": {"mixup": 0.2, "mix_prob": 2}}))

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from medclf.config import check_model_fits_data, resolve_activation, resolve_task
 from medclf.errors import ConfigError
+from medclf.pipeline.rules import check_model_fits_data, resolve_activation, resolve_task
 
 # --- resolve_task -------------------------------------------------------------------------
 

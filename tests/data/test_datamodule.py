@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import CLASSES
 
+from helpers import check_datamodule
 from medclf.data.datamodule import (
     ClassificationDataModule,
     CsvDataModule,
@@ -281,9 +282,9 @@ def test_empty_split_rejected(tmp_path: Path):
     ],
 )
 def test_invalid_config_rejected(kwargs: dict, key: str):
-    """Invalid constructor values → ConfigError naming the key."""
+    """Invalid datamodule values → ConfigError naming the key (the pre-flight's check)."""
     with pytest.raises(ConfigError) as info:
-        DigitsDataModule(**kwargs)
+        check_datamodule(**kwargs)
     assert key in str(info.value)
 
 
@@ -326,7 +327,7 @@ def test_image_with_unsupported_channels_named_by_setup(image_folder: Path):
 def test_invalid_image_size_rejected(image_size):
     """image_size must be a positive int or an [h, w] pair → ConfigError naming the key."""
     with pytest.raises(ConfigError, match=r"datamodule\.image_size"):
-        DigitsDataModule(image_size=image_size)
+        check_datamodule(image_size=image_size)
 
 
 # --- in-memory cache of decoded images ---------------------------------------------------
@@ -404,7 +405,7 @@ def test_cache_serves_loader_workers_without_files(image_folder: Path, tmp_path:
 
 def test_cache_must_be_a_boolean():
     with pytest.raises(ConfigError, match="datamodule.cache='yes' must be true or false"):
-        DigitsDataModule(cache="yes")
+        check_datamodule(cache="yes")
     dm = DigitsDataModule(image_size=8, cache=True)
     dm.setup()  # in-memory data: nothing to cache, nothing copied
     assert dm.datasets["train"].cache is None

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from conftest import CLASSES, class_image
 
+from helpers import check_datamodule
 from medclf.data.datamodule import CsvDataModule, FolderDataModule
 from medclf.errors import ConfigError, DataError
 
@@ -140,7 +141,7 @@ def test_group_column_bad_input(tmp_path: Path, patients_csv: Path) -> None:
     with pytest.raises(DataError, match=r"no column 'sex' \(eval.subgroups\)"):
         _module(patients_csv, info_columns=["sex"]).setup()
     with pytest.raises(ConfigError, match=r"datamodule.duplicates='maybe'"):
-        _module(patients_csv, duplicates="maybe")
+        check_datamodule(duplicates="maybe")
 
 
 def test_folder_group_pattern(tmp_path: Path, patients_csv: Path) -> None:

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 
 from medclf.config import CONF_DIR, group_options
 from medclf.errors import ConfigError
-from medclf.models.backbones import BACKBONES, Backbone, get_spec
+from medclf.models.backbones import BACKBONES, Backbone, check_weights, get_spec
 from medclf.models.head import ClassificationHead
 
 MIA_NAMES = [
@@ -146,12 +146,12 @@ def test_local_weights_adapt_channels_and_drop_classifier(tmp_path) -> None:
 
 def test_missing_weights_file_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="backbone.weights"):
-        Backbone("resnet18", weights=str(tmp_path / "nope.pth"))
+        check_weights("resnet18", False, str(tmp_path / "nope.pth"))
 
 
 def test_pretrained_without_published_weights_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no pretrained weights"):
-        Backbone("resnet152v2", pretrained=True)
+        check_weights("resnet152v2", True, None)
 
 
 def test_normalization_follows_backbone_and_channels() -> None:
@@ -173,4 +173,4 @@ def test_monai_local_weights_load_and_foreign_files_are_refused(tmp_path) -> Non
     with pytest.raises(ConfigError, match=r"holds no tensor of 3d_resnet18 \(MONAI resnet18\)"):
         Backbone("3d_resnet18", in_chans=1, weights=str(tmp_path / "other.pth"))
     with pytest.raises(ConfigError, match="no pretrained weights are offered"):
-        Backbone("3d_resnet18", pretrained=True)
+        check_weights("3d_resnet18", True, None)

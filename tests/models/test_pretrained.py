@@ -1,5 +1,5 @@
 """backbone.pretrained=true: weights in the local Hugging Face cache are used without asking
-the Hub; without them, offline, a ConfigError says so and how to fetch them."""
+the Hub; without them, offline, the pre-flight's ConfigError says so and how to fetch them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 SCRIPT = r"""
 import os, sys, torch, timm
 from medclf.errors import ConfigError
-from medclf.models.backbones import Backbone
+from medclf.models.backbones import Backbone, check_weights
 from safetensors.torch import save_file
 model = timm.create_model("resnet18", pretrained=False)
 repo = model.pretrained_cfg["hf_hub_id"]
@@ -23,8 +23,9 @@ state = {k: v + 1.0 if v.is_floating_point() else v for k, v in model.state_dict
 save_file(state, root + "/snapshots/0123abcd/model.safetensors")
 backbone = Backbone("resnet18", in_chans=3, pretrained=True)
 print("cached weights used:", torch.equal(backbone.model.conv1.weight, state["conv1.weight"]))
+check_weights("resnet18", True, None)  # in the cache: nothing to say
 try:  # resnet34's weights are not in that cache
-    Backbone("resnet34", in_chans=3, pretrained=True)
+    check_weights("resnet34", True, None)
 except ConfigError as error:
     print("ConfigError:", error)
 """

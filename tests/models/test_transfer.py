@@ -90,13 +90,14 @@ def test_frozen_then_finetuned(tmp_path, scheduler) -> None:
 def test_freeze_epochs_validated() -> None:
     from hydra import compose, initialize_config_dir
 
-    from medclf.config import CONF_DIR, validate
+    from helpers import check_config
+    from medclf.config import CONF_DIR
     from medclf.errors import ConfigError
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         bad = compose("train", overrides=["backbone.freeze_epochs=-1"])
         ddp = compose("train", overrides=["trainer=ddp", "backbone.freeze_epochs=2"])
     with pytest.raises(ConfigError, match="backbone.freeze_epochs"):
-        validate(bad)
+        check_config(config=bad)
     with pytest.raises(ConfigError, match="ddp_find_unused_parameters_true"):
-        validate(ddp)
+        check_config(config=ddp)

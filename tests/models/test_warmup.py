@@ -38,6 +38,7 @@ def test_warm_up_before_a_constant_rate_and_none_without() -> None:
 
 
 def test_warm_up_before_plateau_is_a_config_error() -> None:
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    from helpers import check_config
+
     with pytest.raises(ConfigError, match="scheduler.warmup_epochs=2 cannot precede"):
-        create_scheduler(optimizer, {"name": "plateau", "monitor": "val/loss", "warmup_epochs": 2})
+        check_config("scheduler=plateau", "+scheduler.warmup_epochs=2")

@@ -21,7 +21,6 @@ from medclf.compat import epochs_processed
 from medclf.data.checkcache import CheckCache
 from medclf.data.dataset import ImageDataset, auto_workers
 from medclf.data.groups import (
-    DUPLICATES,
     check_groups_can_split,
     check_leakage,
     has_groups,
@@ -40,14 +39,16 @@ from medclf.data.sources import (
     npz_table,
 )
 from medclf.data.splits import assign_fold, assign_splits
-from medclf.data.transforms import DEFAULT_VOLUME_SIZE, image_hw, input_transform, seed_worker
+from medclf.data.transforms import DEFAULT_VOLUME_SIZE, input_transform, seed_worker
 from medclf.errors import ConfigError, DataError, Problems
 
 log = logging.getLogger(__name__)
 
 
 class ClassificationDataModule(L.LightningDataModule):
-    """Base: subclasses implement :meth:`load_table`; everything else is shared."""
+    """Base: subclasses implement :meth:`load_table`; everything else is shared. The
+    arguments are the ``datamodule`` config's, checked by the pre-flight
+    (medclf.pipeline.rules.check_datamodule) before this is built."""
 
     def __init__(
         self,
@@ -77,47 +78,7 @@ class ClassificationDataModule(L.LightningDataModule):
         check_cache: str | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ConfigError(f"datamodule.batch_size={batch_size!r} must be a positive integer.")
-        if num_workers != "auto" and (
-            not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0
-        ):
-            raise ConfigError(
-                f"datamodule.num_workers={num_workers!r} must be auto or an integer >= 0."
-            )
-        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 <= value < 1:
-                raise ConfigError(f"datamodule.{key}={value} must be in [0, 1).")
-        if val_fraction + test_fraction >= 1:
-            raise ConfigError(
-                f"datamodule.val_fraction + test_fraction = {val_fraction + test_fraction} "
-                "leaves nothing to train on; keep their sum below 1."
-            )
-        if channels != "auto" and (not isinstance(channels, int) or channels < 1):
-            raise ConfigError(f"datamodule.channels={channels!r}: use auto or a channel count.")
-        try:
-            height, width = image_hw(image_size)
-        except (TypeError, ValueError):
-            height = width = 0
-        if height < 1 or width < 1:
-            raise ConfigError(
-                f"datamodule.image_size={image_size!r} must be a positive integer or a "
-                "[height, width] pair of them."
-            )
-        if spatial_dims not in ("auto", 2, 3):
-            raise ConfigError(f"datamodule.spatial_dims={spatial_dims!r}: use auto, 2 or 3.")
         volume_size = list(volume_size or DEFAULT_VOLUME_SIZE)
-        if len(volume_size) != 3 or any(not isinstance(v, int) or v < 1 for v in volume_size):
-            raise ConfigError(
-                f"datamodule.volume_size={volume_size!r} must be three positive integers "
-                "[depth, height, width]."
-            )
-        if not isinstance(cache, bool):
-            raise ConfigError(f"datamodule.cache={cache!r} must be true or false.")
-        if duplicates not in DUPLICATES:
-            raise ConfigError(f"datamodule.duplicates={duplicates!r}: use {', '.join(DUPLICATES)}.")
-        if sampler not in (None, "none", "balanced"):
-            raise ConfigError(f"datamodule.sampler={sampler!r}: use null or balanced.")
         self.image_size = image_size
         self.volume_size = volume_size
         self.folds = int(folds or 0)

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medclf.errors import ConfigError
 from medclf.evaluation.calibration import (
     brier_score,
     expected_calibration_error,
@@ -26,6 +25,7 @@ from medclf.evaluation.calibration import (
 from medclf.evaluation.intervals import bootstrap_intervals, metric_values
 from medclf.models.outputs import class_probabilities, decide
 from medclf.tracking.logger import mlflow_key
+from medclf.tracking.names import PATIENT_PREDICTIONS_FILE, SUBGROUPS_FILE, figure_file
 
 AGGREGATES = ("mean", "max")
 
@@ -52,12 +52,6 @@ class Settings:
             bins=node.get("bins", 4),
             aggregate=node.get("aggregate"),
         )
-        if settings.bootstrap < 0:
-            raise ConfigError(f"eval.bootstrap={settings.bootstrap}: use 0 (off) or resamples.")
-        if not 0 < settings.level < 1:
-            raise ConfigError(f"eval.level={settings.level} must lie strictly between 0 and 1.")
-        if settings.aggregate not in (None, *AGGREGATES):
-            raise ConfigError(f"eval.aggregate={settings.aggregate!r}: use null, mean or max.")
         return settings
 
 
@@ -126,7 +120,7 @@ def analyse(
         class_names,
         after=result.calibration.pop("_after"),
     )
-    path = output_dir / "reliability.png"
+    path = output_dir / figure_file("reliability")
     save_figure(figure, path)
     result.files.append(path)
     result.calibration["figure"] = path
@@ -136,11 +130,8 @@ def analyse(
             targets, probs, chosen, task, class_names, groups, info, settings, output_dir, result
         )
     if settings.aggregate:
-        if groups is None:
-            raise ConfigError(
-                f"eval.aggregate={settings.aggregate} needs groups: set datamodule.group_column "
-                "(csv) or datamodule.group_pattern (folder)."
-            )
+        if groups is None:  # the pre-flight refuses this (medclf.pipeline.rules.check_eval)
+            raise ValueError(f"aggregate={settings.aggregate} needs groups")
         result.patients = _patients(
             targets, probs, task, class_names, threshold, groups, settings, output_dir, result
         )
@@ -208,11 +199,8 @@ def _subgroups(
     from medclf.evaluation.subgroups import forest_figure, subgroup_table
 
     missing = [c for c in settings.subgroups if info is None or c not in info.columns]
-    if missing:
-        raise ConfigError(
-            f"eval.subgroups: no column {missing} in the data's table; subgroups are columns of "
-            "the CSV (datamodule=csv)."
-        )
+    if missing:  # the pre-flight refuses this (medclf.pipeline.rules.check_eval)
+        raise ValueError(f"subgroups: no column {missing} in the test samples' table")
     columns = {c: _typed(info[c].reset_index(drop=True)) for c in settings.subgroups}
     table = subgroup_table(
         targets,
@@ -227,9 +215,9 @@ def _subgroups(
         settings.seed,
         settings.level,
     )
-    path = output_dir / "subgroups.csv"
+    path = output_dir / SUBGROUPS_FILE
     table.to_csv(path, index=False, float_format="%.6f")
-    figure_path = output_dir / "subgroups_forest.png"
+    figure_path = output_dir / figure_file("subgroups_forest")
     save_figure(forest_figure(table, "f1"), figure_path)
     result.files += [path, figure_path]
     for row in table.itertuples():
@@ -270,7 +258,7 @@ def _patients(targets, probs, task, class_names, threshold, groups, settings, ou
     from medclf.inference.table import FLOAT_FORMAT, predictions_frame
 
     table = predictions_frame(names, pooled, class_names, task, threshold, patient_targets)
-    path = output_dir / "patient_predictions.csv"
+    path = output_dir / PATIENT_PREDICTIONS_FILE
     table.to_csv(path, index=False, float_format=FLOAT_FORMAT)
     result.files.append(path)
     return interval_table(values, intervals)

@@ -18,6 +18,7 @@ import pandas as pd
 from lightning.pytorch.callbacks import Callback
 
 from medclf.inference.table import FLOAT_FORMAT, predictions_frame
+from medclf.tracking import names
 from medclf.tracking.logger import mlflow_loggers
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,9 @@ def sensitivity_specificity(
     if task == "multilabel":
         y, p = indicator(frame["label"], class_names), indicator(frame["prediction"], class_names)
     else:
-        names = np.asarray(class_names, dtype=object)
-        y = (frame["label"].to_numpy()[:, None] == names).astype(int)
-        p = (frame["prediction"].to_numpy()[:, None] == names).astype(int)
+        labels = np.asarray(class_names, dtype=object)
+        y = (frame["label"].to_numpy()[:, None] == labels).astype(int)
+        p = (frame["prediction"].to_numpy()[:, None] == labels).astype(int)
     tp = ((y == 1) & (p == 1)).sum(0)
     fn = ((y == 1) & (p == 0)).sum(0)
     tn = ((y == 0) & (p == 0)).sum(0)
@@ -82,23 +83,30 @@ def sensitivity_specificity(
 class TestReport(Callback):
     """Write and log the test report once testing ends (global rank zero only): predictions,
     per-class report, figures, then (medclf.evaluation.analysis) intervals, calibration,
-    subgroups and patients, and the run's ``report.html`` (medclf.evaluation.runreport)."""
+    subgroups and patients, and the run's ``report.html`` (medclf.evaluation.report_data,
+    report_page)."""
 
     def __init__(
         self,
         output_dir: str | Path,
         settings: Any = None,
         command: str = "",
-        threshold_rule: str | None = None,
+        threshold: Any = None,
+        seed: int = 0,
     ) -> None:
         from medclf.evaluation.analysis import Settings
+        from medclf.evaluation.thresholds import ThresholdRule, parse_threshold
 
         self.run_dir = Path(output_dir)
-        self.output_dir = self.run_dir / "test"
-        self.settings = settings if settings is not None else Settings()
+        self.output_dir = self.run_dir / names.TEST_DIR
+        if settings is None or not isinstance(settings, Settings):
+            settings = Settings.of(settings, seed)  # the eval block
+        self.settings = settings
         self.command = command
-        self.threshold_rule = threshold_rule
+        rule = parse_threshold(threshold) if threshold is not None else None
+        self.threshold_rule = str(rule) if isinstance(rule, ThresholdRule) else None
         self.analysis = None  # the last test's (medclf.evaluation.analysis.Analysis)
+        self.html_path: Path | None = None  # the last test's report.html
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         outputs = getattr(pl_module, "test_predictions", None)
@@ -127,19 +135,22 @@ class TestReport(Callback):
             targets=outputs["target"].numpy(),
         )
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        files = [self.output_dir / "test_predictions.csv", self.output_dir / "per_class_report.csv"]
+        files = [
+            self.output_dir / names.TEST_PREDICTIONS_FILE,
+            self.output_dir / names.PER_CLASS_FILE,
+        ]
         frame.to_csv(files[0], index=False, float_format=FLOAT_FORMAT)
         report = per_class_report(frame, class_names, task)
         report.to_csv(files[1], float_format="%.6f")
-        files.append(self.output_dir / "per_class_metrics.png")
+        files.append(self.output_dir / names.figure_file("per_class_metrics"))
         save_figure(per_class_figure(report.loc[class_names]), files[-1])
         roc, pr = roc_pr_figures(
             outputs["target"].numpy(), outputs["probs"].float().numpy(), class_names, task
         )
-        for name, figure in (("roc_curves.png", roc), ("pr_curves.png", pr)):
-            files.append(self.output_dir / name)
+        for name, figure in (("roc_curves", roc), ("pr_curves", pr)):
+            files.append(self.output_dir / names.figure_file(name))
             save_figure(figure, files[-1])
-        files.append(self.output_dir / "confusion_matrix.png")
+        files.append(self.output_dir / names.figure_file("confusion_matrix"))
         if task == "multilabel":
             matrices = multilabel_confusion_matrix(
                 indicator(frame["label"], class_names), indicator(frame["prediction"], class_names)
@@ -155,7 +166,8 @@ class TestReport(Callback):
             for name in class_names
         }
         from medclf.evaluation.analysis import analyse
-        from medclf.evaluation.runreport import build_report, write_report
+        from medclf.evaluation.report_data import build_report
+        from medclf.evaluation.report_page import markdown_summary, write_html
 
         datamodule = trainer.datamodule
         groups = test["group"].to_numpy()[index] if "group" in test.columns else None
@@ -190,11 +202,13 @@ class TestReport(Callback):
             trackers[0].run_id if trackers else None,
             f"medclf run {self.run_dir.name}",
         )
-        html, note = write_report(report_run, self.run_dir / "report.html")
+        html = write_html(report_run, self.run_dir / names.REPORT_FILE)
+        note = markdown_summary(report_run)
+        self.html_path = html
         for logger in trackers:
             logger.log_metrics(metrics)
             for path in files:
-                logger.log_artifact(path, "test")
+                logger.log_artifact(path, names.TEST_DIR)
             logger.log_artifact(html)
-            logger.experiment.set_tag(logger.run_id, "mlflow.note.content", note)
+            logger.set_tags({names.NOTE: note})
         log.info("test report written to %s; run report %s", self.output_dir, html)

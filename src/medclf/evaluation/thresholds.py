@@ -99,6 +99,14 @@ def check_rule_for_task(rule: float | ThresholdRule, task: str) -> None:
         )
 
 
+def threshold_for_task(value: object, task: str | None) -> float | ThresholdRule:
+    """``threshold`` parsed and checked against the model's task (None: not known yet)."""
+    rule = parse_threshold(value)
+    if task is not None:
+        check_rule_for_task(rule, task)
+    return rule
+
+
 def choose_threshold(
     rule: ThresholdRule, targets01: np.ndarray, scores: np.ndarray, label: str = "the label"
 ) -> float:

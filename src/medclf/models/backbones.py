@@ -8,12 +8,13 @@ fully connected layers (as MIA requires) and the classification head does the po
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from medclf.errors import ConfigError
+from medclf.errors import ConfigError, MedclfError
 from medclf.models.registry import BACKBONES, BackboneSpec
 
 __all__ = ["BACKBONES", "Backbone", "BackboneSpec", "get_spec"]
@@ -47,6 +48,88 @@ def cached_pretrained_file(model_id: str) -> str | None:
     return None
 
 
+def check_weights(name: str, pretrained: bool, weights: str | None) -> None:
+    """``backbone.weights`` is a file and ``backbone.pretrained`` weights can be had: published
+    by timm and in the local Hugging Face cache, or downloadable (not offline)."""
+    spec = get_spec(name)
+    if weights:
+        if not Path(weights).expanduser().is_file():
+            raise ConfigError(
+                f"backbone.weights={weights!r}: no such file. Give the path of a local state "
+                f"dict (.pth, .bin or .safetensors) for {spec.model_id}, or set "
+                "backbone.weights=null."
+            )
+        return
+    if not pretrained:
+        return
+    if spec.library == "monai":
+        raise ConfigError(
+            f"backbone.pretrained=true: no pretrained weights are offered for {name}; set "
+            "backbone.pretrained=false or give a MONAI state dict with backbone.weights=PATH."
+        )
+    import timm
+    from huggingface_hub import constants
+
+    if not timm.list_pretrained(spec.model_id + ".*"):
+        raise ConfigError(
+            f"backbone.pretrained=true: timm publishes no pretrained weights for {name} "
+            f"({spec.model_id}). Set backbone.pretrained=false or give local weights with "
+            "backbone.weights=PATH."
+        )
+    if constants.HF_HUB_OFFLINE and cached_pretrained_file(spec.model_id) is None:
+        raise ConfigError(
+            f"backbone.pretrained=true: the ImageNet weights of {name} ({spec.model_id}) are not "
+            "in the local Hugging Face cache and this machine is offline (HF_HUB_OFFLINE). "
+            'Fetch them once where there is a network (python -c "import timm; '
+            f"timm.create_model('{spec.model_id}', pretrained=True)\") and copy the cache "
+            "(HF_HOME, default ~/.cache/huggingface) here, give a weights file with "
+            "backbone.weights=PATH, or set backbone.pretrained=false."
+        )
+
+
+_SMALLEST: dict[tuple[str, tuple[int, ...]], int | None] = {}
+
+
+def _forwards(backbone: nn.Module, channels: int, size: Sequence[int]) -> bool:
+    try:
+        backbone(torch.zeros(1, channels, *size))
+    except (RuntimeError, ValueError, IndexError, ZeroDivisionError):
+        return False
+    return True
+
+
+def smallest_input(backbone: Backbone, channels: int, size: Sequence[int]) -> int | None:
+    """None when ``backbone`` forwards an input of ``size`` (pixels or voxels per side), else
+    the smallest side, the same on every axis, that it forwards: read from the network by
+    forward passes of a zero input (eval mode, no gradients), cached per backbone and size."""
+    key = (backbone.name, tuple(int(s) for s in size))
+    if key in _SMALLEST:
+        return _SMALLEST[key]
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            if _forwards(backbone, channels, size):
+                found = None
+            else:
+                dims, low, high = len(size), min(size), max(max(size) * 2, 32)
+                while not _forwards(backbone, channels, (high,) * dims):
+                    low, high = high, high * 2
+                    if high > 4096:
+                        raise ValueError(f"backbone {backbone.name} forwards no input up to 4096")
+                while high - low > 1:  # low does not forward, high does
+                    middle = (low + high) // 2
+                    if _forwards(backbone, channels, (middle,) * dims):
+                        high = middle
+                    else:
+                        low = middle
+                found = high
+    finally:
+        backbone.train(was_training)
+    _SMALLEST[key] = found
+    return found
+
+
 class Backbone(nn.Module):
     """A feature extractor: image (N, C, *spatial) → last feature map (N, F, *spatial')."""
 
@@ -72,22 +155,10 @@ class Backbone(nn.Module):
         kwargs: dict = {"num_classes": 0, "in_chans": int(in_chans)}
         if drop_path_rate is not None:
             kwargs["drop_path_rate"] = drop_path_rate
-        if weights:
+        if weights:  # checked by check_weights (the pre-flight)
             path = Path(weights).expanduser()
-            if not path.is_file():
-                raise ConfigError(
-                    f"backbone.weights={weights!r}: no such file. Give the path of a local "
-                    f"state dict (.pth, .bin or .safetensors) for {spec.model_id}, or set "
-                    "backbone.weights=null."
-                )
             kwargs["pretrained_cfg_overlay"] = {"file": str(path.resolve())}
             pretrained = True
-        elif pretrained and not timm.list_pretrained(spec.model_id + ".*"):
-            raise ConfigError(
-                f"backbone.pretrained=true: timm publishes no pretrained weights for "
-                f"{name} ({spec.model_id}). Set backbone.pretrained=false or give local "
-                "weights with backbone.weights=PATH."
-            )
         elif pretrained:
             cached = cached_pretrained_file(spec.model_id)
             if cached:  # no request to the Hub: the weights are on this machine already
@@ -97,14 +168,10 @@ class Backbone(nn.Module):
         except OSError as error:  # huggingface_hub's LocalEntryNotFoundError among them
             if weights:
                 raise
-            raise ConfigError(
-                f"backbone.pretrained=true: the ImageNet weights of {name} ({spec.model_id}) "
-                "are not in the local Hugging Face cache and could not be downloaded "
-                f"(offline: {type(error).__name__}). Fetch them once where there is a network "
-                f"(python -c \"import timm; timm.create_model('{spec.model_id}', "
-                'pretrained=True)") and copy the cache (HF_HOME, default '
-                "~/.cache/huggingface) here, give a weights file with backbone.weights=PATH, "
-                "or set backbone.pretrained=false."
+            raise MedclfError(
+                f"the ImageNet weights of {name} ({spec.model_id}) could not be downloaded "
+                f"({type(error).__name__}); fetch them where there is a network, give a weights "
+                "file with backbone.weights=PATH, or set backbone.pretrained=false."
             ) from None
         self.num_features = int(self.model.num_features)
         self.pretrained_cfg = dict(getattr(self.model, "pretrained_cfg", {}) or {})
@@ -137,25 +204,17 @@ class Backbone(nn.Module):
         """A MONAI 3D network (random init, or a local MONAI state dict via ``weights``)."""
         from medclf.models.monai3d import create_monai_backbone
 
-        if pretrained and not weights:
-            raise ConfigError(
-                f"backbone.pretrained=true: no pretrained weights are offered for {name}; "
-                "set backbone.pretrained=false or give a MONAI state dict with "
-                "backbone.weights=PATH."
-            )
         self.model, self.num_features = create_monai_backbone(name, int(in_chans))
         self.pretrained_cfg = {"mean": (0.5,), "std": (0.5,)}
         if weights:
             path = Path(weights).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"backbone.weights={weights!r}: no such file.")
             state = torch.load(path, map_location="cpu", weights_only=True)
             own = self.model.state_dict()
             usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
             if not usable:
                 raise ConfigError(
-                    f"backbone.weights={weights!r} holds no tensor of {name} (MONAI "
-                    f"{self.spec.model_id}); is it a state dict of that network?"
+                    f"{path} holds no tensor of {name} (MONAI {self.spec.model_id}); is it a "
+                    "state dict of that network? Give another file with backbone.weights=PATH."
                 )
             self.model.load_state_dict(usable, strict=False)
             log.info("loaded %d of %d tensors from %s", len(usable), len(own), path)

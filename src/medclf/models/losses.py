@@ -50,13 +50,6 @@ class ClassificationLoss(nn.Module):
         super().__init__()
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"activation must be softmax or sigmoid, got {activation!r}")
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            from medclf.errors import ConfigError
-
-            raise ConfigError(
-                f"loss.label_smoothing={label_smoothing} must be at least 0 and below 1 "
-                "(0.1 is usual)."
-            )
         self.label_smoothing = float(label_smoothing)
         self.activation = activation
         weights = torch.tensor(list(class_weights), dtype=torch.float32) if class_weights else None

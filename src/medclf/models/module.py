@@ -14,7 +14,7 @@ import lightning as L
 import torch
 
 from medclf.distributed import gather_objects
-from medclf.errors import ConfigError, NonFiniteLossError
+from medclf.errors import NonFiniteLossError
 from medclf.models.backbones import Backbone
 from medclf.models.head import ClassificationHead
 from medclf.models.losses import create_loss
@@ -64,8 +64,6 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        if nonfinite_loss not in ("stop", "skip"):
-            raise ConfigError(f"nonfinite_loss={nonfinite_loss!r}: use stop or skip.")
         self.nonfinite_loss = nonfinite_loss
         self.skipped_steps = 0
         # (epoch, batch, global step) of the first non-finite loss, kept on the device

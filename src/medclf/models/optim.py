@@ -36,7 +36,7 @@ def create_optimizer(parameters: Any, config: dict[str, Any]) -> torch.optim.Opt
 def create_scheduler(optimizer: torch.optim.Optimizer, config: dict[str, Any] | None) -> Any:
     """Lightning's ``configure_optimizers`` answer: the optimizer alone (scheduler ``none``),
     or the optimizer with its scheduler (and the metric it monitors)."""
-    from torch.optim.lr_scheduler import ConstantLR, LinearLR, ReduceLROnPlateau, SequentialLR
+    from torch.optim.lr_scheduler import ConstantLR, LinearLR, SequentialLR
 
     config = dict(config or {"name": "none"})
     name = config.pop("name")
@@ -45,11 +45,6 @@ def create_scheduler(optimizer: torch.optim.Optimizer, config: dict[str, Any] | 
     if target is None and not warmup:
         return optimizer
     monitor = config.pop("monitor", None)
-    if warmup and target is ReduceLROnPlateau:
-        raise ConfigError(
-            f"scheduler.warmup_epochs={warmup} cannot precede scheduler={name} (it steps on a "
-            "metric); use scheduler=cosine or scheduler=none with a warm-up."
-        )
     if warmup and "T_max" in config:
         config["T_max"] = max(1, int(config["T_max"]) - warmup)
     if target is None:

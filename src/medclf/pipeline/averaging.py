@@ -23,8 +23,6 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from medclf.errors import ConfigError
-
 log = logging.getLogger("medclf.train")
 
 
@@ -125,32 +123,16 @@ class WeightAverage(WeightAveraging):
             super().on_save_checkpoint(trainer, pl_module, checkpoint)
 
 
-def weight_average(model_cfg: Any) -> WeightAverage | None:
-    """The callback for ``model.ema_decay`` / ``model.swa_epoch_start``, or None."""
-    model_cfg = model_cfg or {}
-    decay = model_cfg.get("ema_decay")
-    start = model_cfg.get("swa_epoch_start")
-    if decay is not None and start is not None:
-        raise ConfigError(
-            f"model.ema_decay={decay} and model.swa_epoch_start={start}: both average the "
-            "weights; choose one (set the other to null)."
-        )
-    if start is not None and float(start) >= 1 and float(start) != int(start):
-        raise ConfigError(
-            f"model.swa_epoch_start={start}: a number >= 1 is an epoch index; use a whole "
-            "number, or a fraction in (0, 1)."
-        )
-    if decay is not None and not 0.0 < float(decay) < 1.0:
-        raise ConfigError(f"model.ema_decay={decay}: use a decay in (0, 1), e.g. 0.999, or null.")
-    if start is not None and not float(start) > 0:
-        raise ConfigError(
-            f"model.swa_epoch_start={start}: use a fraction of the epochs in (0, 1) (0.8: the "
-            "last fifth) or a 0-based epoch index >= 1, or null."
-        )
+def weight_average(model: Any) -> WeightAverage | None:
+    """The callback for ``model.ema_decay`` / ``model.swa_epoch_start`` (checked by the
+    pre-flight, medclf.pipeline.rules.check_model), or None for neither."""
+    model = model or {}
+    decay = model.get("ema_decay")
+    start = model.get("swa_epoch_start")
     if decay is None and start is None:
         return None
     return WeightAverage(
         decay=float(decay) if decay is not None else None,
-        warmup=bool(model_cfg.get("ema_warmup", True)),
+        warmup=bool(model.get("ema_warmup", True)),
         swa_epoch_start=float(start) if start is not None else None,
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import Any
 
 import lightning as L
 import torch
@@ -92,10 +93,6 @@ class BatchNormRecalibration(Callback):
     """Recalibrate the batch-norm statistics before validation and test (see the module)."""
 
     def __init__(self, mode: str = "auto", max_batches: int = MAX_BATCHES, averaging=None) -> None:
-        if mode not in MODES:
-            from medclf.errors import ConfigError
-
-            raise ConfigError(f"model.bn_recalibration={mode!r}: use one of {', '.join(MODES)}.")
         self.mode = mode
         self.max_batches = int(max_batches)
         # medclf.pipeline.averaging.WeightAverage: SWA weights get statistics of their own
@@ -140,6 +137,13 @@ class BatchNormRecalibration(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics({"time/bn_recalibration_s": seconds}, step=trainer.global_step)
 
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        if self.averaging is None:  # the run's weight averaging, whose SWA weights need it
+            from medclf.pipeline.averaging import WeightAverage
+
+            found = [c for c in trainer.callbacks if isinstance(c, WeightAverage)]
+            self.averaging = found[0] if found else None
+
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         self.fitting = True
 
@@ -152,3 +156,13 @@ class BatchNormRecalibration(Callback):
     def on_test_start(self, trainer: L.Trainer, pl_module) -> None:
         if self.fitting:
             self._run(trainer, pl_module, "the test")
+
+
+def recalibration(model: Any) -> BatchNormRecalibration | None:
+    """The callback for ``model.bn_recalibration`` (checked by the pre-flight), None for
+    ``never``."""
+    model = model or {}
+    mode = model.get("bn_recalibration", "auto")
+    if mode == "never":
+        return None
+    return BatchNormRecalibration(mode, int(model.get("bn_recalibration_batches", MAX_BATCHES)))

@@ -32,6 +32,11 @@ class BestValue(Callback):
             self.best = value
 
 
+def best_value_callback(metric: str | None) -> BestValue | None:
+    """The callback keeping ``optimized_metric``'s best value, None without one."""
+    return BestValue(metric) if metric else None
+
+
 def best_value(trainer: L.Trainer, metric: str | None) -> float | None:
     """``metric``'s best value in this run: the checkpoint callback's best score when it
     monitors ``metric``, else what :class:`BestValue` saw, else the last value logged."""

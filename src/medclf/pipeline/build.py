@@ -1,5 +1,6 @@
-"""Build a run's parts from a composed config: the datamodule (set up: every data check
-run), the LightningModule, the loggers, the callbacks and the Trainer.
+"""Build a run's parts from a checked config (medclf.pipeline.plan): the datamodule (set up:
+every data check run), the LightningModule, the loggers, the callbacks (the ``callbacks``
+group, the platform's own included) and the Trainer. Nothing here checks a config key.
 
 Used by training (medclf.pipeline.train), ``check_only`` (medclf.pipeline.checks) and
 eval.py (medclf.pipeline.evaluate).
@@ -14,7 +15,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medclf.errors import ConfigError, MedclfError
+from medclf.errors import MedclfError
 
 log = logging.getLogger("medclf.pipeline")
 
@@ -69,44 +70,31 @@ def make_datamodule(cfg: DictConfig) -> Any:
 
 
 def report_columns(cfg: DictConfig) -> dict[str, list[str]]:
-    """The datamodule arguments that read the report's subgroup columns (CSV tables only)."""
+    """The datamodule arguments that read the report's subgroup columns (CSV tables only;
+    the pre-flight refuses subgroups of other data)."""
     subgroups = list((cfg.get("eval") or {}).get("subgroups") or [])
-    if not subgroups:
+    if not subgroups or "csv_path" not in cfg.datamodule:
         return {}
-    if "csv_path" not in cfg.datamodule:
-        raise ConfigError(
-            f"eval.subgroups={subgroups}: subgroups are columns of a CSV table; use "
-            "datamodule=csv with those columns, or leave eval.subgroups empty."
-        )
     return {"info_columns": subgroups}
 
 
-def build_model(cfg: DictConfig, datamodule: Any) -> Any:
-    """The LightningModule for this config and the (set up) datamodule's data."""
-    from medclf.config import check_model_fits_data, resolve_task
-    from medclf.models.losses import balanced_class_weights
+def build_model(cfg: DictConfig, datamodule: Any, fit: Any = None) -> Any:
+    """The LightningModule for this config and the (set up) datamodule's data; ``fit`` is
+    what the pre-flight's data checks decided (medclf.pipeline.plan.RunPlan.fit_data; made
+    here when not given)."""
+    from medclf.evaluation.thresholds import ThresholdRule
     from medclf.models.module import ClassificationModule
-    from medclf.pipeline.posthoc import check_settings, initial_threshold
 
-    check_model_fits_data(cfg, datamodule)
-    check_settings(cfg, datamodule)
+    if fit is None:
+        from medclf.pipeline.plan import RunPlan
+
+        fit = RunPlan(cfg).fit_data(datamodule)
     head = plain(cfg.head)
-    task, head["activation"] = resolve_task(head, datamodule.task, datamodule.n_classes)
+    head["activation"] = fit.activation
     head.pop("n_outputs", None)
     head["meta_variables"] = datamodule.meta_variables
     loss = plain(cfg.loss)
-    if loss.get("class_weights") == "balanced":
-        loss["class_weights"] = balanced_class_weights(
-            datamodule.train_labels(), datamodule.n_classes
-        )
-        log.info("balanced class weights: %s", [round(w, 3) for w in loss["class_weights"]])
-    elif (
-        loss.get("class_weights") is not None and len(loss["class_weights"]) != datamodule.n_classes
-    ):
-        raise ConfigError(
-            f"loss.class_weights has {len(loss['class_weights'])} values but the data has "
-            f"{datamodule.n_classes} classes ({', '.join(datamodule.class_names)})."
-        )
+    loss["class_weights"] = fit.class_weights
     speed = cfg.get("model") or {}
     return ClassificationModule(
         class_names=datamodule.class_names,
@@ -116,8 +104,8 @@ def build_model(cfg: DictConfig, datamodule: Any) -> Any:
         loss=loss,
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.scheduler),
-        task=task,
-        threshold=initial_threshold(cfg, task),
+        task=fit.task,
+        threshold=0.5 if isinstance(fit.threshold, ThresholdRule) else float(fit.threshold),
         image_size=plain(cfg.datamodule.image_size),
         spatial_dims=datamodule.spatial_dims,
         metadata=datamodule.meta_encoder.state() if datamodule.meta_encoder else None,
@@ -137,9 +125,29 @@ def _nodes(group: DictConfig | None) -> list[DictConfig]:
     ]
 
 
-def instantiate_callbacks(group: DictConfig | None) -> list:
-    """The callbacks of the ``callbacks`` group (a null entry is switched off)."""
-    return [instantiate(node) for node in _nodes(group)]
+RUN_VALUES = ("config_digest", "command")
+"""What only the run knows; a callback whose constructor names one receives it."""
+
+
+def instantiate_callbacks(group: DictConfig | None, run_values: dict | None = None) -> list:
+    """The callbacks of the ``callbacks`` group, the platform's own among them
+    (conf/callbacks_platform.yaml), in their order: a null entry is switched off, a factory
+    that returns None adds nothing. A constructor naming one of :data:`RUN_VALUES` gets it."""
+    import inspect
+
+    run_values = run_values or {}
+    callbacks = []
+    for node in _nodes(group):
+        target = hydra.utils.get_object(node._target_)
+        try:
+            accepted = inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            accepted = {}
+        extra = {k: v for k, v in run_values.items() if k in accepted and k not in node}
+        callback = instantiate(node, **extra)
+        if callback is not None:
+            callbacks.append(callback)
+    return callbacks
 
 
 def instantiate_loggers(
@@ -165,76 +173,6 @@ def instantiate_loggers(
                 extra["run_id"] = run_id
         loggers.append(instantiate(node, **extra))
     return loggers
-
-
-def platform_callbacks(
-    cfg: DictConfig, output_dir: Path, trackers: list, config_digest: str
-) -> list:
-    """The callbacks every training has, whatever ``callbacks=`` chooses: the resume state
-    (medclf.pipeline.resume), the Ctrl-C checkpoint (medclf.pipeline.interrupt), the test
-    report and training curves (medclf.evaluation), the DDP config check, mixup/CutMix,
-    weight averaging and batch-norm statistics (medclf.pipeline.mixing, averaging,
-    batchnorm), and in an Optuna search with a pruner the trial's reports
-    (medclf.search.pruning)."""
-    from medclf.evaluation.analysis import Settings
-    from medclf.evaluation.history import TrainingCurves
-    from medclf.evaluation.report import TestReport
-    from medclf.evaluation.thresholds import ThresholdRule, parse_threshold
-    from medclf.pipeline.ddp import ConfigFingerprint
-    from medclf.pipeline.interrupt import InterruptCheckpoint
-    from medclf.pipeline.job import job_overrides
-    from medclf.pipeline.resume import ResumeState
-
-    rule = parse_threshold(cfg.get("threshold", 0.5))
-    try:
-        command = " ".join(["medclf-train", *job_overrides()])
-    except ValueError:  # not inside a Hydra app
-        command = "medclf-train"
-    callbacks = [
-        ResumeState(cfg.seed, output_dir, trackers),
-        InterruptCheckpoint(),
-        TestReport(
-            output_dir,
-            Settings.of(cfg.get("eval"), cfg.seed),
-            command,
-            str(rule) if isinstance(rule, ThresholdRule) else None,
-        ),
-        TrainingCurves(output_dir / "plots"),
-        ConfigFingerprint(config_digest, output_dir),
-    ]
-    from medclf.pipeline.averaging import weight_average
-    from medclf.pipeline.mixing import mixing
-
-    mixer = mixing(cfg.get("augment"), cfg.seed)
-    if mixer is not None:
-        callbacks.append(mixer)
-    speed = cfg.get("model") or {}
-    averaging = weight_average(speed)
-    if averaging is not None:
-        callbacks.append(averaging)  # before the batch-norm statistics: see its hook
-    mode = speed.get("bn_recalibration", "auto")
-    if mode != "never":
-        from medclf.pipeline.batchnorm import MAX_BATCHES, BatchNormRecalibration
-
-        batches = speed.get("bn_recalibration_batches", MAX_BATCHES)
-        callbacks.append(BatchNormRecalibration(mode, batches, averaging))
-    if cfg.get("optimized_metric"):
-        from medclf.pipeline.best import BestValue
-
-        callbacks.append(BestValue(cfg.optimized_metric))
-    search = cfg.get("search")
-    cross_validation = (OmegaConf.select(cfg, "cv.folds") or 0) >= 2  # folds: no pruning
-    if search and search.get("trial") is not None and not cross_validation:
-        from medclf.pipeline.job import sweeper_pruner
-        from medclf.search.pruning import TrialPruning
-
-        metric = cfg.get("optimized_metric")
-        if not metric:
-            raise ConfigError("pruning an Optuna search needs optimized_metric (e.g. val/f1).")
-        callbacks.append(
-            TrialPruning(search.storage, search.study, search.trial, metric, sweeper_pruner())
-        )
-    return callbacks
 
 
 def make_trainer(trainer_cfg: DictConfig, loggers: list, callbacks: list) -> Any:

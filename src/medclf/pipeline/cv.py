@@ -10,12 +10,13 @@ table ``cv_folds.csv`` and the folds' best checkpoints (tag ``fold_checkpoints``
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
+
+from medclf.pipeline.plan import RunPlan
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,15 @@ def _parent_logger(cfg: DictConfig, run_name: str):
     return MLflowRunLogger(**kwargs)
 
 
-def run_cv(cfg: DictConfig) -> float | None:
-    from medclf.config import validate
+def run_cv(plan: RunPlan) -> float | None:
+    """Train ``plan.folds`` folds of the checked plan (each reuses it: the config is checked
+    once); returns ``optimized_metric``'s mean over the folds."""
     from medclf.pipeline.job import job_name
     from medclf.pipeline.train import run
+    from medclf.tracking import names
     from medclf.tracking.logger import flatten
 
-    folds = int(cfg.cv.folds)
-    validate(cfg)
+    cfg, folds = plan.cfg, plan.folds
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     name = cfg.logger.mlflow.run_name if OmegaConf.select(cfg, "logger.mlflow.run_name") else None
@@ -50,24 +52,19 @@ def run_cv(cfg: DictConfig) -> float | None:
     try:
         if parent is not None:
             parent.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
-            parent.experiment.set_tag(parent.run_id, "cv_folds", str(folds))
-            parent.experiment.set_tag(parent.run_id, "output_dir", str(output_dir))
+            parent.set_tags({names.CV_FOLDS: folds, names.OUTPUT_DIR: output_dir})
         for fold in range(folds):
             log.info("cross-validation: fold %d of %d", fold + 1, folds)
-            fold_cfg = copy.deepcopy(cfg)
-            with open_dict(fold_cfg):
-                fold_cfg.datamodule.folds = folds
-                fold_cfg.datamodule.fold = fold
-                fold_cfg.paths.output_dir = str(output_dir / f"fold_{fold}")
-                if OmegaConf.select(fold_cfg, "logger.mlflow") is not None:
-                    fold_cfg.logger.mlflow.run_name = f"{name} fold {fold}"
-                    tags = dict(fold_cfg.logger.mlflow.get("tags") or {})
-                    tags["cv_fold"] = str(fold)
-                    if parent is not None:
-                        tags["mlflow.parentRunId"] = parent.run_id
-                    fold_cfg.logger.mlflow.tags = tags
+            tags = dict(OmegaConf.select(cfg, "logger.mlflow.tags") or {})
+            tags[names.CV_FOLD] = str(fold)
+            if parent is not None:
+                tags[names.PARENT_RUN] = parent.run_id
+            fold_plan = plan.for_fold(
+                fold, str(output_dir / f"fold_{fold}"), f"{name} fold {fold}", tags
+            )
             results: dict = {}
-            run(fold_cfg, results)
+            run(fold_plan, results)
+            plan.data_checked = fold_plan.data_checked  # the data is checked once too
             rows.append(
                 {"fold": fold, "checkpoint": results.get("checkpoint"), **results["metrics"]}
             )
@@ -76,7 +73,7 @@ def run_cv(cfg: DictConfig) -> float | None:
         if parent is not None:
             parent.log_metrics(summary)
             checkpoints = ";".join(str(r["checkpoint"]) for r in rows if r["checkpoint"])
-            parent.experiment.set_tag(parent.run_id, "fold_checkpoints", checkpoints)
+            parent.set_tags({names.FOLD_CHECKPOINTS: checkpoints})
             parent.log_artifact(table)
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):
@@ -111,6 +108,8 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
 def _write_table(rows: list[dict], output_dir: Path) -> Path:
     import pandas as pd
 
-    path = output_dir / "cv_folds.csv"
+    from medclf.tracking import names
+
+    path = output_dir / names.CV_TABLE_FILE
     pd.DataFrame(rows).to_csv(path, index=False)
     return path

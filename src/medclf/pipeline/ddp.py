@@ -75,8 +75,8 @@ class ConfigFingerprint(Callback):
     """At setup, gather every rank's config hash; write ``ranks/rank<N>.json`` (with what
     the rank's image check decoded); stop all ranks together if any differs from rank 0's."""
 
-    def __init__(self, digest: str, output_dir: str | Path) -> None:
-        self.digest = digest
+    def __init__(self, output_dir: str | Path, config_digest: str) -> None:
+        self.digest = config_digest
         self.output_dir = Path(output_dir)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

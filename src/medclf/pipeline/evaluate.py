@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medclf.errors import DataError
 from medclf.inference.spec import InputSpec
+from medclf.tracking import names
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,17 @@ def labelled_split(datamodule, spec: InputSpec, split: str):
         raise DataError(f"split={split!r}: use test or all.")
     if frame.empty:
         raise DataError(f"split={split}: no samples to evaluate.")
-    names = spec.class_names
-    unknown = sorted(set(table.class_names) - set(names))
+    known = spec.class_names
+    unknown = sorted(set(table.class_names) - set(known))
     if unknown:
         raise DataError(
             f"the data has classes {unknown} that the model does not know (its classes: "
-            f"{', '.join(names)}); evaluate on data of the model's classes."
+            f"{', '.join(known)}); evaluate on data of the model's classes."
         )
-    position = np.array([names.index(c) for c in table.class_names])
+    position = np.array([known.index(c) for c in table.class_names])
     if table.multilabel:
         rows = np.array([list(v) for v in frame["label"]], dtype=np.float32)
-        targets = np.zeros((len(rows), len(names)), dtype=np.float32)
+        targets = np.zeros((len(rows), len(known)), dtype=np.float32)
         targets[:, position] = rows
     else:
         targets = position[frame["label"].to_numpy(dtype=np.int64)]
@@ -76,6 +77,16 @@ def eval_datamodule(frame, dataset, batch_size: int, info=None):
         def split_info(self, split: str):
             return info
 
+        @property
+        def groups(self) -> bool:
+            return "group" in frame.columns and bool(frame["group"].notna().any())
+
+        @property
+        def table(self):
+            from types import SimpleNamespace
+
+            return SimpleNamespace(info=info)
+
     return EvalDataModule()
 
 
@@ -95,6 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         tidy_lightning_logging,
     )
     from medclf.pipeline.job import job_overrides
+    from medclf.pipeline.rules import check_eval
     from medclf.tracking.logger import mlflow_loggers
 
     tidy_lightning_logging()
@@ -105,7 +117,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     spec = InputSpec.of(module)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (output_dir / names.CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     datamodule = instantiate(cfg.datamodule, **report_columns(cfg))
     frame, targets, meta, arrays, info = labelled_split(datamodule, spec, cfg.split)
@@ -116,6 +128,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         frame, arrays, spec.channels, spec.transform(), targets, metadata, spec.dicom_window
     )
     data = eval_datamodule(frame, dataset, int(cfg.datamodule.batch_size), info)
+    check_eval(cfg, data)
     log.info("evaluating %s on %d samples (%s)", cfg.ckpt_path, len(frame), cfg.split)
 
     for node in (cfg.get("logger") or {}).values():
@@ -134,11 +147,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     status = "FAILED"
     try:
         for tracker in trackers:
-            for key, value in _tags(cfg, tracker).items():
-                tracker.experiment.set_tag(tracker.run_id, key, value)
+            tracker.set_tags(_tags(cfg, tracker))
         trainer.test(module, datamodule=data, verbose=False, weights_only=True)
         for tracker in trackers:
-            tracker.log_artifact(output_dir / "config.yaml", "eval")
+            tracker.log_artifact(output_dir / names.CONFIG_FILE, names.EVAL_DIR)
         status = "FINISHED"
     finally:
         for tracker in trackers:
@@ -148,7 +160,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "eval: %s",
         ", ".join(f"{k}={metrics[k]:.4f}" for k in ("test/accuracy", "test/f1") if k in metrics),
     )
-    log.info("report written to %s", output_dir / "test")
+    log.info("report written to %s", output_dir / names.TEST_DIR)
     return metrics
 
 
@@ -156,13 +168,11 @@ def _tags(cfg: DictConfig, tracker) -> dict[str, str]:
     """``eval_checkpoint`` and, for a new run, ``trained_in_run``: the training run whose
     run directory holds the checkpoint, when the store has it."""
     ckpt = Path(str(cfg.ckpt_path)).expanduser().resolve()
-    tags = {"eval_checkpoint": str(ckpt), "eval_split": str(cfg.split)}
+    tags = {names.EVAL_CHECKPOINT: str(ckpt), names.EVAL_SPLIT: str(cfg.split)}
     if cfg.mlflow_run_id:
         return tags
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    found = tracker.experiment.search_runs(
-        [tracker.experiment_id], filter_string=f"tags.output_dir = '{run_dir}'", max_results=1
-    )
+    run_dir = ckpt.parent.parent if ckpt.parent.name == names.CHECKPOINTS_DIR else ckpt.parent
+    found = tracker.find_run(names.OUTPUT_DIR, str(run_dir))
     if found:
-        tags["trained_in_run"] = found[0].info.run_id
+        tags[names.TRAINED_IN_RUN] = found
     return tags

@@ -105,6 +105,21 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
+def command_line(app: str) -> str:
+    """The command that reproduces this job: ``app`` and the job's overrides."""
+    try:
+        return " ".join([app, *job_overrides()])
+    except ValueError:  # not inside a Hydra app
+        return app
+
+
+def data_source(cfg: DictConfig) -> str:
+    """Where the data comes from, for its MLflow dataset inputs: the resolved data path, or
+    the datamodule class of packaged data."""
+    path = data_path(cfg)
+    return str(Path(path).resolve()) if path else str(cfg.datamodule.get("_target_", ""))
+
+
 def job_dir() -> Path | None:
     """The run directory Hydra made for this job (None outside a Hydra app)."""
     from hydra.core.hydra_config import HydraConfig
@@ -114,31 +129,24 @@ def job_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def sweeper_pruner():
-    """``hydra.sweeper.pruner`` of this job's Hydra config (None outside an Optuna search,
-    e.g. in a DDP rank > 0, which only follows rank 0's decisions)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    sweeper = HydraConfig.get().get("sweeper") or {}
-    return sweeper.get("pruner")
-
-
 def run_tags(output_dir: Path, root_dir: str) -> dict[str, str]:
     """MLflow tags of this run: overrides, run directory, git commit and, inside a
     multirun, the sweep it belongs to (``sweep_id``, shared by all its jobs) and its number."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from medclf.tracking import names
     from medclf.tracking.logger import git_commit
     from medclf.tracking.sweeps import sweep_tags
 
     hydra_cfg = HydraConfig.get()
-    tags = {"overrides": " ".join(job_overrides()) or "(none)", "output_dir": str(output_dir)}
+    tags = {
+        names.OVERRIDES: " ".join(job_overrides()) or "(none)",
+        names.OUTPUT_DIR: str(output_dir),
+    }
     commit = git_commit(root_dir)
     if commit:
-        tags["mlflow.source.git.commit"] = commit
+        tags[names.GIT_COMMIT] = commit
     if hydra_cfg.mode == RunMode.MULTIRUN:
         tags.update(sweep_tags(hydra_cfg.sweep.dir, hydra_cfg.job.num))
     return tags

@@ -14,13 +14,13 @@ mixes as the uninterrupted one did.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from medclf.data.sampling import derived_seed
-from medclf.errors import ConfigError
 
 log = logging.getLogger("medclf.train")
 
@@ -37,11 +37,6 @@ class MixupCutmix(Callback):
         switch_prob: float = 0.5,
         seed: int = 0,
     ) -> None:
-        for key, value in (("mixup", mixup), ("cutmix", cutmix)):
-            if value < 0:
-                raise ConfigError(f"augment.{key}={value}: use an alpha >= 0 (0: off).")
-        if not 0.0 <= prob <= 1.0:
-            raise ConfigError(f"augment.mix_prob={prob}: use a probability in [0, 1].")
         self.mixup, self.cutmix = float(mixup), float(cutmix)
         self.prob, self.switch_prob = float(prob), float(switch_prob)
         self.seed = int(seed)
@@ -53,7 +48,6 @@ class MixupCutmix(Callback):
 
         if stage != "fit":
             return
-        self.check_fits(pl_module)
         self.task = pl_module.task
         n_outputs = 1 if self.task == "binary" else len(pl_module.class_names)
         self.mixer = Mixup(
@@ -72,14 +66,6 @@ class MixupCutmix(Callback):
             if alpha
         )
         log.info("training batches mixed: %s, probability %g per batch", what, self.prob)
-
-    def check_fits(self, pl_module) -> None:
-        """CutMix cuts 2D boxes: a ConfigError for a volume model."""
-        if self.cutmix and pl_module.hparams.get("spatial_dims", 2) != 2:
-            raise ConfigError(
-                f"augment.cutmix={self.cutmix}: CutMix cuts 2D boxes and these are volumes; "
-                "use augment.mixup (any dimensions) and augment.cutmix=0."
-            )
 
     def on_train_batch_start(self, trainer, pl_module, batch: dict, batch_idx: int) -> None:
         if self.mixer is None:
@@ -104,9 +90,10 @@ class MixupCutmix(Callback):
         batch["soft_target"] = torch.cat([mixed.to(dense.dtype), dense[paired:]])
 
 
-def mixing(augment_cfg, seed: int) -> MixupCutmix | None:
-    """The callback for ``augment.mixup`` / ``augment.cutmix``, or None when both are 0."""
-    augment_cfg = augment_cfg or {}
+def mixing(augment: Any, seed: int) -> MixupCutmix | None:
+    """The callback for ``augment.mixup`` / ``augment.cutmix`` (checked by the pre-flight,
+    medclf.pipeline.rules.check_augment), or None when both are 0."""
+    augment_cfg = augment or {}
     mixup, cutmix = augment_cfg.get("mixup") or 0.0, augment_cfg.get("cutmix") or 0.0
     if not mixup and not cutmix:
         return None

@@ -16,48 +16,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from medclf.errors import ConfigError
-from medclf.evaluation.thresholds import ThresholdRule, check_rule_for_task, parse_threshold
+from medclf.evaluation.thresholds import ThresholdRule, parse_threshold
 
 log = logging.getLogger("medclf.train")
-CALIBRATIONS = ("none", "temperature")
-
-
-def calibration_of(cfg: DictConfig) -> str:
-    value = str(cfg.get("calibration") or "none")
-    if value not in CALIBRATIONS:
-        raise ConfigError(f"calibration={value!r}: use none or temperature.")
-    return value
-
-
-def check_settings(cfg: DictConfig, datamodule) -> None:
-    """Before training: ``calibration``, the ``eval`` block, and groups where
-    ``eval.aggregate`` pools patients."""
-    from medclf.evaluation.analysis import Settings
-
-    calibration_of(cfg)
-    settings = Settings.of(cfg.get("eval"), int(cfg.get("seed", 0)))
-    if settings.aggregate and not getattr(datamodule, "groups", False):
-        raise ConfigError(
-            f"eval.aggregate={settings.aggregate} pools each patient's images, but the data has "
-            "no groups: set datamodule.group_column (csv) or datamodule.group_pattern (folder), "
-            "or eval.aggregate=null."
-        )
-
-
-def initial_threshold(cfg: DictConfig, task: str) -> float:
-    """The number the module starts with: ``threshold`` itself, or 0.5 until a rule chooses
-    (validation metrics during training are read at 0.5 then)."""
-    rule = parse_threshold(cfg.get("threshold", 0.5))
-    check_rule_for_task(rule, task)
-    return 0.5 if isinstance(rule, ThresholdRule) else float(rule)
 
 
 def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None) -> dict:
     """Fit what ``cfg`` asks for with the best checkpoint's weights; returns what was chosen
     ({} when nothing is to be fitted): ``temperature`` and/or ``threshold``."""
     rule = parse_threshold(cfg.get("threshold", 0.5))
-    calibration = calibration_of(cfg)
+    calibration = str(cfg.get("calibration") or "none")
     if not isinstance(rule, ThresholdRule) and calibration == "none":
         return {}
     from medclf.evaluation.calibration import fit_temperature

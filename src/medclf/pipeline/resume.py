@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import Callback
 
 from medclf.errors import ConfigError
 from medclf.models.checkpoint import read_checkpoint
+from medclf.tracking import names
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,15 @@ class ResumeState(Callback):
     """Reseeds the global generators at each train epoch start from (seed, epoch); writes
     the MLflow run id and the run directory into every checkpoint."""
 
-    def __init__(self, seed: int, run_dir: str | Path, trackers: list | None = None) -> None:
+    def __init__(self, seed: int, run_dir: str | Path) -> None:
         self.seed = int(seed)
         self.run_dir = str(run_dir)
-        self.trackers = trackers or []
+        self.trackers: list = []
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from medclf.tracking.logger import mlflow_loggers
+
+        self.trackers = mlflow_loggers(trainer.loggers)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         import numpy as np
@@ -111,7 +117,8 @@ def plan(
     if train:
         recorded = state.get("run_dir")
         candidate = Path(recorded) if recorded else path.parent.parent
-        if (candidate / "checkpoints").is_dir() and path.parent.samefile(candidate / "checkpoints"):
+        folder = candidate / names.CHECKPOINTS_DIR
+        if folder.is_dir() and path.parent.samefile(folder):
             run_dir = candidate
     return Resume(
         ckpt_path=path,
@@ -132,7 +139,7 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint in ``run_dir/checkpoints``: every ``.ckpt`` there is complete
     (Lightning and medclf write to a temporary file and rename it), so the newest one holds
     the latest state, ``last.ckpt`` or an epoch checkpoint written before a kill."""
-    folder = run_dir / "checkpoints"
+    folder = run_dir / names.CHECKPOINTS_DIR
     files = [p for p in folder.glob("*.ckpt") if p.exists()] if folder.is_dir() else []
     if not files:
         return None

@@ -1,5 +1,6 @@
 """What ``medclf-train`` runs for each Hydra job: the user's plugins imported, then
-``check_only``, cross-validation, or one training run."""
+``check_only``, or the pre-flight (medclf.pipeline.plan) and cross-validation or one
+training run on its plan."""
 
 from __future__ import annotations
 
@@ -24,10 +25,13 @@ def train_task(cfg: DictConfig) -> float | None:
         if status:
             raise SystemExit(status)
         return None
-    if (OmegaConf.select(cfg, "cv.folds") or 0) >= 2:
+    from medclf.pipeline.plan import make_plan
+
+    plan = make_plan(cfg)  # the pre-flight: every config problem at once, before anything runs
+    if plan.cross_validation:
         from medclf.pipeline.cv import run_cv
 
-        return run_cv(cfg)
+        return run_cv(plan)
     from medclf.pipeline.train import run
 
-    return run(cfg)
+    return run(plan)

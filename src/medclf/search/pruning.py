@@ -124,6 +124,21 @@ class TrialPruning(Callback):
                 )
 
 
+def trial_pruning(search: Any, metric: str | None, folds: int = 0) -> TrialPruning | None:
+    """The callback of a search trial whose sweeper has a pruner (``search.storage``,
+    ``search.study``, ``search.trial`` given to the job), None otherwise and inside
+    cross-validation. The pruner is the job's ``hydra.sweeper.pruner`` (None in a DDP rank
+    > 0, which only follows rank 0's decisions)."""
+    if not search or search.get("trial") is None or (folds or 0) >= 2:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    pruner = None
+    if HydraConfig.initialized():
+        pruner = (HydraConfig.get().get("sweeper") or {}).get("pruner")
+    return TrialPruning(search["storage"], search["study"], search["trial"], metric, pruner)
+
+
 def pruned_epoch(trainer: L.Trainer) -> int | None:
     """The epoch after which the trainer's TrialPruning stopped the trial, or None."""
     callback = next((c for c in trainer.callbacks if isinstance(c, TrialPruning)), None)
