@@ -13,6 +13,7 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from medclf.errors import ConfigError
 from medclf.evaluation.intervals import bootstrap_intervals
 from medclf.evaluation.plots import save_figure
+from medclf.evaluation.proportions import MIN_UNITS
 from medclf.evaluation.subgroups import bin_column, forest_figure, subgroup_table
 
 NAMES = ["benign", "malignant", "normal"]
@@ -59,12 +60,15 @@ def test_subgroup_metrics_equal_sklearn_on_the_subgroup_rows(study) -> None:
         "accuracy",
         "accuracy_ci_low",
         "accuracy_ci_high",
+        "accuracy_interval",
         "f1",
         "f1_ci_low",
         "f1_ci_high",
+        "f1_interval",
         "auroc",
         "auroc_ci_low",
         "auroc_ci_high",
+        "auroc_interval",
     ]
     assert table.iloc[0][["column", "subgroup", "n"]].tolist() == ["overall", "all", 150]
     assert set(table["column"]) == {"overall", "sex", "age", "site"}
@@ -100,8 +104,15 @@ def test_subgroup_metrics_equal_sklearn_on_the_subgroup_rows(study) -> None:
             n_resamples=50,
             seed=1,
         )["f1"]
-        assert (row.f1_ci_low, row.f1_ci_high) == pytest.approx(interval, abs=1e-12)
+        if len(set(patients[rows])) < MIN_UNITS:  # e.g. age missing: 2 images
+            assert (
+                row.f1_interval == "too small" and np.isnan([row.f1_ci_low, row.f1_ci_high]).all()
+            )
+        else:
+            assert row.f1_interval == "bootstrap"
+            assert (row.f1_ci_low, row.f1_ci_high) == pytest.approx(interval, abs=1e-12)
         assert row.accuracy_ci_low <= row.accuracy_ci_high
+    assert (table["f1_interval"] == "bootstrap").sum() >= 6
 
 
 def test_unknown_metric_names_the_key(study) -> None:

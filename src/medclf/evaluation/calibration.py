@@ -1,5 +1,6 @@
 """Calibration of a classifier's probabilities: expected calibration error, Brier score,
-reliability diagrams and temperature scaling (Guo et al. 2017).
+calibration intercept and slope, reliability diagrams and temperature scaling (Guo et al.
+2017).
 
 Conventions, as in the rest of the evaluation layer: ``task`` is "multiclass", "binary" or
 "multilabel"; ``targets`` are class indices (N,) or, multi-label, a 0/1 matrix (N, K);
@@ -10,7 +11,7 @@ raw outputs, (N, K) or, binary, (N, 1) for its single sigmoid output.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import matplotlib
 
@@ -133,6 +134,70 @@ def brier_score(
     if average == "macro":
         return float(per_label.mean())
     return {k: float(v) for k, v in enumerate(per_label)}
+
+
+class Recalibration(NamedTuple):
+    """Logistic recalibration of predicted probabilities: 0 and 1 when calibrated."""
+
+    intercept: float
+    slope: float
+
+
+LOGIT_CLIP = 1e-7
+
+
+def _logistic(design: np.ndarray, outcome: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood coefficients of logit P(y=1) = design @ beta + offset by Newton's
+    method; NaN when it does not converge (outcomes of one kind, perfect separation)."""
+    beta = np.zeros(design.shape[1])
+    for _ in range(100):
+        eta = np.clip(design @ beta + offset, -500, 500)
+        p = 1 / (1 + np.exp(-eta))
+        hessian = design.T @ (design * (p * (1 - p))[:, None])
+        try:
+            step = np.linalg.solve(hessian, design.T @ (outcome - p))
+        except np.linalg.LinAlgError:
+            break
+        beta = beta + step
+        if not np.all(np.isfinite(beta)) or np.abs(beta).max() > 1e6:
+            break
+        if np.abs(step).max() < 1e-10:
+            return beta
+    return np.full(design.shape[1], np.nan)
+
+
+def _recalibrate(confidence: np.ndarray, outcome: np.ndarray) -> Recalibration:
+    """Intercept with the logit as offset (slope fixed at 1), and the slope of the logit in
+    a logistic regression with its own intercept (Van Calster et al. 2016)."""
+    p = np.clip(confidence, LOGIT_CLIP, 1 - LOGIT_CLIP)
+    logit = np.log(p) - np.log1p(-p)
+    ones = np.ones((len(logit), 1))
+    intercept = _logistic(ones, outcome, logit)[0]
+    slope = _logistic(np.column_stack([ones, logit]), outcome, np.zeros_like(logit))[1]
+    return Recalibration(float(intercept), float(slope))
+
+
+def calibration_intercept_slope(
+    probs, targets, task: str, average: Literal["none", "macro"] = "none"
+) -> Recalibration | dict[int, Recalibration]:
+    """Calibration intercept and slope (Van Calster et al. 2016, J Clin Epidemiol 74:167):
+    intercept ``a`` of logit P(y=1) = a + logit(p) (the logit as offset; > 0 when risks are
+    underestimated on average), slope ``b`` of logit P(y=1) = a' + b · logit(p) (< 1 when
+    predictions are too extreme, as after overfitting). Ideal: 0 and 1.
+
+    Of the same (probability, outcome) pairs as the ECE: the top-label confidence and whether
+    it was right (multiclass), the positive probability (binary), each label (multilabel:
+    {label index: values}, or their means with ``average="macro"``). Probabilities are
+    clipped to [1e-7, 1 − 1e-7] before the logit; NaN where the fit does not converge
+    (outcomes of one kind, perfect separation).
+    """
+    probs, targets = _prepare(probs, targets, task)
+    values = [_recalibrate(conf, outcome) for conf, outcome in _curves(probs, targets, task)]
+    if task != "multilabel":
+        return values[0]
+    if average == "macro":
+        return Recalibration(*np.mean(np.asarray(values, dtype=float), axis=0).tolist())
+    return dict(enumerate(values))
 
 
 def _draw_reliability(

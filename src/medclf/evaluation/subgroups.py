@@ -13,11 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from medclf.errors import ConfigError, did_you_mean  # noqa: E402
-from medclf.evaluation.intervals import (  # noqa: E402
-    bootstrap_intervals,
-    metric_names,
-    metric_values,
-)
+from medclf.evaluation.intervals import metric_names, metric_values  # noqa: E402
+from medclf.evaluation.proportions import robust_intervals  # noqa: E402
 
 MISSING = "missing"
 Bins = int | Sequence[float]
@@ -122,9 +119,11 @@ def subgroup_table(
     metrics: Sequence[str] = ("accuracy", "f1", "auroc"),
 ) -> pd.DataFrame:
     """One row per (metadata column, subgroup) and one "overall"/"all" row first: ``column,
-    subgroup, n`` and per metric its value on the subgroup's samples (``metric_values``) and
-    ``<metric>_ci_low``/``_ci_high``, the bootstrap interval on those samples alone (groups
-    restricted likewise, same seed for each subgroup).
+    subgroup, n`` and per metric its value on the subgroup's samples (``metric_values``),
+    ``<metric>_ci_low``/``_ci_high``, its interval on those samples alone, and
+    ``<metric>_interval``, how it was made: "bootstrap" (groups restricted likewise, same
+    seed for each subgroup), "clopper-pearson" for a proportion with too few successes or
+    failures for the bootstrap, or "too small" (``proportions.robust_intervals``' rule).
 
     ``columns`` maps a column name to its values, one per sample in the order of
     ``targets`` (the index is ignored); ``bins`` (one setting, or a dict column → setting)
@@ -156,7 +155,7 @@ def subgroup_table(
     for column, subgroup, mask in parts:
         args = (targets[mask], probs[mask], chosen[mask], task, class_names)
         values = metric_values(*args)
-        intervals = bootstrap_intervals(
+        intervals = robust_intervals(
             *args,
             groups=None if group_array is None else group_array[mask],
             n_resamples=n_resamples,
@@ -165,8 +164,15 @@ def subgroup_table(
         )
         row = {"column": column, "subgroup": subgroup, "n": int(mask.sum())}
         for name in metrics:
-            low, high = intervals.get(name, (np.nan, np.nan))
-            row.update({name: values[name], f"{name}_ci_low": low, f"{name}_ci_high": high})
+            low, high, method = intervals[name]
+            row.update(
+                {
+                    name: values[name],
+                    f"{name}_ci_low": low,
+                    f"{name}_ci_high": high,
+                    f"{name}_interval": method,
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
