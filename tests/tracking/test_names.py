@@ -10,7 +10,7 @@ from medclf.tracking import names
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "medclf"
 # split names are also folder names of the report ("test"); config keys share words ("eval")
-SHARED_WORDS = {"test", "eval", "data", "fitted"}
+SHARED_WORDS = {"test", "eval", "data", "fitted", "task", "compare"}
 # the MLflow model's own class (inference/pyfunc.py) and private APIs (compat.py) import mlflow
 MLFLOW_IMPORTERS = {"inference/pyfunc.py", "compat.py"}
 # the same words in another role
@@ -117,4 +117,5 @@ def test_figures_have_one_table() -> None:
 
     assert report_page.FIGURES is names.FIGURES
     stems = {"confusion_matrix", "roc_curves", "pr_curves", "per_class_metrics", "reliability"}
-    assert stems | {"subgroups_forest", "training_curves"} == set(names.FIGURES)
+    others = {"subgroups_forest", "training_curves", "decision_curve", "comparison"}
+    assert stems | others == set(names.FIGURES)

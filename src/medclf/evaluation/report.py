@@ -124,6 +124,7 @@ class TestReport(Callback):
 
         class_names = list(pl_module.class_names)
         task, threshold = pl_module.task, pl_module.threshold
+        conformal = getattr(pl_module, "conformal", None)
         test = trainer.datamodule.split_frame("test")
         index = outputs["index"].numpy()
         frame = predictions_frame(
@@ -133,6 +134,7 @@ class TestReport(Callback):
             task,
             threshold,
             targets=outputs["target"].numpy(),
+            conformal=conformal,
         )
         self.output_dir.mkdir(parents=True, exist_ok=True)
         files = [
@@ -167,7 +169,8 @@ class TestReport(Callback):
         }
         from medclf.evaluation.analysis import analyse
         from medclf.evaluation.report_data import build_report
-        from medclf.evaluation.report_page import markdown_summary, write_html
+        from medclf.evaluation.report_note import markdown_summary
+        from medclf.evaluation.report_page import write_html
 
         datamodule = trainer.datamodule
         groups = test["group"].to_numpy()[index] if "group" in test.columns else None
@@ -187,6 +190,7 @@ class TestReport(Callback):
             info.iloc[index].reset_index(drop=True) if info is not None else None,
             self.settings,
             self.output_dir,
+            conformal,
         )
         files += analysis.files
         metrics = {**rates, **analysis.metrics}

@@ -137,12 +137,35 @@ def predict(cfg: DictConfig) -> Path:
             spec.channels,
         )
     probs = np.concatenate(rows)
-    out = predictions_frame(table["sample"], probs, spec.class_names, spec.task, threshold)
+    out = predictions_frame(
+        table["sample"],
+        probs,
+        spec.class_names,
+        spec.task,
+        threshold,
+        conformal=_sets(spec, len(models), int(cfg.tta) > 1),
+    )
     output = Path(cfg.output).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(output, index=False, float_format=FLOAT_FORMAT)
     log.info("%d predictions written to %s", len(out), output)
     return output
+
+
+def _sets(spec: InputSpec, n_models: int, tta: bool) -> dict | None:
+    """The checkpoint's conformal state when its sets apply: one model without TTA (the
+    probabilities it was fitted on); for an ensemble or TTA the sets are left out, with a
+    note, since their probabilities are not those the guarantee holds for."""
+    if spec.conformal is None:
+        return None
+    if tta or n_models > 1:
+        log.info(
+            "prediction sets left out: they are calibrated for one model without TTA, and "
+            "this prediction averages %s",
+            "TTA views" if tta else f"{n_models} models",
+        )
+        return None
+    return spec.conformal
 
 
 def _explainer(cfg: DictConfig):

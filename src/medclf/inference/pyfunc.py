@@ -6,8 +6,11 @@ metadata encoded as in training: standardised numbers, missing flags, one-hot ca
 see medclf.data.metadata), and returns one probability per class (N, classes), through the
 same ``predict_proba`` as every other medclf inference. ``params={"output": "prediction"}``
 returns the predicted class names instead (medclf.models.outputs, at the trained threshold
-unless ``params={"threshold": t}``). The artifact holds only hyperparameters and weights,
-loaded back with ``torch.load(weights_only=True)``.
+unless ``params={"threshold": t}``); for a model with conformal prediction sets
+(``conformal.alpha``), ``{"output": "set"}`` returns each image's set (``;``-joined class
+names; multi-label: the labels decided yes) and ``{"output": "abstain"}`` whether it should
+be referred (medclf.inference.table.set_columns). The artifact holds only hyperparameters
+and weights, loaded back with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -45,8 +48,17 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
         params = {**PARAMS, **(params or {})}
         if params["output"] == "probabilities":
             return probs
+        if params["output"] in ("set", "abstain"):
+            from medclf.inference.table import set_columns
+
+            if self.module.conformal is None:
+                raise ValueError("this model has no prediction sets: train with conformal.alpha")
+            columns = set_columns(probs, self.module.class_names, self.module.conformal)
+            return np.asarray(columns[params["output"]])
         if params["output"] != "prediction":
-            raise ValueError(f"params output={params['output']!r}: use probabilities or prediction")
+            raise ValueError(
+                f"params output={params['output']!r}: use probabilities, prediction, set or abstain"
+            )
         threshold = float(params["threshold"])
         if threshold < 0:
             threshold = self.module.threshold  # as trained (one per label, if so chosen)

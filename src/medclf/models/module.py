@@ -53,6 +53,7 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         task: str = "multiclass",
         threshold: float | list[float] = 0.5,
         temperature: float = 1.0,
+        conformal: dict[str, Any] | None = None,
         image_size: Any = None,
         spatial_dims: int = 2,
         metadata: list[dict[str, Any]] | None = None,
@@ -83,7 +84,7 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         self.head = ClassificationHead(self.backbone.num_features, n_outputs, **head)
         self.criterion = create_loss(dict(loss), self.head.activation)
         self.register_buffer("decision_threshold", torch.zeros(1), persistent=False)
-        self.set_decision(threshold, temperature)
+        self.set_decision(threshold, temperature, conformal)
         # The decision metrics take the decisions (medclf.models.outputs.decide, as 0/1), so
         # one threshold per label works as one for all; AUROC takes the probabilities.
         decided = summary_metrics(task, n_classes, DECIDED)
@@ -108,16 +109,27 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
             self.compile()  # in place: the state dict keeps its keys (no ``_orig_mod.``)
 
     def set_decision(
-        self, threshold: float | list[float] | None = None, temperature: float | None = None
+        self,
+        threshold: float | list[float] | None = None,
+        temperature: float | None = None,
+        conformal: dict[str, Any] | None = None,
     ) -> None:
-        """The decision threshold(s) and the calibration temperature, kept in the
-        hyperparameters (so checkpoints carry them) and used by every later step."""
+        """The decision threshold(s), the calibration temperature and the conformal
+        prediction sets' state (medclf.evaluation.conformal), kept in the hyperparameters (so
+        checkpoints carry them) and used by every later step."""
         if threshold is not None:
             self.hparams.threshold = plain_threshold(threshold)
             values = torch.tensor(self.hparams.threshold, dtype=torch.float32).reshape(-1)
             self.decision_threshold = values.to(self.decision_threshold.device)
         if temperature is not None:
             self.hparams.temperature = self.temperature = float(temperature)
+        if conformal is not None:
+            self.hparams.conformal = dict(conformal)
+
+    @property
+    def conformal(self) -> dict[str, Any] | None:
+        """The fitted conformal state (None: no prediction sets)."""
+        return self.hparams.get("conformal")
 
     @property
     def threshold(self) -> float | list[float]:

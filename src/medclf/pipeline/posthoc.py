@@ -2,9 +2,10 @@
 checkpoint. ``calibration=temperature`` fits one temperature to the validation logits
 (medclf.evaluation.calibration); a ``threshold`` rule (youden, f1, sensitivity@x,
 specificity@x) chooses the threshold(s) on the validation probabilities, after calibration
-(medclf.evaluation.thresholds). Both go into the module, which tests with them, and into the
-best checkpoint, so eval.py, predict.py, the MLflow model and the exports use them. Nothing
-is ever chosen on the test split.
+(medclf.evaluation.thresholds); ``conformal.alpha`` fits split-conformal prediction sets to
+the validation probabilities, after calibration (medclf.evaluation.conformal). All go into
+the module, which tests with them, and into the best checkpoint, so eval.py, predict.py, the
+MLflow model and the exports use them. Nothing is ever chosen on the test split.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None
     ({} when nothing is to be fitted): ``temperature`` and/or ``threshold``."""
     rule = parse_threshold(cfg.get("threshold", 0.5))
     calibration = str(cfg.get("calibration") or "none")
-    if not isinstance(rule, ThresholdRule) and calibration == "none":
+    conformal = cfg.get("conformal") or {}
+    if not isinstance(rule, ThresholdRule) and calibration == "none" and not conformal.get("alpha"):
         return {}
     from medclf.evaluation.calibration import fit_temperature
     from medclf.evaluation.thresholds import choose_thresholds
@@ -47,6 +49,28 @@ def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None
         model.set_decision(threshold=[float(v) for v in values])
         chosen["threshold"] = model.threshold
         log.info("threshold=%s chosen on the validation split: %s", rule, model.threshold)
+    if conformal.get("alpha"):
+        from medclf.evaluation import conformal as sets
+
+        probs = model.probabilities(logits).numpy()
+        fitted = sets.fit(
+            probs,
+            targets.numpy(),
+            model.task,
+            float(conformal["alpha"]),
+            str(conformal.get("score", "lac")),
+            bool(conformal.get("mondrian", False)),
+        )
+        model.set_decision(conformal=fitted)
+        chosen["conformal_alpha"] = fitted["alpha"]
+        chosen["conformal_score"] = fitted["score"]
+        log.info(
+            "conformal prediction sets fitted on %d validation samples (%s, alpha %g%s)",
+            len(probs),
+            fitted["score"],
+            fitted["alpha"],
+            ", per class" if fitted["mondrian"] else "",
+        )
     if state is not None and _rank_zero():
         store_decision(Path(checkpoint), model, state)
     return chosen
@@ -74,6 +98,7 @@ def store_decision(path: Path, model, state: dict) -> None:
     checkpoint read from ``path``, rewritten atomically (a crash leaves the old file)."""
     state["hyper_parameters"]["threshold"] = model.threshold
     state["hyper_parameters"]["temperature"] = model.temperature
+    state["hyper_parameters"]["conformal"] = model.conformal
     partial = path.with_name(path.name + ".partial")
     torch.save(state, partial)
     os.replace(partial, path)
@@ -86,7 +111,7 @@ def restore_decision(model, checkpoint: str | None) -> None:
     from medclf.models.checkpoint import read_checkpoint
 
     stored = read_checkpoint(Path(checkpoint)).get("hyper_parameters", {})
-    model.set_decision(stored.get("threshold"), stored.get("temperature"))
+    model.set_decision(stored.get("threshold"), stored.get("temperature"), stored.get("conformal"))
 
 
 def _rank_zero() -> bool:

@@ -283,6 +283,26 @@ def check_run(cfg: DictConfig) -> None:
         )
 
 
+def check_conformal(cfg: DictConfig) -> None:
+    """``conformal.*``: an error rate in (0, 1) or null, a known score, a boolean."""
+    from medclf.evaluation.conformal import SCORES
+
+    node = _node(cfg, "conformal")
+    alpha = node.get("alpha")
+    if alpha is not None and (not isinstance(alpha, int | float) or not 0 < alpha < 1):
+        raise ConfigError(
+            f"conformal.alpha={alpha!r}: give the error rate the sets may make, in (0, 1) "
+            "(0.1: sets that hold the true class for 90 % of images), or null for none."
+        )
+    score = node.get("score", "lac")
+    if score not in SCORES:
+        raise ConfigError(
+            f"conformal.score={score!r}: use {' or '.join(SCORES)}.{did_you_mean(score, SCORES)}"
+        )
+    if not isinstance(node.get("mondrian", False), bool):
+        raise ConfigError(f"conformal.mondrian={node.get('mondrian')!r} must be true or false.")
+
+
 RULES: tuple[Callable[[DictConfig], None], ...] = (
     check_datamodule,
     check_backbone,
@@ -293,6 +313,7 @@ RULES: tuple[Callable[[DictConfig], None], ...] = (
     check_model,
     check_trainer,
     check_run,
+    check_conformal,
 )
 """Every config-stage check, in the order the problems are listed."""
 

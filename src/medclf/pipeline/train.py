@@ -92,7 +92,7 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
     sigint = signal.getsignal(signal.SIGINT)
     try:
         if rank_zero_only.rank == 0:  # creates the MLflow run
-            _start_tracking(trackers, cfg, resume, output_dir, datamodule)
+            _start_tracking(trackers, cfg, resume, output_dir, datamodule, model.task)
         _record_startup(trackers, output_dir)
         with runtime.long_lived_frozen():
             checkpoint = _fit_and_test(cfg, trainer, model, datamodule, resume, trackers)
@@ -127,17 +127,19 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
     return best
 
 
-def _start_tracking(trackers: list, cfg: DictConfig, resume, output_dir: Path, datamodule) -> None:
-    """A new run gets the flattened config and the splits' counts as params, the run tags,
-    ``splits.csv`` and the splits as dataset inputs; a resumed run is set back to RUNNING
-    (its params are immutable)."""
+def _start_tracking(
+    trackers: list, cfg: DictConfig, resume, output_dir: Path, datamodule, task: str
+) -> None:
+    """A new run gets the flattened config and the splits' counts as params, the run tags
+    (the model's task among them), ``splits.csv`` and the splits as dataset inputs; a
+    resumed run is set back to RUNNING (its params are immutable)."""
     resumed = [t for t in trackers if resume is not None and t.run_id == resume.mlflow_run_id]
     for tracker in resumed:
         tracker.resume_run(resume.ckpt_path, resume.epoch)
     record.start_run(
         [t for t in trackers if t not in resumed],
         OmegaConf.to_container(cfg, resolve=True),
-        run_tags(output_dir, cfg.paths.root_dir),
+        {**run_tags(output_dir, cfg.paths.root_dir), names.TASK: task},
         output_dir,
         datamodule,
         data_name(cfg),

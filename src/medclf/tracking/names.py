@@ -40,6 +40,16 @@ OPTUNA_STATE = "optuna_state"  # COMPLETE, PRUNED or FAIL
 OPTUNA_PRUNED_EPOCH = "optuna_pruned_epoch"
 OPTUNA_BEST = "optuna_best"  # "true" on the study's best trial's run
 
+# what the run's model is (multiclass, binary, multilabel): the comparison reads it
+TASK = "task"
+
+# medclf-compare
+COMPARED_RUNS = "compared_runs"  # ';'-joined run ids
+BASELINE_RUN = "baseline_run"
+COMPARE_DIR = "compare"  # the comparison's artifacts
+COMPARISON_FILE = "comparison.csv"
+COMPARISON_PAGE = "compare.html"
+
 # eval.py
 EVAL_CHECKPOINT = "eval_checkpoint"
 EVAL_SPLIT = "eval_split"
@@ -67,6 +77,8 @@ PER_CLASS_FILE = "per_class_report.csv"
 SUBGROUPS_FILE = "subgroups.csv"
 PATIENT_PREDICTIONS_FILE = "patient_predictions.csv"
 HISTORY_FILE = "history.csv"
+DECISION_CURVE_FILE = "decision_curve.csv"
+CONFORMAL_FILE = "conformal_sets.csv"
 
 # The report's figures: file stem (``<stem>.png``) → caption. Every figure the test report or
 # the training curves save is named here; report.html shows them by these names.
@@ -77,6 +89,8 @@ FIGURES: dict[str, str] = {
     "per_class_metrics": "Per-class metrics",
     "reliability": "Reliability diagram",
     "subgroups_forest": "Subgroup forest plot",
+    "decision_curve": "Decision curve (net benefit)",
+    "comparison": "Differences to the baseline (paired, 95 % intervals)",
     "training_curves": "Training curves",
 }
 
