@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# dcurves: the tests' oracle for decision curves, without its dependencies (its lifelines
+	# pins pandas<3 and serves only survival analysis; the test stubs it)
+	$(BIN)/python -m pip install --quiet --no-deps dcurves==1.1.7
 	touch $(STAMP)
 
 setup: $(STAMP)
