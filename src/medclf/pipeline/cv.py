@@ -48,7 +48,7 @@ def run_cv(plan: RunPlan) -> float | None:
     name = name or job_name(cfg)
     parent = _parent_logger(cfg, f"{name} cv{folds}")
     status = "FAILED"
-    rows = []
+    rows, folded = [], []
     try:
         if parent is not None:
             parent.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
@@ -68,13 +68,17 @@ def run_cv(plan: RunPlan) -> float | None:
             rows.append(
                 {"fold": fold, "checkpoint": results.get("checkpoint"), **results["metrics"]}
             )
+            folded.append(results.get("val_predictions"))
         summary = aggregate(rows)
         table = _write_table(rows, output_dir)
+        oof = _out_of_fold(folded, output_dir)
         if parent is not None:
             parent.log_metrics(summary)
             checkpoints = ";".join(str(r["checkpoint"]) for r in rows if r["checkpoint"])
             parent.set_tags({names.FOLD_CHECKPOINTS: checkpoints})
             parent.log_artifact(table)
+            if oof is not None:
+                parent.log_artifact(oof)
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
@@ -103,6 +107,23 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
         summary[f"{key}_mean"] = float(values.mean())
         summary[f"{key}_std"] = float(values.std())
     return summary
+
+
+def _out_of_fold(paths: list, output_dir: Path) -> Path | None:
+    """``oof_predictions.csv``: every fold's val predictions, one row per sample of the
+    train and val splits (the test split is never a fold), with the fold it was held out
+    of: what stacking and the data audit's label-error search read."""
+    import pandas as pd
+
+    from medclf.inference.table import FLOAT_FORMAT
+    from medclf.tracking import names
+
+    if not paths or any(p is None for p in paths):
+        return None
+    frames = [pd.read_csv(p).assign(fold=k) for k, p in enumerate(paths)]
+    path = output_dir / names.OOF_FILE
+    pd.concat(frames, ignore_index=True).to_csv(path, index=False, float_format=FLOAT_FORMAT)
+    return path
 
 
 def _write_table(rows: list[dict], output_dir: Path) -> Path:

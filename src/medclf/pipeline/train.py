@@ -122,6 +122,8 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
         results["checkpoint"] = checkpoint
         results["run_id"] = trackers[0].run_id if trackers else None
         results["best"] = best
+        if int(cfg.datamodule.get("folds") or 0) >= 2 and pruned is None and trainer.is_global_zero:
+            results["val_predictions"] = _fold_predictions(model, datamodule, output_dir)
     if pruned is not None:  # the sweeper records the trial PRUNED
         return Pruned(pruned, best)
     return best
@@ -165,6 +167,26 @@ def _record_startup(trackers: list, output_dir: Path) -> None:
         ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items() if name != "total"),
     )
     record.log_startup(trackers, phases)
+
+
+def _fold_predictions(model, datamodule, output_dir: Path) -> Path:
+    """A cross-validation fold's out-of-fold predictions: the final model (the tested one,
+    calibrated) on the fold's val split, in the predictions table's format."""
+    from medclf.inference.table import FLOAT_FORMAT, predictions_frame
+    from medclf.pipeline.posthoc import validation_logits
+
+    logits, targets = validation_logits(model, datamodule)
+    frame = predictions_frame(
+        datamodule.split_frame("val")["sample"],
+        model.probabilities(logits).numpy(),
+        model.class_names,
+        model.task,
+        model.threshold,
+        targets=targets.numpy(),
+    )
+    path = output_dir / names.VAL_PREDICTIONS_FILE
+    frame.to_csv(path, index=False, float_format=FLOAT_FORMAT)
+    return path
 
 
 def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers) -> str | None:

@@ -64,6 +64,8 @@ CONFIG_FILE = "config.yaml"  # the resolved config, in the run directory and the
 SPLITS_FILE = "splits.csv"  # sample, split, group, label
 REPORT_FILE = "report.html"
 CV_TABLE_FILE = "cv_folds.csv"
+VAL_PREDICTIONS_FILE = "val_predictions.csv"  # a CV fold's predictions of its held-out fold
+OOF_FILE = "oof_predictions.csv"  # on a CV parent run: every fold's, one row per sample
 UNSENT_FILE = "mlflow_unsent.jsonl"  # metrics the server did not take (run directory only)
 STARTUP_FILE = "startup.json"  # the start-up's phases (run directory only)
 
