@@ -38,7 +38,7 @@ DEFAULT_METHOD = "mahalanobis"
 QUANTILE = 0.95
 MAX_SHARE = 0.5
 """A batch in which more than this share is flagged gets a warning."""
-MAX_DIMS = 64
+MAX_DIMS = 128
 FOLDS = 5
 VERSION = 1
 

@@ -10,7 +10,9 @@ unless ``params={"threshold": t}``); for a model with conformal prediction sets
 (``conformal.alpha``), ``{"output": "set"}`` returns each image's set (``;``-joined class
 names; multi-label: the labels decided yes) and ``{"output": "abstain"}`` whether it should
 be referred (medclf.inference.table.set_columns). The artifact holds only hyperparameters
-and weights, loaded back with ``torch.load(weights_only=True)``.
+and weights, loaded back with ``torch.load(weights_only=True)``. A model with an
+out-of-distribution gate (``ood.method``, the default) answers ``{"output": "ood_score"}``
+and ``{"output": "ood"}`` (the score above the validation split's quantile).
 """
 
 from __future__ import annotations
@@ -43,9 +45,20 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
             metadata = torch.as_tensor(np.asarray(model_input["metadata"], dtype=np.float32))
         else:
             image, metadata = torch.as_tensor(np.asarray(model_input, dtype=np.float32)), None
+        params = {**PARAMS, **(params or {})}
+        if params["output"] in ("ood_score", "ood"):
+            from medclf.audit import ood
+
+            if self.module.ood is None:
+                raise ValueError(
+                    "this model has no out-of-distribution gate: train with ood.method"
+                )
+            with torch.no_grad():
+                features, logits = self.module.features_and_logits(image, metadata)
+            scores = ood.score(self.module.ood, logits.float().numpy(), features.float().numpy())
+            return scores if params["output"] == "ood_score" else ood.flags(self.module.ood, scores)
         with torch.no_grad():
             probs = self.module.predict_proba(image, metadata).numpy()
-        params = {**PARAMS, **(params or {})}
         if params["output"] == "probabilities":
             return probs
         if params["output"] in ("set", "abstain"):
@@ -57,7 +70,8 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
             return np.asarray(columns[params["output"]])
         if params["output"] != "prediction":
             raise ValueError(
-                f"params output={params['output']!r}: use probabilities, prediction, set or abstain"
+                f"params output={params['output']!r}: use probabilities, prediction, set, "
+                "abstain, ood_score or ood"
             )
         threshold = float(params["threshold"])
         if threshold < 0:

@@ -303,6 +303,23 @@ def check_conformal(cfg: DictConfig) -> None:
         raise ConfigError(f"conformal.mondrian={node.get('mondrian')!r} must be true or false.")
 
 
+def check_ood(cfg: DictConfig) -> None:
+    """``ood.*``: a known method or null, quantile and share in (0, 1)."""
+    from medclf.audit.ood import METHODS
+
+    node = _node(cfg, "ood")
+    method = node.get("method")
+    if method is not None and method not in METHODS:
+        raise ConfigError(
+            f"ood.method={method!r}: use {', '.join(METHODS)} or null (no gate)."
+            f"{did_you_mean(str(method), METHODS)}"
+        )
+    for key in ("quantile", "max_share"):
+        value = node.get(key, 0.5)
+        if not isinstance(value, int | float) or not 0 < value < 1:
+            raise ConfigError(f"ood.{key}={value!r} must lie strictly between 0 and 1.")
+
+
 RULES: tuple[Callable[[DictConfig], None], ...] = (
     check_datamodule,
     check_backbone,
@@ -314,6 +331,7 @@ RULES: tuple[Callable[[DictConfig], None], ...] = (
     check_trainer,
     check_run,
     check_conformal,
+    check_ood,
 )
 """Every config-stage check, in the order the problems are listed."""
 
