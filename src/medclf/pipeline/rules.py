@@ -320,6 +320,23 @@ def check_ood(cfg: DictConfig) -> None:
             raise ConfigError(f"ood.{key}={value!r} must lie strictly between 0 and 1.")
 
 
+def check_audit(cfg: DictConfig) -> None:
+    """``audit.*``: folds, the hash distance (of 64 bits), the cosine, the table rows."""
+    node = _node(cfg, "audit")
+    folds = node.get("folds", 3)
+    if not _is_int(folds) or folds < 2:
+        raise ConfigError(f"audit.folds={folds!r}: the cross-validation needs 2 or more folds.")
+    hamming = node.get("max_hamming", 6)
+    if not _is_int(hamming) or not 0 <= hamming < 64:
+        raise ConfigError(f"audit.max_hamming={hamming!r}: give bits in [0, 63] (6 by default).")
+    cosine = node.get("min_cosine", 0.8)
+    if not isinstance(cosine, int | float) or not -1 <= cosine <= 1:
+        raise ConfigError(f"audit.min_cosine={cosine!r} must lie in [-1, 1] (0.8 by default).")
+    limit = node.get("limit", 50)
+    if not _is_int(limit) or limit < 1:
+        raise ConfigError(f"audit.limit={limit!r} must be a positive integer.")
+
+
 RULES: tuple[Callable[[DictConfig], None], ...] = (
     check_datamodule,
     check_backbone,
@@ -332,6 +349,7 @@ RULES: tuple[Callable[[DictConfig], None], ...] = (
     check_run,
     check_conformal,
     check_ood,
+    check_audit,
 )
 """Every config-stage check, in the order the problems are listed."""
 

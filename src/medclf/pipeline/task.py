@@ -25,6 +25,11 @@ def train_task(cfg: DictConfig) -> float | None:
         if status:
             raise SystemExit(status)
         return None
+    if cfg.get("audit_only"):
+        from medclf.pipeline.audit import run_audit
+
+        run_audit(cfg)
+        return None
     from medclf.pipeline.plan import make_plan
 
     plan = make_plan(cfg)  # the pre-flight: every config problem at once, before anything runs

@@ -50,6 +50,15 @@ COMPARE_DIR = "compare"  # the comparison's artifacts
 COMPARISON_FILE = "comparison.csv"
 COMPARISON_PAGE = "compare.html"
 
+# medclf-audit
+AUDIT = "audit"  # on an audit's run: the data it audited (its name, folder:xray)
+AUDIT_CV_RUN = "audit_cv_run"  # the cross-validation run whose out-of-fold probabilities it read
+AUDIT_DIR = "audit"  # the audit's artifacts
+AUDIT_PAGE = "audit.html"
+DUPLICATES_FILE = "duplicates.csv"
+LABEL_ISSUES_FILE = "label_issues.csv"
+OVERVIEW_FILE = "overview.csv"
+
 # eval.py
 EVAL_CHECKPOINT = "eval_checkpoint"
 EVAL_SPLIT = "eval_split"

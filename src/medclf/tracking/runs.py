@@ -178,6 +178,17 @@ def run_records(tracking_uri: str, run_ids: list[str], folder: Path) -> list[Run
     return records
 
 
+def download_artifact(tracking_uri: str, run_id: str, path: str, folder: Path) -> Path | None:
+    """A local copy of artifact ``path`` of run ``run_id`` (in ``folder``), None when the run
+    or the artifact does not exist."""
+    import mlflow
+
+    try:
+        return Path(mlflow.MlflowClient(tracking_uri).download_artifacts(run_id, path, str(folder)))
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+
+
 def sweep_run_ids(tracking_uri: str, experiment: str, sweep_id: str) -> list[str]:
     """The FINISHED runs of a sweep (tag ``sweep_id``), oldest first."""
     import mlflow
@@ -194,18 +205,23 @@ def sweep_run_ids(tracking_uri: str, experiment: str, sweep_id: str) -> list[str
     return [run.info.run_id for run in runs]
 
 
-def log_comparison(
-    tracking_uri: str, experiment_id: str, name: str, tags: dict[str, str], files: list[Path]
+def log_files_run(
+    tracking_uri: str,
+    experiment_id: str,
+    name: str,
+    tags: dict[str, str],
+    files: list[Path],
+    folder: str,
 ) -> str:
-    """A run of its own holding a comparison's files, tagged with the runs it compares;
-    returns its id."""
+    """A run of its own holding a comparison's or an audit's files (in artifact ``folder``),
+    with ``tags`` naming what it looked at; returns its id."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     try:
         for path in files:
-            client.log_artifact(run.info.run_id, str(path), names.COMPARE_DIR)
+            client.log_artifact(run.info.run_id, str(path), folder)
     except Exception:
         client.set_terminated(run.info.run_id, "FAILED")
         raise
