@@ -214,5 +214,8 @@ def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers)
         ckpt = checkpoint if cfg.train else (resume and str(resume.ckpt_path))
         if not cfg.train:
             restore_decision(model, ckpt)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        verbose = bool(cfg.get("verbose", False))  # the full metric table: verbose or the report
+        trainer.test(
+            model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=verbose
+        )
     return checkpoint
