@@ -32,6 +32,22 @@ from medclf.errors import ConfigError
 log = logging.getLogger("medclf.audit")
 
 
+class _Clock:
+    """Seconds per phase of the audit (audit.json, the benchmark)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.time = time.perf_counter
+        self.start = self.time()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        now = self.time()
+        self.phases[phase] = round(now - self.start, 3)
+        self.start = now
+
+
 def _samples(datamodule) -> list:
     """What scan_images reads for each sample of the datamodule's frame: a file path, or an
     index into the in-memory arrays."""
@@ -127,6 +143,7 @@ def run_audit(cfg: DictConfig) -> Path:
     from medclf.tracking import names
 
     tidy_lightning_logging()
+    clock = _Clock()
     plan = make_plan(cfg)
     settings = cfg.audit
     output_dir = Path(cfg.paths.output_dir)
@@ -134,9 +151,12 @@ def run_audit(cfg: DictConfig) -> Path:
     arrays = datamodule.table.arrays
     frame = datamodule.frame.assign(sample=datamodule.frame["sample"].astype(str))
     log.info("audit: scanning %d images", len(frame))
+    clock.lap("data checks")
     scan = scan_images(_samples(datamodule), arrays, dicom_window=datamodule.dicom_window)
+    clock.lap("scan and hashes")
     tracking_uri = OmegaConf.select(cfg, "logger.mlflow.tracking_uri")
     oof_path, cv_run = _out_of_fold(cfg, plan, tracking_uri)
+    clock.lap("cross-validation")
     oof = _check_oof(pd.read_csv(oof_path, dtype={"sample": str}), datamodule, cv_run)
     class_names = list(datamodule.class_names)
     probs = oof[[f"prob_{c}" for c in class_names]].to_numpy(np.float64)
@@ -148,12 +168,14 @@ def run_audit(cfg: DictConfig) -> Path:
         class_names=class_names,
         samples=oof["sample"].tolist(),
     )
+    clock.lap("label errors")
     features = None
     checkpoints = sorted((Path(oof_path).parent).glob("fold_0/checkpoints/epoch_*.ckpt"))
     if checkpoints:
         features = _features(str(checkpoints[-1]), datamodule)
     else:
         log.info("audit: no fold model next to %s: near-duplicates by hash alone", oof_path)
+    clock.lap("features")
     pairs = duplicates.near_duplicates(
         frame,
         scan.hashes,
@@ -161,6 +183,7 @@ def run_audit(cfg: DictConfig) -> Path:
         max_hamming=int(settings.max_hamming),
         min_cosine=float(settings.min_cosine),
     )
+    clock.lap("near-duplicates")
     picture = overview.data_overview(
         frame,
         scan,
@@ -182,17 +205,28 @@ def run_audit(cfg: DictConfig) -> Path:
         title=title,
         limit=int(settings.limit),
     )
-    files = [html, *[output_dir / n for n in (names.OVERVIEW_FILE, names.DUPLICATES_FILE)]]
+    clock.lap("overview and page")
+    summary = {
+        "images": len(frame),
+        "label_issues": int(issues["flagged"].sum()),
+        "near_duplicates": len(pairs),
+        "across_splits": int((pairs["severity"] == "high").sum()) if len(pairs) else 0,
+        "seconds": clock.phases,
+    }
+    import json
+
+    (output_dir / names.AUDIT_SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    files = [html, output_dir / names.AUDIT_SUMMARY_FILE]
+    files += [output_dir / n for n in (names.OVERVIEW_FILE, names.DUPLICATES_FILE)]
     files += [output_dir / names.LABEL_ISSUES_FILE, *picture.figures.values()]
     _log(cfg, title, {names.AUDIT: data_name(cfg), names.AUDIT_CV_RUN: cv_run or ""}, files)
-    flagged = int(issues["flagged"].sum())
-    across = int((pairs["severity"] == "high").sum()) if len(pairs) else 0
     log.info(
-        "audit: %d likely label error(s), %d near-duplicate pair(s) (%d across splits); %s",
-        flagged,
-        len(pairs),
-        across,
+        "audit: %d likely label error(s), %d near-duplicate pair(s) (%d across splits); %s (%s)",
+        summary["label_issues"],
+        summary["near_duplicates"],
+        summary["across_splits"],
         html,
+        ", ".join(f"{k} {v:.1f} s" for k, v in clock.phases.items()),
     )
     return html
 

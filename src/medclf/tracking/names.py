@@ -55,6 +55,7 @@ AUDIT = "audit"  # on an audit's run: the data it audited (its name, folder:xray
 AUDIT_CV_RUN = "audit_cv_run"  # the cross-validation run whose out-of-fold probabilities it read
 AUDIT_DIR = "audit"  # the audit's artifacts
 AUDIT_PAGE = "audit.html"
+AUDIT_SUMMARY_FILE = "audit.json"  # counts found and seconds per phase
 DUPLICATES_FILE = "duplicates.csv"
 LABEL_ISSUES_FILE = "label_issues.csv"
 OVERVIEW_FILE = "overview.csv"
