@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import class_image  # noqa: E402
+
 from helpers import run_train  # noqa: E402
 
 
