@@ -86,6 +86,7 @@ EVAL_DIR = "eval"  # eval.py's config in an existing run
 
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 PER_CLASS_FILE = "per_class_report.csv"
+METRICS_FILE = "metrics.csv"  # metric, value, ci_low, ci_high, interval (its method)
 SUBGROUPS_FILE = "subgroups.csv"
 PATIENT_PREDICTIONS_FILE = "patient_predictions.csv"
 HISTORY_FILE = "history.csv"
