@@ -103,7 +103,8 @@ class TrialPruning(Callback):
 
         from medclf.search.storage import StudyDatabase
 
-        storage = StudyDatabase(self.storage, reconnect_timeout=self.reconnect_timeout).storage
+        database = StudyDatabase(self.storage, reconnect_timeout=self.reconnect_timeout, wait=True)
+        storage = database.storage
         study = optuna.load_study(
             study_name=self.study_name, storage=storage, pruner=make_pruner(self.pruner_spec)
         )

@@ -77,31 +77,57 @@ def _driver_error(url: str, exc: BaseException) -> ConfigError:
     )
 
 
-def _connection_error(url: str, exc: BaseException) -> ConfigError:
-    """What a failed first connection means for the user, with the fix."""
+def _refusal(url: str, exc: BaseException) -> ConfigError | None:
+    """The user's error behind a failed first connection (a refused password, a missing
+    database), None when the server just did not answer."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    text = str(getattr(exc, "orig", None) or exc)
-    first = " ".join(text.split())[:300]
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
     lowered = text.lower()
     if "password" in lowered or "access denied" in lowered:
         why = (
-            f"the server refused user {parsed.username!r} ({first}): use the URL that "
+            f"the server refused user {parsed.username!r} ({text}): use the URL that "
             "medclf-server printed (its password is in <dir>/password) or your database's "
             "own user and password"
         )
     elif "does not exist" in lowered or "unknown database" in lowered:
         why = (
-            f"the server has no database {parsed.database!r} ({first}): create it, or use "
-            f"the URL that medclf-server printed"
+            f"the server has no database {parsed.database!r} ({text}): create it, or use "
+            "the URL that medclf-server printed"
         )
     else:
-        why = (
-            f"cannot reach the database server at {parsed.host}:{parsed.port or 'default port'}"
-            f" ({first}): start it ({SERVER}) or fix the host and port"
-        )
+        return None
     return ConfigError(f"{KEY}={redact(url)}: {why}.")
+
+
+def _unreachable(url: str, exc: BaseException) -> ConfigError:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+    return ConfigError(
+        f"{KEY}={redact(url)}: cannot reach the database server at {parsed.host}:"
+        f"{parsed.port or 'its default port'} ({text}): start it ({SERVER}) or fix the host "
+        "and port."
+    )
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a lost or refused connection: worth retrying
+    once the server is back (Optuna wraps SQLAlchemy's errors in StorageInternalError)."""
+    import sqlalchemy
+
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if type(seen).__name__ in ("OperationalError", "InterfaceError"):  # the driver's own
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _connect_args(dialect: str) -> dict[str, Any]:
@@ -110,8 +136,12 @@ def _connect_args(dialect: str) -> dict[str, Any]:
 
 
 class StudyDatabase:
-    """The storage of one sweep: Optuna's RDBStorage opened and checked, with reconnects,
-    the workers' lock and heartbeats. ``storage`` is what ``optuna.create_study`` takes."""
+    """The storage of one sweep: Optuna's RDBStorage (``rdb``) opened and checked, with
+    reconnects, the workers' lock and heartbeats. ``storage`` is what ``optuna.create_study``
+    takes: on a server, the RDBStorage behind a proxy that retries each call whose
+    connection was lost (medclf.compat.retrying_optuna_storage). ``wait``: a database that
+    does not answer at first is waited for like a lost one (a trial's job, whose sweeper
+    reached it already), not reported."""
 
     def __init__(
         self,
@@ -121,11 +151,12 @@ class StudyDatabase:
         grace_period: int | None = None,
         max_retry: int | None = None,
         reconnect_timeout: float = 600.0,
+        wait: bool = False,
     ) -> None:
-        import optuna
-        import sqlalchemy
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        from medclf.compat import retrying_optuna_storage
 
         self.url = url
         self.reconnect_timeout = float(reconnect_timeout)
@@ -149,6 +180,23 @@ class StudyDatabase:
         except ImportError as exc:
             raise _driver_error(url, exc) from None
         self.dialect = parsed.get_dialect().name
+        settings = (heartbeat_interval, grace_period, max_retry)
+        if wait and is_server(url):
+            self.rdb = self.retrying(lambda: self._open(*settings, wait=True), "connect")
+        else:
+            self.rdb = self._open(*settings)
+        self.storage = self.rdb
+        if is_server(url):
+            self._retry_new_connections()
+            self.storage = retrying_optuna_storage(self.rdb, self.retrying)
+
+    def _open(self, heartbeat_interval, grace_period, max_retry, wait: bool = False):
+        """Optuna's RDBStorage (its tables created if missing); a failed connection is a
+        ConfigError naming the fix (``wait``: a server that did not answer raises the
+        SQLAlchemy error, which :meth:`retrying` retries)."""
+        import optuna
+        import sqlalchemy
+
         engine_kwargs = {"pool_pre_ping": True, "connect_args": _connect_args(self.dialect)}
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
@@ -156,63 +204,75 @@ class StudyDatabase:
                 callback = None
                 if heartbeat_interval:
                     callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry)
-                self.storage = optuna.storages.RDBStorage(
-                    url,
+                return optuna.storages.RDBStorage(
+                    self.url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period,
                     heartbeat_stale_trial_callback=callback,
                 )
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
-            raise _connection_error(url, exc) from None
-        except optuna.exceptions.StorageInternalError as exc:
-            raise _connection_error(url, exc.__cause__ or exc) from None
         except ImportError as exc:
-            raise _driver_error(url, exc) from None
-        if is_server(url):
-            self._retry_new_connections()
+            raise _driver_error(self.url, exc) from None
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            refused = _refusal(self.url, exc.__cause__ or exc)
+            if refused is not None:
+                raise refused from None
+            if wait and connection_lost(exc):
+                raise
+            raise _unreachable(self.url, exc) from None
+
+    def unavailable(self, waited: float, exc: BaseException) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"the study's database {redact(self.url)} has not answered for {waited:.1f} s "
+            f"(hydra.sweeper.reconnect_timeout={self.reconnect_timeout:g}): start it again "
+            f"and run the same command to continue the study "
+            f"({' '.join(str(exc).split())[:200]})"
+        )
+
+    def retrying(self, call, what: str):
+        """``call()``, repeated with back-off (0.5 s doubling to 2 s) while its connection is
+        lost, for up to ``reconnect_timeout`` s; then :class:`DatabaseUnavailable`."""
+        start = time.monotonic()
+        delay, lost = 0.5, False
+        while True:
+            try:
+                result = call()
+            except Exception as exc:
+                if isinstance(exc, MedclfError) or not connection_lost(exc):
+                    raise
+                waited = time.monotonic() - start
+                if waited >= self.reconnect_timeout:
+                    raise self.unavailable(waited, exc) from None
+                if not lost:
+                    lost = True
+                    log.warning(
+                        "lost the connection to the study's database %s (%s): reconnecting "
+                        "for up to %g s",
+                        redact(self.url),
+                        " ".join(str(getattr(exc, "orig", None) or exc).split())[:200],
+                        self.reconnect_timeout,
+                    )
+                time.sleep(min(delay, max(0.0, self.reconnect_timeout - waited)))
+                delay = min(2 * delay, 2.0)
+                continue
+            if lost:
+                self.reconnected_at = time.monotonic()
+                log.warning(
+                    "reconnected to the study's database %s after %.1f s (%s)",
+                    redact(self.url),
+                    time.monotonic() - start,
+                    what,
+                )
+            return result
 
     def _retry_new_connections(self) -> None:
-        """Every new connection (the first after a restart included) is retried with
-        back-off while the server does not answer, for up to ``reconnect_timeout`` s."""
+        """Every new connection (the first after a restart included) is retried while the
+        server does not answer: a call waits for the database instead of failing."""
         from sqlalchemy import event
 
-        @event.listens_for(self.storage.engine, "do_connect")
+        @event.listens_for(self.rdb.engine, "do_connect")
         def connect(dialect, connection_record, cargs, cparams):
-            start = time.monotonic()
-            delay, lost = 0.5, None
-            while True:
-                try:
-                    connection = dialect.connect(*cargs, **cparams)
-                except dialect.loaded_dbapi.OperationalError as exc:
-                    waited = time.monotonic() - start
-                    if waited >= self.reconnect_timeout:
-                        raise DatabaseUnavailable(
-                            f"the study's database {redact(self.url)} has not answered for "
-                            f"{waited:.0f} s (hydra.sweeper.reconnect_timeout="
-                            f"{self.reconnect_timeout:g}): start it again and run the same "
-                            f"command to continue the study ({' '.join(str(exc).split())[:200]})"
-                        ) from None
-                    if lost is None:
-                        lost = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                        log.warning(
-                            "lost the connection to the study's database %s (%s): reconnecting "
-                            "for up to %g s",
-                            redact(self.url),
-                            lost,
-                            self.reconnect_timeout,
-                        )
-                    time.sleep(min(delay, max(0.0, self.reconnect_timeout - waited)))
-                    delay = min(2 * delay, 15.0)
-                    continue
-                if lost is not None:
-                    self.reconnected_at = time.monotonic()
-                    log.warning(
-                        "reconnected to the study's database %s after %.1f s",
-                        redact(self.url),
-                        time.monotonic() - start,
-                    )
-                return connection
+            return self.retrying(lambda: dialect.connect(*cargs, **cparams), "connect")
 
     def judges_heartbeats(self) -> bool:
         """Whether this worker may fail others' trials for stale heartbeats now: not within
@@ -237,15 +297,25 @@ class StudyDatabase:
         else:
             key = f"medclf-optuna-{digest.hex()[:40]}"
             take, give = "SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)"
-        with self.storage.engine.connect() as connection:
-            connection.execute(text(take), {"key": key})
+
+        def locked():
+            connection = self.rdb.engine.connect()
             try:
-                yield
-            finally:
-                try:
-                    connection.execute(text(give), {"key": key})
-                except Exception:  # the connection died: the server released the lock
-                    connection.invalidate()
+                connection.execute(text(take), {"key": key})
+            except Exception:
+                connection.close()
+                raise
+            return connection
+
+        connection = self.retrying(locked, "lock")
+        try:
+            yield
+        finally:
+            try:
+                connection.execute(text(give), {"key": key})
+            except Exception:  # the connection died: the server released the lock
+                connection.invalidate()
+            connection.close()
 
     @contextmanager
     def beating(self, trial_ids: Iterable[int]) -> Iterator[None]:
