@@ -37,7 +37,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 def _postgres_folder() -> Path:
     """A folder the ``postgres`` user can enter (pytest's own are private to root)."""
-    folder = Path(tempfile.mkdtemp(prefix="medclf-team-"))
+    folder = Path(tempfile.mkdtemp(prefix="medclf-team-", dir="/tmp"))
     folder.chmod(0o711)
     return folder
 

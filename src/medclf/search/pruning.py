@@ -93,6 +93,7 @@ class TrialPruning(Callback):
         self.metric = metric
         self.pruner_spec = pruner
         self.trial = None
+        self.database = None
         self.pruned_epoch: int | None = None
         self.last_value: float | None = None
 
@@ -103,14 +104,22 @@ class TrialPruning(Callback):
 
         from medclf.search.storage import StudyDatabase
 
-        database = StudyDatabase(self.storage, reconnect_timeout=self.reconnect_timeout, wait=True)
-        storage = database.storage
+        self.database = StudyDatabase(
+            self.storage, reconnect_timeout=self.reconnect_timeout, wait=True
+        )
+        storage = self.database.storage
         study = optuna.load_study(
             study_name=self.study_name, storage=storage, pruner=make_pruner(self.pruner_spec)
         )
         study_id = storage.get_study_id_from_name(self.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
         self.trial = optuna.trial.Trial(study, trial_id)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """The trial is over: its connections go (a worker runs many trials in a process)."""
+        if stage == "fit" and self.database is not None:
+            self.database.close()
+            self.database = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:

@@ -274,6 +274,10 @@ class StudyDatabase:
         def connect(dialect, connection_record, cargs, cparams):
             return self.retrying(lambda: dialect.connect(*cargs, **cparams), "connect")
 
+    def close(self) -> None:
+        """Close the pooled connections (a job's connection, once its trial is over)."""
+        self.rdb.engine.dispose()
+
     def judges_heartbeats(self) -> bool:
         """Whether this worker may fail others' trials for stale heartbeats now: not within
         a grace period after its own reconnect (the others' heartbeats stopped with the

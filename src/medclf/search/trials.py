@@ -9,6 +9,8 @@ import logging
 import math
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,16 @@ def trial_overrides(trial: optuna.Trial | FrozenTrial) -> list[str]:
 def worker_name() -> str:
     """This worker as a trial records it: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextmanager
+def _bookkeeping(what: str) -> Iterator[None]:
+    """The sweeper's MLflow bookkeeping: a tracking server that does not answer costs a
+    warning, not the search (the study is the record)."""
+    try:
+        yield
+    except Exception as exc:
+        log.warning("MLflow: could not %s: %s", what, exc)
 
 
 @dataclass
@@ -165,7 +177,8 @@ class Trials:
         tracking = self.mlflow()
         if tracking is not None:
             where = sweep_dir or str(self.sweep_dir)
-            close_interrupted_runs(*tracking, where, number, retried_as=retried_as)
+            with _bookkeeping(f"close the interrupted run of trial {number}"):
+                close_interrupted_runs(*tracking, where, number, retried_as=retried_as)
 
     def run_id(self, number: int, sweep_dir: str | None = None) -> str | None:
         """The id of the MLflow run of trial ``number`` (None without MLflow)."""
@@ -174,7 +187,9 @@ class Trials:
         tracking = self.mlflow()
         if not tracking:
             return None
-        return trial_run_id(*tracking, sweep_dir or str(self.sweep_dir), number)
+        with _bookkeeping(f"find the run of trial {number}"):
+            return trial_run_id(*tracking, sweep_dir or str(self.sweep_dir), number)
+        return None
 
     def tag_run(self, study_name: str, number: int, state: TrialState) -> None:
         from medclf.tracking.sweeps import tag_trial
@@ -182,9 +197,11 @@ class Trials:
         run_id = self.run_id(number)
         if run_id:
             retry_of = self.retry_of.get(number)
-            tag_trial(self.mlflow()[0], run_id, study_name, number, state.name, retry_of)
+            with _bookkeeping(f"tag the run of trial {number}"):
+                tag_trial(self.mlflow()[0], run_id, study_name, number, state.name, retry_of)
 
     def tag_best(self, run_id: str, sweep_dir: str) -> None:
         from medclf.tracking.sweeps import tag_best
 
-        tag_best(*self.mlflow(), sweep_dir, run_id)
+        with _bookkeeping("tag the best trial's run"):
+            tag_best(*self.mlflow(), sweep_dir, run_id)
