@@ -3,13 +3,13 @@
 (a) trials finished per hour by one search with 1 worker and with ``hydra.sweeper.workers=2``
     (torch threads = cores ÷ workers), short trials of resnet18 on the bundled digits, the
     study on a PostgreSQL cluster started here; the rate counts from the first trial's start
-    to the last one's end (worker start-up excluded);
+    to the last one's end (worker start-up excluded); the two alternate for ``--rounds``
+    rounds, since a shared machine's load drifts (printed beside each);
 (b) the time per trial the server storage adds compared with SQLite: the sweeper's own work
     per trial (take a trial under the lock, heartbeats, tell; a pruning job's connection and
-    reports) with an instant job, on PostgreSQL (workers' loop) and on SQLite (one session),
-    and the same difference end to end (1 worker, PostgreSQL vs SQLite, real trials).
+    reports) with instant jobs, on PostgreSQL (workers' loop) and on SQLite (one session).
 
-    python benchmarks/workers.py [--trials 8] [--loop-trials 50]
+    python benchmarks/workers.py [--trials 4] [--rounds 2] [--loop-trials 40]
 
 Prints Markdown tables; nothing is asserted.
 """
@@ -37,7 +37,7 @@ TRIAL = (
     "datamodule.batch_size=32",
     "datamodule.image_size=32",
     "trainer.max_epochs=1",
-    "trainer.limit_train_batches=8",
+    "trainer.limit_train_batches=6",
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=1",
     "callbacks.test_report=null",
@@ -47,8 +47,11 @@ TRIAL = (
 )
 
 
-def search(root: Path, study: str, storage: str, n_trials: int, workers: int) -> float:
-    """Run one search in a process; returns its rate in finished trials per hour."""
+def search(
+    root: Path, study: str, storage: str, n_trials: int, workers: int, threads: int | None = None
+) -> float:
+    """Run one search in a process (``threads``: torch's, else cores ÷ workers); returns its
+    rate in finished trials per hour."""
     import optuna
 
     command = [sys.executable, "-m", "medclf.cli.train", "-m", "hparams_search=optuna"]
@@ -56,6 +59,8 @@ def search(root: Path, study: str, storage: str, n_trials: int, workers: int) ->
     command += [f"hydra.sweeper.storage={storage}", f"hydra.sweeper.n_trials={n_trials}"]
     command += [f"hydra.sweeper.workers={workers}", *TRIAL]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
@@ -144,10 +149,12 @@ def postgres() -> tuple[object, Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=8, help="trials of each search in (a)")
-    parser.add_argument("--loop-trials", type=int, default=50, help="instant trials in (b)")
+    parser.add_argument("--trials", type=int, default=4, help="trials of each search in (a)")
+    parser.add_argument("--rounds", type=int, default=2, help="1-worker/2-worker pairs in (a)")
+    parser.add_argument("--loop-trials", type=int, default=40, help="instant trials in (b)")
     args = parser.parse_args(argv)
     import logging
+    import statistics
 
     import optuna
 
@@ -155,31 +162,40 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("medclf.search").setLevel(logging.WARNING)
     cluster, folder = postgres()
     cores, version = len(os.sched_getaffinity(0)), cluster.version
+    rows = []
     try:
         root = folder / "runs"
         server = cluster.url("optuna")
-        sqlite = f"sqlite:///{folder}/optuna.db"
         loop_pg = sweeper_seconds_per_trial(server, args.loop_trials, server=True)
-        loop_sqlite = sweeper_seconds_per_trial(sqlite, args.loop_trials, server=False)
-        one = search(root, "one", server, args.trials, 1)
-        two = search(root, "two", server, args.trials, 2)
-        local = search(root, "local", sqlite, args.trials, 1)
+        loop_sqlite = sweeper_seconds_per_trial(f"sqlite:///{folder}/o.db", args.loop_trials, False)
+        for index in range(args.rounds):  # alternated: the machine's load drifts
+            row = []
+            for workers, threads in ((1, None), (2, None), (1, 1)):
+                name = f"w{workers}t{threads}-{index}"
+                rate = search(root, name, server, args.trials, workers, threads)
+                row.append((rate, os.getloadavg()[0]))
+            rows.append(row)
     finally:
         cluster.stop()
         shutil.rmtree(folder, ignore_errors=True)
     print(f"\n{cores} cores, PostgreSQL {version}; {args.trials} trials per search\n")
-    print("| (a) workers | torch threads each | trials per hour | speed-up |")
-    print("|---|---|---|---|")
-    print(f"| 1 | {cores} | {one:.0f} | 1.00× |")
-    print(f"| 2 | {max(1, cores // 2)} | {two:.0f} | {two / one:.2f}× |")
-    print("\n| (b) storage | sweeper s/trial (instant jobs) | s/trial end to end (1 worker) |")
-    print("|---|---|---|")
-    print(f"| SQLite, one session | {loop_sqlite:.3f} | {3600 / local:.2f} |")
-    print(f"| PostgreSQL, workers' loop | {loop_pg:.3f} | {3600 / one:.2f} |")
     print(
-        f"| the server adds | {loop_pg - loop_sqlite:+.3f} | {3600 / one - 3600 / local:+.2f} "
-        "(noise of real trials included) |"
+        f"| (a) round | 1 worker ({cores} threads) | 2 workers ({max(1, cores // 2)} each) "
+        "| speed-up | 1 worker, 1 thread | load average |"
     )
+    print("|---|---|---|---|---|---|")
+    for index, ((one, l1), (two, l2), (single, l3)) in enumerate(rows):
+        print(
+            f"| {index + 1} | {one:.0f}/h | {two:.0f}/h | {two / one:.2f}× | {single:.0f}/h "
+            f"| {l1:.1f}, {l2:.1f}, {l3:.1f} |"
+        )
+    median = statistics.median(row[1][0] / row[0][0] for row in rows)
+    print(f"\nmedian speed-up of 2 workers over 1: {median:.2f}×")
+    print("\n| (b) storage | the sweeper's seconds per trial (instant jobs) |")
+    print("|---|---|")
+    print(f"| SQLite, one session | {loop_sqlite:.3f} |")
+    print(f"| PostgreSQL, workers' loop | {loop_pg:.3f} |")
+    print(f"| the server adds | {loop_pg - loop_sqlite:+.3f} |")
 
 
 if __name__ == "__main__":

@@ -240,6 +240,11 @@ def test_three_workers_share_one_study_through_a_kill_and_a_database_restart(
     killed = _one(runs, "tags.sweep_job", victim.number)
     assert killed["status"] == "KILLED" and killed["tags.optuna_retried_as"] == str(retry.number)
     assert _one(runs, "tags.sweep_job", retry.number)["tags.optuna_retry_of"] == str(victim.number)
+    password = team["storage"].split("@")[0].rsplit(":", 1)[1]
+    assert password not in output  # the workers' log lines hide it
+    recorded = [str(v) for v in runs.filter(regex=r"^(params|tags)\.").to_numpy().ravel()]
+    assert "search.storage" in " ".join(runs.columns)  # the pruning jobs got the URL...
+    assert not any(password in value for value in recorded)  # ...without the password
     results = OmegaConf.load(jobs / "optimization_results.yaml")
     assert results.trials.complete + results.trials.pruned == 9
     assert "***" in results.storage and team["storage"].split("@")[0] not in results.storage
@@ -368,3 +373,16 @@ def test_a_search_space_that_differs_from_the_study_is_refused(team, tmp_path: P
     assert "optimizer.lr is FloatDistribution(high=0.5, log=False, low=0.1" in message
     assert "FloatDistribution(high=0.01, log=True, low=0.0001" in message
     assert "hydra.sweeper.study_name=NAME" in message
+
+
+def test_the_benchmark_times_the_sweepers_loop_on_both_storages(team, tmp_path, monkeypatch):
+    """benchmarks/workers.py (b): the workers' loop on PostgreSQL and the one-session loop
+    on SQLite, with instant jobs, each finishing its trials."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import workers
+
+    for storage, server in ((team["storage"], True), (f"sqlite:///{tmp_path}/o.db", False)):
+        seconds = workers.sweeper_seconds_per_trial(storage, 3, server=server)
+        assert 0 < seconds < 30
+    finished = optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/o.db")
+    assert [s.n_trials for s in finished] == [3]

@@ -103,8 +103,18 @@ def test_a_job_array_runs_every_worker(tmp_path: Path) -> None:
     assert "worker 0" in failure and "status 3" in failure
 
 
-def test_one_worker_without_an_array_launcher_is_this_process() -> None:
+def test_one_worker_without_an_array_launcher_is_this_process(monkeypatch) -> None:
     assert plan_workers(1, _config(), n_trials=5) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: auto is this one worker
+    assert plan_workers("auto", _config(), n_trials=5) is None
+
+
+def test_auto_starts_a_worker_per_group_of_visible_gpus(monkeypatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,5")
+    monkeypatch.setattr(sys, "argv", ["medclf-train", "-m", "hparams_search=optuna"])
+    start = plan_workers("auto", _config("trainer=ddp", "trainer.devices=2"), n_trials=5)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in start.envs] == ["0,1", "2,3"]
+    assert start.command[-1] == "hydra.sweeper.workers=1"
 
 
 def test_workers_need_a_database_server(tmp_path: Path) -> None:

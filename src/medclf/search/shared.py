@@ -31,7 +31,11 @@ log = logging.getLogger("medclf.search")
 # Optuna's heartbeat API is "experimental" and meant for Study.optimize; ask-and-tell with
 # our own heartbeat thread is what a sweeper of Hydra jobs needs.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings(
+    "ignore",
+    message=".*(fail_stale_trials|RetryHeartbeatStaleTrialCallback|retry_history|heartbeat)",
+    category=optuna.exceptions.ExperimentalWarning,
+)
 
 
 def state_counts(study: optuna.Study) -> Counter:
@@ -75,10 +79,14 @@ class SharedStudy:
             while len(batch) < n_jobs and (queued > 0 or new > 0):
                 queued, new = (queued - 1, new) if queued else (queued, new - 1)
                 self.reseed(self.study)
-                trial = self.trials.ask(self.study, space, fixed)
-                self.storage.record_heartbeat(self._trial_id(trial.number))
+                trial = self.trials.ask(self.study, space, fixed, started=self._beat_once)
                 batch.append(trial)
             return batch, states
+
+    def _beat_once(self, trial: optuna.Trial) -> None:
+        """A trial's first heartbeat, as soon as it exists: from then on a dead worker's
+        trial goes stale and is retried."""
+        self.storage.record_heartbeat(self._trial_id(trial.number))
 
     def _note_retry(self, number: int) -> None:
         """If trial ``number`` repeats one whose worker died: close that trial's MLflow run

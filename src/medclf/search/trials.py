@@ -77,9 +77,14 @@ class Trials:
     max_failure_rate: float = 0.0
     retry_of: dict[int, int] = field(default_factory=dict)  # retry number → trial repeated
 
-    def ask(self, study: optuna.Study, space: dict, fixed: dict[str, str]) -> optuna.Trial:
-        """The study's next trial (a queued retry first), recorded as this sweep's."""
+    def ask(
+        self, study: optuna.Study, space: dict, fixed: dict[str, str], started=None
+    ) -> optuna.Trial:
+        """The study's next trial (a queued retry first), recorded as this sweep's;
+        ``started(trial)`` runs first of all (its first heartbeat)."""
         trial = study.ask(fixed_distributions=space)
+        if started is not None:
+            started(trial)
         trial.set_user_attr(SWEEP_DIR_ATTR, str(self.sweep_dir))
         trial.set_user_attr(WORKER_ATTR, worker_name())
         trial.set_user_attr(FIXED_ATTR, fixed)

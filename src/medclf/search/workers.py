@@ -79,6 +79,16 @@ def worker_command(argv: Sequence[str], array: bool = False) -> list[str]:
     return [sys.executable, "-m", "medclf.cli.train", *kept, *extra]
 
 
+def shown(command: Sequence[str]) -> str:
+    """The command for a log line, with the storage's password hidden."""
+    from medclf.search.storage import redact
+
+    key = "hydra.sweeper.storage="
+    return " ".join(
+        f"{key}{redact(part[len(key) :])}" if part.startswith(key) else part for part in command
+    )
+
+
 def run_command(command: list[str], env: dict[str, str]) -> int:
     """An array task: run the worker command here (DDP ranks, if any, are started by the
     worker itself, not by SLURM tasks); a failure raises, so submitit reports it."""
@@ -101,7 +111,7 @@ class LocalWorkers:
     def run(self) -> list[str]:
         """Start them, wait for all; a Ctrl-C reaches them too (one process group) and
         each hands its trial back; SIGTERM is passed on. Returns a line per failed one."""
-        log.info("starting %d workers: %s", len(self.envs), " ".join(self.command))
+        log.info("starting %d workers: %s", len(self.envs), shown(self.command))
         processes = [subprocess.Popen(self.command, env={**os.environ, **env}) for env in self.envs]
 
         def forward(signum, frame):
@@ -178,7 +188,7 @@ class ArrayWorkers:
             self.count,
             cluster,
             jobs[0].job_id.split("_")[0] if jobs else "-",
-            " ".join(self.command),
+            shown(self.command),
         )
         failed = []
         for index, job in enumerate(jobs):
