@@ -7,12 +7,15 @@ STAMP := $(VENV)/.installed
 PORT ?= 5000
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup train test test-fast lint format ui label mlflow-server report clean
+.PHONY: setup train test test-fast lint format ui label mlflow-server server report clean
 
-# Headless Chromium from apt when missing (the run report's browser test; set-up runs as root
-# in CI). torch/torchvision first, pinned: this machine serves these wheels from its own disk.
+# Headless Chromium and PostgreSQL from apt when missing (the run report's browser test; the
+# team server, medclf-server, and its tests; set-up runs as root in CI). torch/torchvision
+# first, pinned: this machine serves these wheels from its own disk.
 $(STAMP): pyproject.toml
 	command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+		|| (apt-get update && apt-get install -y postgresql)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
@@ -56,6 +59,13 @@ label: $(STAMP)
 #   python train.py -m hydra/launcher=joblib logger.mlflow.tracking_uri=http://127.0.0.1:5000 ...
 mlflow-server: $(STAMP)
 	$(BIN)/medclf-ui --port $(PORT)
+
+# The team's back end: PostgreSQL (a cluster in server/, made on first use) and an MLflow
+# server on it; prints logger.mlflow.tracking_uri=... and hydra.sweeper.storage=... to paste
+# into the searches of every GPU and node. Ctrl-C stops both:
+#   make server [ARGS="host=0.0.0.0 port=5000 db_port=5432"]
+server: $(STAMP)
+	$(BIN)/medclf-server $(ARGS)
 
 # Compare an experiment's runs in the terminal: make report [EXPERIMENT=medclf]
 report: $(STAMP)

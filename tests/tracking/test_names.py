@@ -16,7 +16,7 @@ MLFLOW_IMPORTERS = {"inference/pyfunc.py", "compat.py"}
 # the same words in another role
 OTHER_ROLES = {
     ("pipeline/ddp.py", "output_dir"): "the config key paths.output_dir",
-    ("search/study.py", "sweep_dir"): "an Optuna trial's user attribute",
+    ("search/trials.py", "sweep_dir"): "an Optuna trial's user attribute",
 }
 
 

@@ -39,6 +39,8 @@ OPTUNA_TRIAL = "optuna_trial"
 OPTUNA_STATE = "optuna_state"  # COMPLETE, PRUNED or FAIL
 OPTUNA_PRUNED_EPOCH = "optuna_pruned_epoch"
 OPTUNA_BEST = "optuna_best"  # "true" on the study's best trial's run
+OPTUNA_RETRIED_AS = "optuna_retried_as"  # on a dead worker's run: the trial that repeats it
+OPTUNA_RETRY_OF = "optuna_retry_of"  # on a retry's run: the trial whose worker died
 
 # what the run's model is (multiclass, binary, multilabel): the comparison reads it
 TASK = "task"
