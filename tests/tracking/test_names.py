@@ -10,7 +10,7 @@ from medclf.tracking import names
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "medclf"
 # split names are also folder names of the report ("test"); config keys share words ("eval")
-SHARED_WORDS = {"test", "eval", "data", "fitted", "task", "compare"}
+SHARED_WORDS = {"test", "eval", "data", "fitted", "task", "compare", "audit"}
 # the MLflow model's own class (inference/pyfunc.py) and private APIs (compat.py) import mlflow
 MLFLOW_IMPORTERS = {"inference/pyfunc.py", "compat.py"}
 # the same words in another role
