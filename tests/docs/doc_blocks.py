@@ -37,7 +37,7 @@ class Block:
         return f"{self.page.relative_to(DOCS)}:{self.line}"
 
 
-def tested_blocks(page: Path) -> list[Block]:
+def marked_blocks(page: Path) -> list[Block]:
     """The page's tested blocks in order; a marker not followed by a fenced block is an
     error (a test that would silently test nothing)."""
     lines = page.read_text().splitlines()
@@ -96,6 +96,8 @@ def logical_lines(text: str) -> list[str]:
     return found
 
 
-def tested_pages() -> list[Path]:
+def marked_pages() -> list[Path]:
     """Every page of the site that holds a tested block."""
-    return sorted(p for p in DOCS.rglob("*.md") if "<!-- test" in p.read_text())
+    return sorted(
+        p for p in DOCS.rglob("*.md") if any(map(MARKER.match, p.read_text().splitlines()))
+    )

@@ -153,6 +153,8 @@ def test_the_site_navigates_and_searches(served: str, tmp_path: Path) -> None:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(120_000)  # the search index is built in the page: slow
+            # on a busy machine
             page.on("request", lambda r: r.url.startswith(served) or outside.append(r.url))
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(served + "/", wait_until="load")
@@ -169,7 +171,7 @@ def test_the_site_navigates_and_searches(served: str, tmp_path: Path) -> None:
             # search: results appear as one types, and lead to a page with the word
             page.locator("input.md-search__input").fill("calibration")
             results = page.locator(".md-search-result__item")
-            results.first.wait_for(timeout=30_000)
+            results.first.wait_for()
             assert results.count() > 3
             page.screenshot(path=str(shots / "search.png"))
             results.first.locator("a").first.click()

@@ -12,10 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from doc_blocks import DOCS, logical_lines, tested_blocks, tested_pages
+from doc_blocks import DOCS, logical_lines, marked_blocks, marked_pages
 from doc_runner import PageRun, tiny_argv
 
-PAGES = tested_pages()
+PAGES = marked_pages()
 
 
 def _call(base: str, token: str, path: str, body: dict | None = None) -> dict:
@@ -103,10 +103,10 @@ def isolated(tmp_path: Path):
 def test_the_page_runs(page: Path, tmp_path: Path, isolated) -> None:
     """The page's blocks run in order and every medclf command exits 0."""
     run = PageRun(tmp_path, VISITORS)
-    for block in tested_blocks(page):
+    for block in marked_blocks(page):
         run.run(block)
     print("\n".join(f"{where}: {seconds:.1f} s" for where, seconds in run.seconds))
-    assert run.results or any(b.title for b in tested_blocks(page)), "nothing ran"
+    assert run.results or any(b.title for b in marked_blocks(page)), "nothing ran"
 
 
 def test_the_tutorials_are_tested() -> None:
@@ -118,7 +118,7 @@ def test_the_tutorials_are_tested() -> None:
     for page in PAGES:
         commands = [
             line
-            for block in tested_blocks(page)
+            for block in marked_blocks(page)
             if block.lang == "bash"
             for line in logical_lines(block.text)
         ]
