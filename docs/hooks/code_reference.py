@@ -61,8 +61,20 @@ def commands_markdown() -> str:
     lines = []
     for name, target in scripts().items():
         text = helps[name].rstrip()
-        lines += [f"## `{name}`", "", f"Entry point `{target}`.", "", "```text", text, "```", ""]
+        lines += [f"## `{name}`", "", f"{cell(_description(text))} Entry point `{target}`.", ""]
+        lines += [f'??? example "`{name} --help`"', "", "    ```text"]
+        lines += [f"    {line}".rstrip() for line in text.splitlines()]
+        lines += ["    ```", ""]
     return "\n".join(lines)
+
+
+def _description(text: str) -> str:
+    """The first paragraph of prose of a --help: after argparse's usage, or a Hydra app's
+    header line."""
+    for paragraph in (p.strip() for p in text.split("\n\n")):
+        if paragraph and not paragraph.startswith("usage:"):
+            return " ".join(paragraph.split())
+    return ""
 
 
 def _sections(source: str) -> list[tuple[str, list[tuple[str, str, str]]]]:

@@ -118,6 +118,16 @@ def test_a_new_key_documents_itself(tmp_path: Path, monkeypatch) -> None:
     assert "`0.25`" in row and "How much the easy examples count" in row
 
 
+def test_every_command_has_a_row_in_the_commands_table() -> None:
+    """The reference's table of commands (hand-written: it links each to its guide) lists
+    every console script; the sections under it are generated from the same list."""
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    rows = (REPO / "docs" / "reference" / "commands.md").read_text()
+    assert not [name for name in scripts if f"| `{name}` |" not in rows]
+
+
 @pytest.fixture(scope="module")
 def served(site: Path):
     """The built site over HTTP on 127.0.0.1 (search needs it: its index is fetched)."""
