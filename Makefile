@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 5000
+DOCS_PORT ?= 8000
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup train test test-fast lint format ui label mlflow-server server report clean
+.PHONY: setup train test test-fast lint format ui label mlflow-server server report docs clean
 
 # Headless Chromium and PostgreSQL from apt when missing (the run report's browser test; the
 # team server, medclf-server, and its tests; set-up runs as root in CI). torch/torchvision
@@ -71,5 +72,10 @@ server: $(STAMP)
 report: $(STAMP)
 	$(BIN)/medclf-report $(EXPERIMENT)
 
+# The documentation site on http://127.0.0.1:8000, rebuilt when a page changes (the tests run
+# `mkdocs build --strict`: tests/docs/test_site.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+
 clean:
-	rm -rf logs .pytest_cache .ruff_cache
+	rm -rf logs site .pytest_cache .ruff_cache

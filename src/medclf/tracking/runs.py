@@ -189,6 +189,47 @@ def download_artifact(tracking_uri: str, run_id: str, path: str, folder: Path) -
         return None
 
 
+def run_ids(tracking_uri: str, experiment: str, refs: list[str]) -> list[str]:
+    """Each of ``refs`` as a run id: a run id of the store as it is, else a run name of
+    ``experiment``, standing for its newest FINISHED run of that name. A name with no such
+    run is a ConfigError listing the names there are."""
+    import mlflow
+
+    from medclf.errors import ConfigError, did_you_mean
+
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    ids = []
+    for ref in refs:
+        try:
+            ids.append(client.get_run(ref).info.run_id)
+            continue
+        except mlflow.exceptions.MlflowException:
+            pass
+        runs = []
+        if found is not None:
+            quoted = str(ref).replace("'", "\\'")
+            finished = f"attributes.run_name = '{quoted}' and attributes.status = 'FINISHED'"
+            runs = client.search_runs(
+                [found.experiment_id],
+                filter_string=finished,
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        if not runs:
+            names = set()
+            if found is not None:
+                names = {r.info.run_name for r in client.search_runs([found.experiment_id])}
+            raise ConfigError(
+                f"run {ref!r}: neither a run id nor the name of a finished run of experiment "
+                f"{experiment!r} at {tracking_uri}.{did_you_mean(ref, names)} Give run ids "
+                "(medclf-report lists them) or run names (logger.mlflow.run_name=NAME when "
+                "training), and --experiment for another experiment."
+            )
+        ids.append(runs[0].info.run_id)
+    return ids
+
+
 def sweep_run_ids(tracking_uri: str, experiment: str, sweep_id: str) -> list[str]:
     """The FINISHED runs of a sweep (tag ``sweep_id``), oldest first."""
     import mlflow
