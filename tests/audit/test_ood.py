@@ -84,14 +84,19 @@ def test_energy_is_the_formula() -> None:
 
 def test_mahalanobis_is_ledoit_wolfs_distance() -> None:
     """One class and all dimensions kept: the projection is a rotation, and the Ledoit-Wolf
-    estimate turns with it, so the score is scikit-learn's squared Mahalanobis distance."""
+    estimate turns with it, so the score is scikit-learn's squared Mahalanobis distance of
+    the unit-length features."""
     from sklearn.covariance import LedoitWolf
 
     rng = np.random.default_rng(2)
     train = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6))
     test = rng.normal(size=(40, 6)) * 2
     state = ood.fit(features=train, method="mahalanobis")
-    expected = LedoitWolf().fit(train).mahalanobis(test)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    expected = LedoitWolf().fit(unit(train)).mahalanobis(unit(test))
     np.testing.assert_allclose(ood.score(state, features=test), expected, rtol=1e-6)
 
 
@@ -107,6 +112,12 @@ def test_the_state_is_plain_and_small(domains) -> None:
     assert len(json.dumps(ood.fit(logits, method="energy"))) < 200
     wide = ood.fit(features=np.random.default_rng(0).normal(size=(300, 512)))
     assert np.shape(wide["components"]) == (ood.MAX_DIMS, 512)
+    old = {k: v for k, v in wide.items() if k != "normalise"} | {"version": 1}
+    raw = 3 * np.random.default_rng(1).normal(size=(5, 512))  # version 1 scores them as given
+    np.testing.assert_allclose(
+        ood.score(old, features=raw / np.linalg.norm(raw, axis=1, keepdims=True)),
+        ood.score(wide, features=raw),
+    )
 
 
 def test_a_mostly_unusual_batch_gets_a_warning(domains) -> None:

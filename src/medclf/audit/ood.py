@@ -11,15 +11,20 @@ Two scores, higher = more unusual:
 - ``mahalanobis`` (Lee et al. 2018): the smallest squared Mahalanobis distance of the pooled
   features to a class mean, with one covariance shared by the classes, shrunk towards a
   scaled identity by Ledoit-Wolf (scikit-learn) so that a validation split smaller than
-  the feature dimension still gives a usable inverse. Features are first projected on
-  their ``max_dims`` leading principal components, which keeps the state small.
+  the feature dimension still gives a usable inverse. Features are first scaled to unit
+  length (as in Sun et al. 2022's nearest-neighbour score: the direction of a feature
+  vector tells the domain apart better than its size) and projected on their ``max_dims``
+  leading principal components, which keeps the state small.
 
 The default is ``mahalanobis``: images of another scanner, stain or body part change the
 features more reliably than the logits, which a classifier can make confidently large for
 anything. Measured with the small net trained on 8 px digits in tests/audit/test_ood.py,
 generated blobs against held-out digits: energy AUROC 0.42-0.51, Mahalanobis 1.00 (on the
-generated features of that file both reach 1.00). Use ``energy`` where no features are at
-hand; its state is a few numbers, Mahalanobis's about (D + K + 128) × 128 floats.
+generated features of that file both reach 1.00). With the default run's resnet18 after 2
+epochs (tests/audit/test_ood_gate.py), blobs against digits: energy 0.87; Mahalanobis
+with 64 / 128 components 0.93 / 0.96 on raw features and 0.97 / 0.98 on unit-length ones.
+Use ``energy`` where no features are at hand; its state is a few numbers, Mahalanobis's
+about (D + K + 128) × 128 floats.
 
 The fitted state is a plain dict of floats, strings and nested lists, to be stored in a
 checkpoint's hyper-parameters: :func:`fit` makes it, :func:`score` and :func:`flags` use it.
@@ -40,7 +45,8 @@ MAX_SHARE = 0.5
 """A batch in which more than this share is flagged gets a warning."""
 MAX_DIMS = 128
 FOLDS = 5
-VERSION = 1
+VERSION = 2
+"""2: features scaled to unit length (``normalise``); a version-1 state has raw features."""
 
 
 def energy(logits: np.ndarray, temperature: float = 1.0, task: str = "multiclass") -> np.ndarray:
@@ -72,9 +78,15 @@ def _array(values: Any, name: str) -> np.ndarray:
     return array
 
 
+def _unit(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.where(norms > 0, norms, 1.0)
+
+
 def _fit_mahalanobis(features: np.ndarray, labels, max_dims: int) -> dict[str, Any]:
     from sklearn.covariance import LedoitWolf
 
+    features = _unit(features)
     mean = features.mean(axis=0)
     centred = features - mean
     dims = int(min(max_dims, features.shape[1], max(1, len(features) - 1)))
@@ -97,6 +109,7 @@ def _fit_mahalanobis(features: np.ndarray, labels, max_dims: int) -> dict[str, A
         "class_means": means.tolist(),
         "precision": model.precision_.tolist(),
         "shrinkage": float(model.shrinkage_),
+        "normalise": "l2",
     }
 
 
@@ -107,6 +120,8 @@ def _mahalanobis(state: dict[str, Any], features: np.ndarray) -> np.ndarray:
             f"features have {features.shape[1]} dimensions but the OOD gate was fitted on "
             f"{len(mean)}; use the features of the model the gate belongs to."
         )
+    if state.get("normalise") == "l2":
+        features = _unit(features)
     projected = (features - mean) @ components.T
     precision, means = np.asarray(state["precision"]), np.asarray(state["class_means"])
     best = np.full(len(features), np.inf)
