@@ -75,6 +75,7 @@ class ClassificationDataModule(L.LightningDataModule):
         folds: int = 0,
         fold: int = 0,
         duplicates: str = "warn",
+        near_copy_bits: int | None = None,
         check_cache: str | None = None,
     ) -> None:
         super().__init__()
@@ -102,6 +103,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.dicom_window = dicom_window
         self.cache = cache
         self.duplicates = duplicates
+        self.near_copy_bits = near_copy_bits
         self.check_cache = str(check_cache) if check_cache else None
         self.duplicates_found: list[str] = []  # the leakage check's warnings, for the report
         self.table: SampleTable | None = None
@@ -181,7 +183,14 @@ class ClassificationDataModule(L.LightningDataModule):
         frame = None
         with problems.check():
             frame = self._split(table)
-            self.duplicates_found = check_leakage(frame, table.arrays, self.duplicates)
+            self.duplicates_found = check_leakage(
+                frame,
+                table.arrays,
+                self.duplicates,
+                near_copy_bits=self.near_copy_bits,
+                dicom_window=self.dicom_window,
+                cache=self.check_cache,
+            )
         decoded: dict[str, np.ndarray] = {}
         self.image_check: dict[str, int] = {}
         with problems.check():

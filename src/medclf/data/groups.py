@@ -135,9 +135,19 @@ def duplicates_across_splits(
     return messages
 
 
-def check_leakage(frame: pd.DataFrame, arrays: np.ndarray | None, duplicates: str) -> list[str]:
-    """Raise on a group in two splits; on byte-identical images in two splits, warn (or raise
-    with ``duplicates=error``). Returns the duplicate messages (for the run report)."""
+def check_leakage(
+    frame: pd.DataFrame,
+    arrays: np.ndarray | None,
+    duplicates: str,
+    *,
+    near_copy_bits: int | None = None,
+    dicom_window=None,
+    cache: str | None = None,
+) -> list[str]:
+    """Raise on a group in two splits; on byte-identical images in two splits, and on
+    near-copies within ``near_copy_bits`` hash bits (medclf.data.near_copies; None: not
+    looked for), warn (or raise with ``duplicates=error``). Returns the duplicate messages
+    (for the run report)."""
     leaks = group_leaks(frame)
     if leaks:
         raise DataError(
@@ -149,10 +159,18 @@ def check_leakage(frame: pd.DataFrame, arrays: np.ndarray | None, duplicates: st
     if duplicates == "ignore":
         return []
     found = duplicates_across_splits(frame, arrays)
+    if near_copy_bits is not None:
+        from medclf.data.near_copies import near_copies_across_splits
+
+        found += near_copies_across_splits(
+            frame, arrays, max_bits=near_copy_bits, dicom_window=dicom_window, cache=cache
+        )
     if found and duplicates == "error":
         raise DataError(
-            "byte-identical images are in more than one split (datamodule.duplicates=error):"
-            "\n    " + "\n    ".join(found) + "\nRemove the copies, or give them one group."
+            "identical or near-identical images are in more than one split "
+            "(datamodule.duplicates=error):\n    " + "\n    ".join(found) + "\nRemove the "
+            "copies, or give them one group (datamodule.near_copy_bits=null checks "
+            "byte-identical images only)."
         )
     for message in found:
         log.warning(

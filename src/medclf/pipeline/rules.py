@@ -130,6 +130,14 @@ def check_datamodule(cfg: DictConfig) -> None:
     duplicates = node.get("duplicates", "warn")
     if duplicates not in DUPLICATES:
         raise ConfigError(f"datamodule.duplicates={duplicates!r}: use {', '.join(DUPLICATES)}.")
+    bits = node.get("near_copy_bits")
+    if bits is not None and (
+        isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits < 64
+    ):
+        raise ConfigError(
+            f"datamodule.near_copy_bits={bits!r} must be a number of hash bits from 0 to 63 "
+            "(6 by default), or null to look for byte-identical images only."
+        )
     sampler = node.get("sampler")
     if sampler not in (None, "none", "balanced"):
         raise ConfigError(f"datamodule.sampler={sampler!r}: use null or balanced.")

@@ -1,0 +1,173 @@
+"""Near-copies in two splits, for the leakage check before training
+(``datamodule.duplicates``, ``datamodule.near_copy_bits``).
+
+A copy of an image that was resized, re-encoded or cropped a little is not byte-identical,
+yet scoring it in one split after training on it in another flatters the metrics as much.
+Each image gets the audit's perceptual hashes (medclf.audit.hashing: the pHash of the full
+view and of nine 95 % crops); two images in different splits whose hashes are at most
+``near_copy_bits`` of 64 bits apart are reported. The default, 6 bits, is the audit's own
+threshold (medclf.audit.duplicates.MAX_HAMMING): on generated images a copy resized 0.5–2×,
+re-encoded as JPEG at quality 70 or given noise of σ = 5 lies within 4 bits, one cropped by
+5 % within 6, while about 1 pair in 1.5 million distinct images does.
+
+Before training there is no model to confirm a pair (``medclf-audit`` confirms them with the
+backbone's features), so the hash alone decides, and it is only asked where it can tell
+images apart: images smaller than 32 px on a side (the hash's own resolution; the 8 px
+digits have 543 pairs within 6 bits among 1,797 distinct images) get the byte-identical
+check only. The hashes are kept in the image-check cache (``datamodule.check_cache``) per
+file, size and modification time, so a later run hashes only new or changed files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medclf.audit.duplicates import MAX_HAMMING
+from medclf.audit.hashing import SIDE, hamming_pairs, view_hashes
+from medclf.data.checkcache import follower_rank, stamps
+from medclf.errors import DataError
+
+log = logging.getLogger(__name__)
+
+NEAR_COPY_BITS = MAX_HAMMING
+MIN_SIDE = SIDE
+"""Images with a side below this (px) are not hashed: the hash cannot tell them apart."""
+VERSION = 1
+_SCHEMA = """CREATE TABLE IF NOT EXISTS near_copy_hashes (
+    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, version INTEGER, hashes BLOB)"""
+
+
+def _hash_one(sample: Any, arrays: np.ndarray | None, dicom_window: Any) -> np.ndarray | None:
+    """The view hashes (10,) of one sample, or None for an image too small to hash or one
+    that does not decode (the image check names it)."""
+    from medclf.audit.images import grey_uint8, load_image
+
+    try:
+        grey = grey_uint8(load_image(sample, arrays, dicom_window))
+    except DataError:
+        return None
+    if min(grey.shape) < MIN_SIDE:
+        return None
+    return view_hashes(grey)
+
+
+def _cached(path: Path, files: dict) -> dict[str, np.ndarray | None]:
+    if not path.is_file():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+            connection.execute(_SCHEMA)
+            rows = connection.execute(
+                "SELECT path, size, mtime_ns, hashes FROM near_copy_hashes WHERE version = ?",
+                (VERSION,),
+            ).fetchall()
+    except sqlite3.Error as exc:
+        log.warning("near-copy hashes in %s unreadable (%s): hashing every image", path, exc)
+        return {}
+    return {
+        p: (None if blob is None else np.frombuffer(blob, dtype=np.uint64).copy())
+        for p, size, mtime_ns, blob in rows
+        if files.get(p) == (size, mtime_ns)
+    }
+
+
+def _remember(path: Path, files: dict, found: dict[str, np.ndarray | None]) -> None:
+    rows = [
+        (p, *files[p], VERSION, None if h is None else np.asarray(h, np.uint64).tobytes())
+        for p, h in found.items()
+        if p in files
+    ]
+    if not rows:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection, connection:
+            connection.execute(_SCHEMA)
+            connection.executemany(
+                "INSERT OR REPLACE INTO near_copy_hashes VALUES (?,?,?,?,?)", rows
+            )
+    except sqlite3.Error as exc:
+        log.warning("near-copy hashes not written to %s (%s)", path, exc)
+
+
+def sample_hashes(
+    samples: list,
+    arrays: np.ndarray | None = None,
+    *,
+    dicom_window: Any = None,
+    cache: str | Path | None = None,
+) -> list[np.ndarray | None]:
+    """Each sample's view hashes (None: too small to hash), files through ``cache``."""
+    files: dict = {}
+    known: dict = {}
+    if arrays is None and cache:
+        files, _ = stamps(str(s) for s in samples)
+        known = _cached(Path(cache), files)
+    todo = [s for s in samples if arrays is not None or str(s) not in known]
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1), ThreadPoolExecutor(max(2, os.cpu_count() or 1)) as pool:
+        fresh = dict(
+            zip(
+                map(str, todo),
+                pool.map(lambda s: _hash_one(s, arrays, dicom_window), todo),
+                strict=True,
+            )
+        )
+    if arrays is None and cache:
+        _remember(Path(cache), files, fresh)
+    return [fresh[str(s)] if str(s) in fresh else known[str(s)] for s in samples]
+
+
+def near_copies_across_splits(
+    frame: pd.DataFrame,
+    arrays: np.ndarray | None = None,
+    *,
+    max_bits: int = NEAR_COPY_BITS,
+    dicom_window: Any = None,
+    cache: str | Path | None = None,
+    limit: int = 5,
+) -> list[str]:
+    """One message per pair of images in two splits whose hashes are at most ``max_bits``
+    apart (byte-identical pairs excluded: the SHA-1 check names those), the first ``limit``
+    and a count of the rest. A DDP rank other than its node's first looks for none: the
+    node's rank 0 reports them."""
+    if follower_rank():
+        return []
+    hashes = sample_hashes(list(frame["path"]), arrays, dicom_window=dicom_window, cache=cache)
+    rows = np.array([h is not None for h in hashes])
+    if rows.sum() < 2:
+        return []
+    index = np.flatnonzero(rows)
+    a, b, distance = hamming_pairs(np.stack([hashes[i] for i in index]), int(max_bits))
+    a, b = index[a], index[b]
+    splits = frame["split"].to_numpy(dtype=object)
+    crossing = splits[a] != splits[b]
+    a, b, distance = a[crossing], b[crossing], distance[crossing]
+    if not len(a):
+        return []
+    from medclf.data.groups import content_hashes
+
+    pairs = np.unique(np.r_[a, b])
+    digest = dict(zip(pairs, content_hashes(frame.iloc[pairs], arrays), strict=True))
+    differ = np.array([digest[i] != digest[j] for i, j in zip(a, b, strict=True)])
+    a, b, distance = a[differ], b[differ], distance[differ]
+    order = np.argsort(distance, kind="stable")
+    names = frame["sample"].astype(str).to_numpy()
+    messages = [
+        f"near-copies in two splits ({distance[k]} of 64 hash bits apart): "
+        f"{names[a[k]]} ({splits[a[k]]}), {names[b[k]]} ({splits[b[k]]})"
+        for k in order[:limit]
+    ]
+    if len(order) > limit:
+        messages.append(f"… and {len(order) - limit} more pair(s) of near-copies")
+    return messages
