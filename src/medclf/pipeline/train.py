@@ -93,7 +93,7 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
     try:
         if rank_zero_only.rank == 0:  # creates the MLflow run
             _start_tracking(trackers, cfg, resume, output_dir, datamodule)
-        _record_startup(trackers, output_dir)
+        _record_startup(trackers, output_dir, getattr(datamodule, "cache_stats", {}))
         with runtime.long_lived_frozen():
             checkpoint = _fit_and_test(cfg, trainer, model, datamodule, resume, trackers)
             pruned = pruned_epoch(trainer)
@@ -145,9 +145,10 @@ def _start_tracking(trackers: list, cfg: DictConfig, resume, output_dir: Path, d
     )
 
 
-def _record_startup(trackers: list, output_dir: Path) -> None:
+def _record_startup(trackers: list, output_dir: Path, cache: dict) -> None:
     """The start-up's phases (medclf.runtime) in the log, in ``startup.json`` and as the
-    run's ``startup/<phase>_s`` metrics."""
+    run's ``startup/<phase>_s`` metrics; with them what the decoded cache did (its build
+    time and images/s, medclf.data.cachefill) under ``decoded_cache``."""
     from lightning.pytorch.utilities import rank_zero_only
 
     from medclf import runtime
@@ -156,13 +157,14 @@ def _record_startup(trackers: list, output_dir: Path) -> None:
     phases = runtime.startup()
     if rank_zero_only.rank != 0:
         return
-    (output_dir / names.STARTUP_FILE).write_text(json.dumps(phases, indent=1))
+    record_file = {**phases, "decoded_cache": cache}
+    (output_dir / names.STARTUP_FILE).write_text(json.dumps(record_file, indent=1))
     log.info(
         "start-up %.1f s: %s",
         phases["total"],
         ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items() if name != "total"),
     )
-    record.log_startup(trackers, phases)
+    record.log_startup(trackers, phases, cache)
 
 
 def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers) -> str | None:
