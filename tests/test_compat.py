@@ -185,3 +185,38 @@ def test_mlflow_requirement_check_needs_no_module_map_and_still_warns(monkeypatc
     assert "- medclf" not in text
     assert requirements_utils._MODULES_TO_PACKAGES is None  # a later inference maps again
     assert requirements_utils._PACKAGES_TO_MODULES is None
+
+
+def test_albumentations_reseed_draws_what_set_random_seed_draws() -> None:
+    """In-place reseeding gives the default augmentation's transforms the streams a fresh
+    ``set_random_seed`` gives them; shared generators fall back to set_random_seed."""
+    import albumentations as A
+    import numpy as np
+
+    from medclf.compat import albumentations_reseed
+
+    def pipeline() -> A.Compose:
+        return A.Compose(
+            [
+                A.HorizontalFlip(p=0.5),
+                A.RandomRotate90(p=0.5),
+                A.RandomBrightnessContrast(p=0.5),
+                A.OneOf([A.RandomGamma(p=1.0), A.Affine(rotate=(-20, 20), p=1.0)], p=0.7),
+            ],
+            seed=0,
+        )
+
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 1), dtype=np.uint8)
+    fresh, reseeded = pipeline(), pipeline()
+    outputs = set()
+    for seed in range(30):
+        fresh.set_random_seed(seed)
+        albumentations_reseed(reseeded, seed)
+        a, b = fresh(image=image)["image"], reseeded(image=image)["image"]
+        assert np.array_equal(a, b), seed
+        outputs.add(a.tobytes())
+    assert len(outputs) > 10  # the seeds do draw different augmentations
+    shared = pipeline()
+    shared.transforms[1].random_generator = shared.transforms[0].random_generator
+    albumentations_reseed(shared, 3)
+    assert shared.transforms[1].random_generator is not shared.transforms[0].random_generator

@@ -152,9 +152,13 @@ def test_a_second_set_up_decodes_nothing_and_a_changed_file_is_decoded_again(
 
 
 def _batches(dm) -> list[dict]:
+    """An epoch's train batches, then val and test, as the model gets them (a cached 8-bit
+    set's batches travel as uint8 and are scaled once on the device)."""
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(1)
-    return list(loader) + list(dm.val_dataloader()) + list(dm.test_dataloader())
+    batches = list(loader) + list(dm.val_dataloader()) + list(dm.test_dataloader())
+    assert {b["image"].dtype for b in batches} == {torch.uint8 if dm.compact else torch.float32}
+    return [dm.on_after_batch_transfer(batch, 0) for batch in batches]
 
 
 def test_a_broken_cache_is_rebuilt_and_never_read(

@@ -368,3 +368,12 @@ def array_cache(
         parts[split] = DecodedArrays(entries, {}, decoded.buffers)
         first += len(paths)
     return parts, stats
+
+
+def compact_input(splits, channels: int) -> bool:
+    """Whether every split's decoded images are uint8 with 1 or ``channels`` channels (so
+    their batches can travel as uint8: medclf.data.transforms.ImageTransform ``compact``)."""
+    found = [entry for decoded in splits if decoded is not None for entry in decoded.entries]
+    return bool(found) and all(
+        np.dtype(e.dtype) == np.uint8 and e.shape[-1] in (1, channels) for e in found
+    )

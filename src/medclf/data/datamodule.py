@@ -16,7 +16,13 @@ import lightning as L
 import numpy as np
 import pandas as pd
 
-from medclf.data.cachefill import CacheFill, array_cache, cache_mode, log_cache
+from medclf.data.cachefill import (
+    CacheFill,
+    array_cache,
+    cache_mode,
+    compact_input,
+    log_cache,
+)
 from medclf.data.checkcache import CheckCache
 from medclf.data.dataset import ImageDataset
 from medclf.data.decoded import DecodedArrays, cache_key
@@ -110,6 +116,7 @@ class ClassificationDataModule(Loaders, L.LightningDataModule):
         self.device_augment = device_augment
         self.cache_stats: dict[str, Any] = {"mode": "none"}  # what set-up's cache did
         self.device_images: DeviceImages | None = None
+        self.compact = False  # the Lightning loaders' batches carry uint8 images
         self.duplicates = duplicates
         self.check_cache = str(check_cache) if check_cache else None
         self.duplicates_found: list[str] = []  # the leakage check's warnings, for the report
@@ -252,6 +259,7 @@ class ClassificationDataModule(Loaders, L.LightningDataModule):
                 self.seed,
             )
         log_cache(self.cache_stats)
+        self.compact = self.spatial_dims == 2 and compact_input(decoded.values(), self.channels)
         if self.on_device:
             host = {
                 split: stack_split(data, self.channels, self.image_size, self.volume_size)

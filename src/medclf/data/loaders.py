@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from medclf.compat import epochs_processed
 from medclf.data.dataset import IndexDataset, auto_workers
@@ -58,16 +58,23 @@ class Loaders:
             on_gpu, processes = torch.cuda.is_available(), max(torch.cuda.device_count(), 1)
         return auto_workers(on_gpu, processes)
 
-    def _loader(self, split: str, drop_last: bool = False, sampler=None, on_device=False):
+    def _loader(self, split: str, drop_last: bool = False, sampler=None, lightning=False):
         """The split's DataLoader. It has its own generator (for the workers' base seed), so
         making an iterator never draws from torch's global one (dropout's, reseeded per
         epoch by medclf.pipeline.resume.ResumeState, whether or not the run was resumed).
-        ``on_device``: indices and targets only (:meth:`on_after_batch_transfer` adds the
-        images), in this process."""
+        ``lightning``: the loaders Lightning's loops read, whose batches pass
+        :meth:`on_after_batch_transfer`: with ``on_device`` indices and targets only, in this
+        process; with ``compact`` 8-bit images as uint8."""
         dataset = self.datasets[split]
         workers = self.workers()
-        if on_device and self.device_images is not None:
+        collate = None
+        if lightning and self.device_images is not None:
             dataset, workers = IndexDataset(dataset.targets, dataset.metadata), 0
+        elif lightning and self.compact:
+            dataset = copy.copy(dataset)
+            dataset.transform = copy.copy(dataset.transform)
+            dataset.transform.compact = True
+            collate = collate_compact
         return DataLoader(
             dataset,
             generator=torch.Generator().manual_seed(self.seed),
@@ -75,6 +82,7 @@ class Loaders:
             sampler=sampler,
             drop_last=drop_last,
             num_workers=workers,
+            collate_fn=collate,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and workers > 0,
             worker_init_fn=seed_worker if workers > 0 else None,
@@ -102,21 +110,43 @@ class Loaders:
 
     def train_dataloader(self) -> DataLoader:
         sampler = self._train_sampler()
-        return self._loader("train", self.drop_last, sampler, on_device=True)
+        return self._loader("train", self.drop_last, sampler, lightning=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", sampler=eval_sampler(self.datasets["val"]), on_device=True)
+        return self._loader("val", sampler=eval_sampler(self.datasets["val"]), lightning=True)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", sampler=eval_sampler(self.datasets["test"]), on_device=True)
+        return self._loader("test", sampler=eval_sampler(self.datasets["test"]), lightning=True)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """``on_device``: the batch's images, gathered (and, training, augmented) on the
-        device it was moved to."""
-        if self.device_images is None or not isinstance(batch, dict) or "image" in batch:
+        """On the device the batch was moved to: a compact (uint8) batch scaled to float32
+        in [0, 1] (in the precision's input dtype), or with ``on_device`` the batch's images
+        gathered (and, training, augmented)."""
+        if not isinstance(batch, dict):
+            return batch
+        image = batch.get("image")
+        if image is not None and image.dtype == torch.uint8:
+            image = image.float().div_(255.0)
+        elif image is None and self.device_images is not None:
+            trainer = self.trainer
+            split = "train" if trainer.training else "test" if trainer.testing else "val"
+            image = self.device_images.batch_images(split, batch["index"], trainer.current_epoch)
+        else:
             return batch
         trainer = self.trainer
-        split = "train" if trainer.training else "test" if trainer.testing else "val"
-        epoch = trainer.current_epoch
-        batch["image"] = self.device_images.batch_images(split, batch["index"], epoch)
+        precision = getattr(trainer, "precision_plugin", None) if trainer is not None else None
+        batch["image"] = precision.convert_input(image) if precision is not None else image
         return batch
+
+
+def collate_compact(items: list[dict]) -> dict:
+    """``default_collate``, with the uint8 images of a batch that also holds float ones
+    (an augmentation that returned floats for some samples) scaled to float32 first."""
+    if len({item["image"].dtype for item in items}) > 1:
+        items = [
+            {**item, "image": item["image"].float().div_(255.0)}
+            if item["image"].dtype == torch.uint8
+            else item
+            for item in items
+        ]
+    return default_collate(items)

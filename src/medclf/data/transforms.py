@@ -78,7 +78,9 @@ def to_tensor(image: np.ndarray):
 class ImageTransform:
     """Fit a 2D image to ``image_size``, convert it to ``channels`` (None: as it is), then
     (train only) ``augment`` (an albumentations transform, run on uint8 or float32), and
-    return ``{"image": tensor}``; called like an albumentations pipeline."""
+    return ``{"image": tensor}``: float32 in [0, 1], or with ``compact`` an 8-bit image as a
+    uint8 tensor (a quarter of the bytes to collate, share and copy; the datamodule scales
+    it on the device). Called like an albumentations pipeline."""
 
     def __init__(
         self,
@@ -87,13 +89,25 @@ class ImageTransform:
         seed: int | None = None,
         channels: int | None = None,
     ) -> None:
+        import copy
+
         self.height, self.width = image_hw(image_size)
         self.channels = channels
-        self.augment = A.Compose([augment], seed=seed) if augment is not None else None
+        self.compact = False
+        self.augment = None
+        if augment is not None:  # its own copy: its random state is this transform's
+            is_pipeline = isinstance(augment, A.BaseCompose)
+            self.augment = copy.deepcopy(augment) if is_pipeline else A.Compose([augment])
+            self.augment.set_random_seed(seed)
 
     def set_random_seed(self, seed: int | None) -> None:
         if self.augment is not None:
-            self.augment.set_random_seed(seed)
+            if seed is None:
+                self.augment.set_random_seed(seed)
+            else:
+                from medclf.compat import albumentations_reseed
+
+                albumentations_reseed(self.augment, seed)
 
     def __call__(self, image: np.ndarray) -> dict:
         image = fit_image(image, self.height, self.width)
@@ -102,7 +116,13 @@ class ImageTransform:
         if self.augment is not None:
             if image.dtype not in (np.uint8, np.float32):  # what albumentations takes
                 image = unit_float(image)
+            if not image.flags.writeable:  # read from the decoded cache
+                image = image.copy()
             image = self.augment(image=image)["image"]
+        if self.compact and image.dtype == np.uint8:
+            import torch
+
+            return {"image": torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))}
         return {"image": to_tensor(image)}
 
 
