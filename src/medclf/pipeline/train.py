@@ -72,17 +72,25 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     runtime.lap("config")
-    datamodule = make_datamodule(cfg)
-    runtime.lap("data")
-    model = build_model(cfg, datamodule, plan.fit_data(datamodule))
-    plan.check_model(model)
-    runtime.lap("model")
-    # DDP ranks > 0 log nothing; not even opening the store (concurrent table creation).
-    loggers = []
+    # The MLflow store opens (imports, schema, experiment) in the background while the data
+    # and the model are set up; its run is made below. DDP ranks > 0 log nothing, not even
+    # opening the store (concurrent table creation).
+    opening = None
     if rank_zero_only.rank == 0:
         run_id = resume.mlflow_run_id if resume is not None else None
         spool = output_dir / names.UNSENT_FILE
-        loggers = instantiate_loggers(cfg.get("logger"), job_name(cfg), spool, run_id)
+        logger_cfg, name = cfg.get("logger"), job_name(cfg)
+        opening = runtime.in_background(instantiate_loggers, logger_cfg, name, spool, run_id)
+    try:
+        datamodule = make_datamodule(cfg)
+        runtime.lap("data")
+        model = build_model(cfg, datamodule, plan.fit_data(datamodule))
+        plan.check_model(model)
+        runtime.lap("model")
+        loggers = opening.result() if opening is not None else []
+    except BaseException:
+        runtime.wait_background(raise_errors=False)  # this error, not the store's
+        raise
     trackers = mlflow_loggers(loggers)
     run_values = {"config_digest": digest, "command": command_line("medclf-train")}
     callbacks = instantiate_callbacks(cfg.get("callbacks"), run_values)
@@ -102,11 +110,13 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
             elif trainer.is_global_zero:
                 example = datamodule.datasets["test"][0]
                 record.log_outputs(trackers, output_dir, checkpoint, model, example)
+        runtime.wait_background()  # what ran beside the critical path (figures, uploads)
         status = "FINISHED" if pruned is None else "KILLED"
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
         status = "KILLED"
         raise
     finally:
+        runtime.wait_background(raise_errors=False)  # after an error: let it finish
         for tracker in trackers:
             tracker.end_run(status)
         distributed.release(ddp_environment)
