@@ -54,11 +54,13 @@ def _cfg(args, root: Path):
         "trainer.max_epochs=1",
         "trainer.limit_val_batches=1",
         "trainer.num_sanity_val_steps=0",
-        "logger.mlflow.save_model=false",
-        "callbacks.progress_bar.refresh_rate=4",
     ]
+    from medclf.models.registry import import_plugins
+
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=overrides)
+        cfg = compose("train", overrides=overrides)
+    import_plugins(list(cfg.imports))  # e.g. imports=[tiny_backbone] for the tests' backbones
+    return cfg
 
 
 def bare(args, cfg) -> tuple[list[float], list[float]]:

@@ -72,7 +72,7 @@ def test_a_slow_loader_waits_most_of_the_time_and_the_log_says_what_to_change(ca
 
 def test_data_in_memory_waits_little_and_no_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="medclf.train"):
-        trainer, wait = _fit(delay=0.0, step=0.02, epochs=1, n=64)  # 16 steps: load spikes
+        trainer, wait = _fit(delay=0.0, step=0.05, epochs=1, n=64)  # 16 steps: load spikes
         # of this shared machine between two steps do not decide it
     assert wait.fractions[0] < 0.2
     assert float(trainer.callback_metrics[METRIC]) == pytest.approx(wait.fractions[0])
