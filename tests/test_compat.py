@@ -220,3 +220,54 @@ def test_albumentations_reseed_draws_what_set_random_seed_draws() -> None:
     shared.transforms[1].random_generator = shared.transforms[0].random_generator
     albumentations_reseed(shared, 3)
     assert shared.transforms[1].random_generator is not shared.transforms[0].random_generator
+
+
+def test_lightning_logs_this_step_is_when_the_logger_gets_step_metrics(tmp_path) -> None:
+    """A value logged at the steps the function names reaches the logger at every one of
+    them (and the logger gets step metrics at no other step)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.loggers import Logger
+
+    from medclf.compat import lightning_logs_this_step
+
+    class Recorder(Logger):
+        name, version = "recorder", 0
+        steps: list = []
+
+        def log_metrics(self, metrics, step=None):
+            if "loss_step" in metrics:
+                self.steps.append(step)
+
+        def log_hyperparams(self, *args, **kwargs):
+            pass
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+            self.chosen = []
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            if lightning_logs_this_step(self):
+                self.chosen.append(self.global_step)
+                self.log("loss_step", loss, on_step=True, on_epoch=False)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(20, 2)))
+    model, recorder = Model(), Recorder()
+    L.Trainer(
+        max_epochs=1,
+        log_every_n_steps=3,
+        logger=recorder,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    ).fit(model, data)
+    assert model.chosen == recorder.steps == [2, 5, 8, 11, 14, 17]
+    assert lightning_logs_this_step(Model())  # no trainer: log

@@ -71,6 +71,14 @@ def rich_progress_bar_class() -> type:
     return HookedRichProgressBar
 
 
+def lightning_logs_this_step(module: Any) -> bool:
+    """Whether Lightning's logger connector writes step metrics at the step the module's
+    trainer runs now (every ``trainer.log_every_n_steps``; a value logged at another step is
+    never written); True for a module without a trainer."""
+    trainer = getattr(module, "_trainer", None)
+    return trainer is None or bool(trainer._logger_connector.should_update_logs)
+
+
 def mlflow_run_started(logger: Any) -> bool:
     """Whether Lightning's MLFlowLogger has created (or attached to) its run; asking for
     ``run_id`` would create one."""
