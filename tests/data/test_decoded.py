@@ -149,6 +149,11 @@ def test_a_second_set_up_decodes_nothing_and_a_changed_file_is_decoded_again(
     assert (third.datasets[split].decoded[index] == 200).all()
     (store,) = (tmp_path / "c").iterdir()
     assert set(DiskStore(store).entries()) == {str(p) for p in image_folder.rglob("*.png")}
+    (image_folder / "normal" / "normal_01.png").unlink()  # only a deletion: still dropped
+    decodes.clear()
+    _setup(image_folder, tmp_path / "c")
+    assert decodes == []
+    assert set(DiskStore(store).entries()) == {str(p) for p in image_folder.rglob("*.png")}
 
 
 def _batches(dm) -> list[dict]:
@@ -275,3 +280,19 @@ def test_a_follower_rank_reads_rank_0s_cache_and_decodes_nothing(
     assert fill.stats["known"] == 36 and fill.stats["decoded"] == 0
     for a, b in zip(fill.arrays(paths), leader.arrays(paths), strict=True):
         assert np.array_equal(a, b)
+
+
+def test_a_compact_batch_mixing_uint8_and_float_images_collates_as_float() -> None:
+    """An augmentation that returned floats for some samples: their batch is float32, the
+    uint8 images scaled as the device would scale them."""
+    from medclf.data.loaders import collate_compact
+
+    bytes_ = torch.tensor([[[0, 51, 255]]], dtype=torch.uint8)
+    floats = torch.tensor([[[0.5, 0.25, 1.0]]])
+    mixed = collate_compact([{"image": bytes_, "target": 0}, {"image": floats, "target": 1}])
+    assert mixed["image"].dtype == torch.float32
+    assert torch.equal(mixed["image"][0], bytes_.float() / 255) and torch.equal(
+        mixed["image"][1], floats
+    )
+    same = collate_compact([{"image": bytes_, "target": 0}, {"image": bytes_, "target": 1}])
+    assert same["image"].dtype == torch.uint8 and same["target"].tolist() == [0, 1]

@@ -104,6 +104,7 @@ class CacheFill:
         self.writer = None
         self.todo = 0
         self.known_count = 0
+        self.stale = 0
         self.started = self.decode_start = time.monotonic()
         self.stats: dict[str, Any] = {}
         self._lock = contextlib.ExitStack()
@@ -152,6 +153,7 @@ class CacheFill:
                 self.store.forget([e.path for e in broken])
         self.entries = {e.path: e for e in intact}
         self.known_count = len(intact)
+        self.stale = len(broken) + len(listed) - len(matching)  # broken, deleted, changed
         return {e.path: (len(e.shape) - 1, e.shape[-1]) for e in intact}
 
     def begin(self, todo: int) -> None:
@@ -300,8 +302,8 @@ class CacheFill:
             for path, entry in zip(paths, memory.entries, strict=True):
                 self.entries[path] = entry._replace(path=path)
             self.fresh = {}
-        if self.mode == "disk" and not self.follower:
-            self.store.tidy()
+        if self.mode == "disk" and not self.follower and (self.todo or self.stale):
+            self.store.tidy()  # something changed or was deleted: drop what is stale, compact
         decoded = 0 if self.mode in (None, "none") else self.todo
         self.stats = {
             "mode": self.mode or "none",
