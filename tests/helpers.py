@@ -317,3 +317,58 @@ def write_dicom(path: Path, pixels, photometric: str = "MONOCHROME2", **tags) ->
         setattr(ds, key, value)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+BROWSER_INSTALL = (
+    "The browser tests need headless Chromium and Playwright for Python: "
+    "`apt-get install -y chromium` and `.venv/bin/pip install -e '.[dev]'` "
+    "(or `make setup`, which does both; `playwright install` is not needed). "
+)
+
+
+def open_in_chromium(path: Path, screenshot: Path | None = None) -> dict:
+    """Open a local page in headless Chromium (the system's, through Playwright) and return
+    what it showed: its h2 headings by id, its images (alt, loaded, natural width), the
+    requests it made besides its own URL and data: URIs, script errors and dialogs."""
+    import os
+    import shutil
+
+    import pytest
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail(BROWSER_INSTALL + "Playwright is not installed.")
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.fail(BROWSER_INSTALL + f"No Chromium at {chromium} (set CHROMIUM to its path).")
+    url = Path(path).resolve().as_uri()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            requests, problems = [], []
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("dialog", lambda d: (problems.append(d.message), d.dismiss()))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(url, wait_until="load")
+            headings = page.eval_on_selector_all(
+                "h2[id]", "els => Object.fromEntries(els.map(e => [e.id, e.innerText]))"
+            )
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])"
+            )
+            body = page.inner_text("body")
+            scripts = page.locator("script").count()
+            if screenshot is not None:
+                page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    return {
+        "headings": headings,
+        "images": images,
+        "body": body,
+        "scripts": scripts,
+        "requests": [u for u in requests if u != url and not u.startswith("data:")],
+        "problems": problems,
+    }

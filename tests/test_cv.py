@@ -44,6 +44,17 @@ def test_cv_parent_and_child_runs(tmp_path) -> None:
     assert parent.data.metrics["test/f1_std"] == pytest.approx(f1.std())
     checkpoints = parent.data.tags["fold_checkpoints"].split(";")
     assert len(checkpoints) == 2 and all("fold_" in c for c in checkpoints)
+    # out-of-fold predictions: each train/val sample once, predicted by the fold that held it out
+    (run_dir,) = tmp_path.glob("logs/runs/*")
+    oof = pd.read_csv(run_dir / "oof_predictions.csv", dtype={"sample": str})
+    splits = pd.read_csv(run_dir / "fold_0" / "splits.csv", dtype={"sample": str})
+    held = splits[splits["split"] != "test"]["sample"]
+    assert sorted(oof["sample"]) == sorted(held) and set(oof["fold"]) == {0, 1}
+    for fold in (0, 1):
+        own = pd.read_csv(run_dir / f"fold_{fold}" / "splits.csv", dtype={"sample": str})
+        val = set(own.loc[own["split"] == "val", "sample"])
+        assert set(oof.loc[oof["fold"] == fold, "sample"]) == val
+    assert "oof_predictions.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
     from hydra import compose, initialize_config_dir
 

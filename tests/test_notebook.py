@@ -96,6 +96,9 @@ def test_notebook_compares_a_sweep(grid_sweep, monkeypatch: pytest.MonkeyPatch) 
     for tag in ("f1-chart", "confusion-matrix"):
         assert any("image/png" in o.get("data", {}) for o in _outputs(notebook, tag)), tag
     assert "macro avg" in _text(_outputs(notebook, "per-class-report"))
+    comparison = _text(_outputs(notebook, "comparison"))
+    assert "p_holm" in comparison and "mcnemar-exact" in comparison
+    assert any("image/png" in o.get("data", {}) for o in _outputs(notebook, "comparison"))
     assert NOTEBOOK.read_bytes() == committed  # executed in memory only
 
 

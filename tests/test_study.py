@@ -66,6 +66,7 @@ def study(tmp_path_factory):
         "eval.subgroups=[sex,age]",
         "eval.bins=[0,50,100]",
         "eval.aggregate=mean",
+        "conformal.alpha=0.2",
         "logger.mlflow.save_model=true",
         "trainer.max_epochs=3",  # a model with some signal to calibrate (7 batches an epoch)
     )
@@ -194,6 +195,9 @@ def test_every_inference_path_gives_the_calibrated_probabilities(study, tmp_path
     names = report["sample"].str.replace("img/", "", regex=False)
     np.testing.assert_allclose(predicted.loc[names, PROBS], report[PROBS], atol=1e-5)
     assert list(predicted.loc[names, "prediction"]) == list(report["prediction"])
+    # the conformal prediction sets: predict.py's equal the test report's
+    for column in ("set", "abstain"):
+        assert list(predicted.loc[names, column].fillna("")) == list(report[column].fillna(""))
 
     datamodule = _datamodule(study)
     test = datamodule.datasets["test"]
@@ -203,6 +207,8 @@ def test_every_inference_path_gives_the_calibrated_probabilities(study, tmp_path
     np.testing.assert_allclose(model.predict(images.numpy()), report[PROBS], atol=1e-5)
     labels = model.predict(images.numpy(), params={"output": "prediction"})
     assert list(labels) == list(report["prediction"])
+    sets = model.predict(images.numpy(), params={"output": "set"})
+    assert list(sets) == list(report["set"].fillna(""))
 
     path = export(study["checkpoint"], "onnx", output=tmp_path / "m.onnx", verify=False)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -217,6 +223,9 @@ def test_intervals_calibration_and_summary_are_logged(study) -> None:
         low, high = run[f"metrics.test/{name}_ci_low"], run[f"metrics.test/{name}_ci_high"]
         assert low <= run[f"metrics.test/{name}"] <= high, name
     assert run["metrics.test/ece"] >= 0 and "metrics.test/ece_uncalibrated" in run.index
+    table = pd.read_csv(study["run_dir"] / "test" / "metrics.csv").set_index("metric")
+    assert table.loc["f1", "value"] == pytest.approx(run["metrics.test/f1"], abs=1e-6)
+    assert set(table["interval"]) <= {"bootstrap", "clopper-pearson", "wilson", "too small", "none"}
     assert re.search(r"test/f1=\d\.\d{4} \[\d\.\d{4}, \d\.\d{4}\]", output), output[-2000:]
     assert re.search(r"calibration: temperature \d+\.\d{3}, test ECE", output)
     note = run["tags.mlflow.note.content"]
@@ -268,3 +277,34 @@ def test_report_html_holds_every_section(study) -> None:
     assert html.count("data:image/png;base64,") >= 5
     assert "medclf-train" in html and "patient_id" in html
     assert "http://" not in html.replace("http://www.w3.org", "")
+
+
+def test_prediction_sets_cover_as_reported_and_decision_curves_are_net_benefit(study) -> None:
+    """conformal.alpha=0.2: each test image's set and abstain flag, their coverage table and
+    metrics recomputed from test_predictions.csv; the binary model's decision curve is
+    TP/n - FP/n * pt/(1 - pt) of its own probabilities; calibration slope and intercept."""
+    report, run, run_dir = study["report"], study["run"], study["run_dir"]
+    sets = report["set"].fillna("").str.split(";")
+    held = np.array([label in s for label, s in zip(report["label"], sets, strict=True)])
+    sizes = np.array([len([c for c in s if c]) for s in sets])
+    assert list(report["abstain"]) == list(sizes != 1)
+    table = pd.read_csv(run_dir / "test" / "conformal_sets.csv")
+    overall = table.set_index("class").loc["all"]
+    assert overall["coverage"] == pytest.approx(held.mean())
+    assert overall["mean_size"] == pytest.approx(sizes.mean())
+    assert run["metrics.test/conformal_coverage"] == pytest.approx(held.mean())
+    assert run["metrics.test/conformal_abstain"] == pytest.approx((sizes != 1).mean())
+    assert {"params.fitted.conformal_alpha", "params.fitted.conformal_score"} <= set(run.index)
+    curve = pd.read_csv(run_dir / "test" / "decision_curve.csv")
+    truth = (report["label"] == "malignant").to_numpy()
+    n = len(truth)
+    for pt in (0.1, 0.3, 0.5):
+        treated = report["prob_malignant"].to_numpy() >= pt
+        expected = (treated & truth).sum() / n - (treated & ~truth).sum() / n * pt / (1 - pt)
+        row = curve[np.isclose(curve["threshold"], pt)].iloc[0]
+        assert row["model"] == pytest.approx(expected, abs=1e-9)
+        assert row["treat_all"] == pytest.approx(truth.mean() - (1 - truth.mean()) * pt / (1 - pt))
+    assert (run_dir / "test" / "decision_curve.png").stat().st_size > 0
+    assert np.isfinite(run["metrics.test/calibration_slope"])
+    html = (run_dir / "report.html").read_text()
+    assert "Net benefit" in html and "Split-conformal sets" in html

@@ -164,7 +164,7 @@ def test_the_check_warns_raises_or_ignores(caplog) -> None:
     with pytest.raises(DataError, match=r"p1\.png \(train\).*p2\.png \(test\)"):
         check_near_duplicates(pairs, "error")
     assert check_near_duplicates(pairs, "ignore") == []
-    with pytest.raises(ConfigError, match="datamodule.duplicates='sometimes'"):
+    with pytest.raises(ValueError, match="sometimes"):  # the key: the pre-flight's check
         check_near_duplicates(pairs, "sometimes")
 
 
@@ -202,7 +202,7 @@ def test_the_grey_view_of_volumes_and_colour() -> None:
 
 
 def test_the_benchmark_prints_its_table(capsys, monkeypatch) -> None:
-    """benchmarks/audit_core.py on 300 images (README timings come from its full run)."""
+    """benchmarks/audit_core.py on 300 images (timings in docs come from its full run)."""
     from helpers import REPO
 
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))

@@ -83,3 +83,34 @@ def test_multilabel_has_a_curve_per_label_and_multiclass_is_refused(tmp_path: Pa
     assert fig.axes[1].get_title() == "nodule"
     save_figure(fig, tmp_path / "decision.png")
     assert (tmp_path / "decision.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_net_benefit_equals_dcurves() -> None:
+    """dcurves' ``dca`` (the decision-curve package of Vickers' group) on the same data:
+    the model's, treat-all's and treat-none's net benefit equal ours to 1e-9. dcurves is a
+    test-only oracle installed without its dependencies (``make setup``): its ``lifelines``
+    pins pandas < 3 and serves only its survival analysis, so it is stubbed here."""
+    import sys
+    import types
+
+    import pandas as pd
+
+    sys.modules.setdefault("lifelines", types.ModuleType("lifelines"))
+    from dcurves import dca
+
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 2, 300)
+    scores = np.clip(0.35 * truth + 0.65 * rng.random(300), 0, 1).round(3)  # ties included
+    thresholds = np.round(np.arange(0.01, 0.99, 0.01), 2)
+    theirs = dca(
+        data=pd.DataFrame({"y": truth, "p": scores}),
+        outcome="y",
+        modelnames=["p"],
+        thresholds=thresholds,
+    )
+    ours = decision_curve(
+        truth, np.stack([1 - scores, scores], 1), "binary", ["no", "yes"], thresholds
+    )
+    for model, column in (("p", "model"), ("all", "treat_all"), ("none", "treat_none")):
+        expected = theirs[theirs["model"] == model].sort_values("threshold")
+        np.testing.assert_allclose(ours[column], expected["net_benefit"], atol=1e-9)

@@ -16,7 +16,8 @@ import pytest
 
 from medclf.evaluation.claim import checklist
 from medclf.evaluation.report_data import HINTS, SECTIONS, DataSection, RunReport
-from medclf.evaluation.report_page import format_interval, markdown_summary, write_html
+from medclf.evaluation.report_note import markdown_summary
+from medclf.evaluation.report_page import format_interval, write_html
 
 EVIL = "<script>alert(1)</script>"
 COMMAND = "python train.py backbone=resnet18 loss=focal seed=7 'eval.subgroups=[sex]'"

@@ -10,13 +10,13 @@ from medclf.tracking import names
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "medclf"
 # split names are also folder names of the report ("test"); config keys share words ("eval")
-SHARED_WORDS = {"test", "eval", "data", "fitted"}
+SHARED_WORDS = {"test", "eval", "data", "fitted", "task", "compare", "audit"}
 # the MLflow model's own class (inference/pyfunc.py) and private APIs (compat.py) import mlflow
 MLFLOW_IMPORTERS = {"inference/pyfunc.py", "compat.py"}
 # the same words in another role
 OTHER_ROLES = {
     ("pipeline/ddp.py", "output_dir"): "the config key paths.output_dir",
-    ("search/study.py", "sweep_dir"): "an Optuna trial's user attribute",
+    ("search/trials.py", "sweep_dir"): "an Optuna trial's user attribute",
 }
 
 
@@ -117,4 +117,5 @@ def test_figures_have_one_table() -> None:
 
     assert report_page.FIGURES is names.FIGURES
     stems = {"confusion_matrix", "roc_curves", "pr_curves", "per_class_metrics", "reliability"}
-    assert stems | {"subgroups_forest", "training_curves"} == set(names.FIGURES)
+    others = {"subgroups_forest", "training_curves", "decision_curve", "comparison"}
+    assert stems | others == set(names.FIGURES)

@@ -173,8 +173,8 @@ def check_near_duplicates(pairs: pd.DataFrame, duplicates: str = "warn") -> list
     """As ``datamodule.duplicates`` does for identical files: near-duplicates across splits
     are logged (``warn``), raise (``error``) or are not looked at (``ignore``). Returns the
     messages (for the run report)."""
-    if duplicates not in MODES:
-        raise ConfigError(f"datamodule.duplicates={duplicates!r}: use {', '.join(MODES)}.")
+    if duplicates not in MODES:  # the pre-flight checks the key (pipeline.rules)
+        raise ValueError(f"duplicates must be one of {', '.join(MODES)}, got {duplicates!r}")
     if duplicates == "ignore":
         return []
     found = duplicate_messages(pairs)

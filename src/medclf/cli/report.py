@@ -1,5 +1,7 @@
-"""``medclf-report [EXPERIMENT]`` (``make report``): compare an experiment's runs in the
-terminal, best test F1 first (medclf.tracking.runs)."""
+"""``medclf-report [EXPERIMENT]`` (``make report``): the runs of an experiment in the
+terminal, best test F1 first (medclf.tracking.runs); with ``--compare RUN RUN ...`` (or a
+sweep's runs, ``--compare --sweep-id ID``) a statistical comparison instead, as
+``medclf-compare`` makes it."""
 
 from __future__ import annotations
 
@@ -8,11 +10,23 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--compare" in argv:
+        import logging
+
+        from medclf.cli.compare import parser, run
+
+        rest = [a for a in argv if a != "--compare"]
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        return run(parser("medclf-report --compare").parse_args(rest), rest)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("experiment", nargs="?", default="medclf")
     parser.add_argument("--tracking-uri", default=None, help="default: ./mlruns/mlflow.db")
     parser.add_argument("--sweep-id", default=None, help="only the runs of this sweep")
     parser.add_argument("--metric", default="test/f1", help="sort by this metric")
+    parser.add_argument(
+        "--compare", action="store_true", help="compare runs statistically (medclf-compare)"
+    )
     args = parser.parse_args(argv)
     from medclf.tracking.runs import print_table, runs_table  # mlflow: not for --help
     from medclf.tracking.server import default_root, default_tracking_uri

@@ -108,6 +108,13 @@ class Loaders:
             generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def plain_loader(self, split: str) -> DataLoader:
+        """Every sample of ``split`` without augmentation, in the split's order, in this
+        process (no distributed sampler): what the data audit reads features from."""
+        dataset = copy.copy(self.datasets[split])
+        dataset.transform = self._transform(train=False)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=0)
+
     def train_dataloader(self) -> DataLoader:
         sampler = self._train_sampler()
         return self._loader("train", self.drop_last, sampler, lightning=True)

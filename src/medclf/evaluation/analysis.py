@@ -19,13 +19,22 @@ import pandas as pd
 
 from medclf.evaluation.calibration import (
     brier_score,
+    calibration_intercept_slope,
     expected_calibration_error,
     reliability_diagram,
 )
-from medclf.evaluation.intervals import bootstrap_intervals, metric_values
+from medclf.evaluation.intervals import metric_values
+from medclf.evaluation.proportions import MIN_COUNT, MIN_UNITS, robust_intervals
 from medclf.models.outputs import class_probabilities, decide
 from medclf.tracking.logger import mlflow_key
-from medclf.tracking.names import PATIENT_PREDICTIONS_FILE, SUBGROUPS_FILE, figure_file
+from medclf.tracking.names import (
+    CONFORMAL_FILE,
+    DECISION_CURVE_FILE,
+    METRICS_FILE,
+    PATIENT_PREDICTIONS_FILE,
+    SUBGROUPS_FILE,
+    figure_file,
+)
 
 AGGREGATES = ("mean", "max")
 
@@ -58,15 +67,19 @@ class Settings:
 @dataclass
 class Analysis:
     metrics: dict[str, float] = field(default_factory=dict)  # to log, with the test/ prefix
-    table: pd.DataFrame | None = None  # metric, value, ci_low, ci_high
+    table: pd.DataFrame | None = None  # metric, value, ci_low, ci_high, interval (its method)
     calibration: dict = field(default_factory=dict)
     subgroups: pd.DataFrame | None = None
     patients: pd.DataFrame | None = None
     files: list[Path] = field(default_factory=list)
     bootstrap: str | None = None
+    decision: pd.DataFrame | None = None  # net benefit per threshold (binary, multi-label)
+    conformal: pd.DataFrame | None = None  # prediction sets' coverage and size per class
 
 
-def interval_table(values: dict[str, float], intervals: dict[str, tuple[float, float]]):
+def interval_table(values: dict[str, float], intervals: dict[str, tuple]) -> pd.DataFrame:
+    """metric, value, ci_low, ci_high and ``interval``: how the interval was made (bootstrap,
+    an exact binomial one, "too small" for a claim, or none; medclf.evaluation.proportions)."""
     return pd.DataFrame(
         [
             {
@@ -74,6 +87,7 @@ def interval_table(values: dict[str, float], intervals: dict[str, tuple[float, f
                 "value": v,
                 "ci_low": intervals.get(k, (np.nan,))[0],
                 "ci_high": intervals.get(k, (np.nan, np.nan))[1],
+                "interval": intervals.get(k, (np.nan, np.nan, "none"))[2],
             }
             for k, v in values.items()
         ]
@@ -93,8 +107,10 @@ def analyse(
     info: pd.DataFrame | None,
     settings: Settings,
     output_dir: Path,
+    conformal: dict | None = None,
 ) -> Analysis:
-    """Everything above for one test set; figures and tables go to ``output_dir``."""
+    """Everything above for one test set; figures and tables go to ``output_dir``. With a
+    ``conformal`` state, the prediction sets' coverage and size (overall and per class)."""
     from medclf.evaluation.plots import save_figure
 
     result = Analysis()
@@ -103,12 +119,23 @@ def analyse(
     if settings.bootstrap:
         unit = "patients (groups)" if groups is not None else "samples"
         result.bootstrap = (
-            f"{settings.bootstrap} resamples of {unit}, {settings.level:.0%} percentile intervals"
+            f"{settings.bootstrap} resamples of {unit}, {settings.level:.0%} percentile intervals; "
+            "exact binomial (Clopper-Pearson) ones for proportions with under "
+            f"{MIN_COUNT} successes or failures or under {MIN_UNITS} {unit}"
         )
-        for name, (low, high) in intervals.items():
-            result.metrics[f"test/{name}_ci_low"] = low
-            result.metrics[f"test/{name}_ci_high"] = high
+        for name, (low, high, _) in intervals.items():
+            if np.isfinite(low) and np.isfinite(high):
+                result.metrics[f"test/{name}_ci_low"] = low
+                result.metrics[f"test/{name}_ci_high"] = high
     result.table = interval_table(values, intervals)
+    path = output_dir / METRICS_FILE  # each figure with its interval and how it was made
+    result.table.to_csv(path, index=False, float_format="%.6f")
+    result.files.append(path)
+    result.decision = _decision_curve(targets, probs, task, class_names, output_dir, result)
+    if conformal is not None:
+        result.conformal = _conformal(
+            targets, probs, task, class_names, conformal, output_dir, result
+        )
 
     result.calibration = _calibration(
         targets, probs, logits, task, class_names, temperature, activation, result
@@ -139,11 +166,12 @@ def analyse(
 
 
 def _scored(targets, probs, chosen, task, class_names, groups, settings: Settings):
-    """(metric values, their bootstrap intervals; {} with ``eval.bootstrap=0``)."""
+    """(metric values, their intervals with their method: the bootstrap, exact where it
+    cannot work, "too small" below any claim; {} with ``eval.bootstrap=0``)."""
     values = metric_values(targets, probs, chosen, task, class_names)
     if not settings.bootstrap:
         return values, {}
-    intervals = bootstrap_intervals(
+    intervals = robust_intervals(
         targets,
         probs,
         chosen,
@@ -162,8 +190,18 @@ def _calibration(targets, probs, logits, task, class_names, temperature, activat
     also of the uncalibrated ones (the same logits at temperature 1)."""
     ece = expected_calibration_error(probs, targets, task, average="macro")
     brier = brier_score(probs, targets, task, average="macro")
+    fitted = calibration_intercept_slope(probs, targets, task, average="macro")
     result.metrics["test/ece"], result.metrics["test/brier"] = ece, brier
-    calibration = {"ece": ece, "brier": brier, "_before": probs, "_after": None}
+    result.metrics["test/calibration_intercept"] = fitted.intercept
+    result.metrics["test/calibration_slope"] = fitted.slope
+    calibration = {
+        "ece": ece,
+        "brier": brier,
+        "intercept": fitted.intercept,
+        "slope": fitted.slope,
+        "_before": probs,
+        "_after": None,
+    }
     if task == "multilabel":
         per_label = expected_calibration_error(probs, targets, task)
         for index, name in enumerate(class_names):
@@ -184,6 +222,43 @@ def _calibration(targets, probs, logits, task, class_names, temperature, activat
             _after=probs,
         )
     return calibration
+
+
+def _decision_curve(targets, probs, task, class_names, output_dir, result):
+    """Net benefit against threshold with treat-all and treat-none (binary and multi-label
+    outputs; a softmax over several classes has no single treat decision): CSV and figure."""
+    from medclf.evaluation.decision import decision_curve, decision_curve_figure
+    from medclf.evaluation.plots import save_figure
+
+    if task not in ("binary", "multilabel"):
+        return None
+    table = decision_curve(targets, probs, task, class_names)
+    path = output_dir / DECISION_CURVE_FILE
+    table.to_csv(path, index=False, float_format="%.9g")
+    figure_path = output_dir / figure_file("decision_curve")
+    save_figure(decision_curve_figure(table), figure_path)
+    result.files += [path, figure_path]
+    return table
+
+
+def _conformal(targets, probs, task, class_names, state, output_dir, result):
+    """Empirical coverage, mean set size and abstention of the prediction sets, overall and
+    per class (conformal_sets.csv; test/conformal_* metrics)."""
+    from medclf.evaluation.conformal import coverage_table, predict_sets
+
+    table = coverage_table(predict_sets(probs, state), targets, task, class_names)
+    path = output_dir / CONFORMAL_FILE
+    table.to_csv(path, index=False, float_format="%.6f")
+    result.files.append(path)
+    overall = table.iloc[0]
+    result.metrics["test/conformal_coverage"] = float(overall["coverage"])
+    result.metrics["test/conformal_set_size"] = float(overall["mean_size"])
+    result.metrics["test/conformal_abstain"] = float(overall["abstain"])
+    for _, row in table.iloc[1:].iterrows():
+        if np.isfinite(row["coverage"]):
+            key = mlflow_key(f"test/conformal_coverage_{row['class']}")
+            result.metrics[key] = float(row["coverage"])
+    return table
 
 
 def _torch(array):
@@ -252,9 +327,10 @@ def _patients(targets, probs, task, class_names, threshold, groups, settings, ou
     values, intervals = _scored(patient_targets, pooled, chosen, task, class_names, None, settings)
     for name, value in values.items():
         result.metrics[f"test_patient/{name}"] = value
-    for name, (low, high) in intervals.items():
-        result.metrics[f"test_patient/{name}_ci_low"] = low
-        result.metrics[f"test_patient/{name}_ci_high"] = high
+    for name, (low, high, _) in intervals.items():
+        if np.isfinite(low) and np.isfinite(high):
+            result.metrics[f"test_patient/{name}_ci_low"] = low
+            result.metrics[f"test_patient/{name}_ci_high"] = high
     from medclf.inference.table import FLOAT_FORMAT, predictions_frame
 
     table = predictions_frame(names, pooled, class_names, task, threshold, patient_targets)

@@ -127,6 +127,19 @@ class TestReport(Callback):
 
         class_names = list(pl_module.class_names)
         task, threshold = pl_module.task, pl_module.threshold
+        conformal = getattr(pl_module, "conformal", None)
+        gate = getattr(pl_module, "ood", None)
+        ood = None
+        if gate:
+            from medclf.audit.ood import score
+
+            features = outputs.get("features")
+            ood = score(
+                gate,
+                outputs["logits"].float().numpy(),
+                None if features is None else features.numpy(),
+            )
+            ood = (ood, gate)
         test = trainer.datamodule.split_frame("test")
         index = outputs["index"].numpy()
         frame = predictions_frame(
@@ -136,6 +149,8 @@ class TestReport(Callback):
             task,
             threshold,
             targets=outputs["target"].numpy(),
+            conformal=conformal,
+            ood=ood,
         )
         self.output_dir.mkdir(parents=True, exist_ok=True)
         files = [
@@ -170,7 +185,8 @@ class TestReport(Callback):
         }
         from medclf.evaluation.analysis import analyse
         from medclf.evaluation.report_data import build_report
-        from medclf.evaluation.report_page import markdown_summary, write_html
+        from medclf.evaluation.report_note import markdown_summary
+        from medclf.evaluation.report_page import write_html
 
         datamodule = trainer.datamodule
         groups = test["group"].to_numpy()[index] if "group" in test.columns else None
@@ -190,9 +206,12 @@ class TestReport(Callback):
             info.iloc[index].reset_index(drop=True) if info is not None else None,
             self.settings,
             self.output_dir,
+            conformal,
         )
         files += analysis.files
         metrics = {**rates, **analysis.metrics}
+        if ood is not None:  # the share of test images the gate flags (about 1 - quantile)
+            metrics["test/ood_flagged"] = float(frame["ood"].mean())
         trackers = mlflow_loggers(trainer.loggers)
         figures = {p.stem: p for p in files if p.suffix == ".png"}
         report_run = build_report(

@@ -21,6 +21,8 @@ SECTIONS: dict[str, str] = {
     "metrics": "Metrics",
     "calibration": "Calibration",
     "threshold": "Threshold",
+    "decision": "Decision curve",
+    "sets": "Prediction sets",
     "subgroups": "Subgroups",
     "patients": "Patients",
     "figures": "Figures",
@@ -34,6 +36,8 @@ HINTS: dict[str, str] = {
     "intervals": "eval.bootstrap=1000",
     "calibration": "calibration=temperature",
     "threshold": "threshold=youden",
+    "decision": "head.n_outputs=1 (a binary output) or multi-label data",
+    "sets": "conformal.alpha=0.1",
     "subgroups": "eval.subgroups=[sex, age_band]",
     "patients": "datamodule.group_column=patient_id eval.aggregate=mean",
 }
@@ -76,6 +80,11 @@ class RunReport:
     """Columns column, subgroup, n, and per metric m: m, m_ci_low, m_ci_high."""
     patients: pd.DataFrame | None = None
     """Patient-level metrics, the columns of ``metrics``."""
+    decision: pd.DataFrame | None = None
+    """Net benefit per threshold: threshold, label, model, treat_all, treat_none."""
+    sets: dict[str, Any] | None = None
+    """Conformal prediction sets: alpha, score, mondrian, table (class, n, coverage,
+    mean_size, abstain)."""
     figures: dict[str, Path] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
 
@@ -142,6 +151,14 @@ def _threshold(pl_module, rule: str | None) -> dict | None:
     }
 
 
+def _sets(pl_module, analysis) -> dict | None:
+    state = getattr(pl_module, "conformal", None)
+    if not state or analysis.conformal is None:
+        return None
+    keys = ("alpha", "score", "mondrian")
+    return {**{k: state[k] for k in keys}, "table": analysis.conformal}
+
+
 def build_report(
     trainer, pl_module, analysis, figures, command, rule, run_id, title: str
 ) -> RunReport:
@@ -189,6 +206,8 @@ def build_report(
         threshold=_threshold(pl_module, rule),
         subgroups=analysis.subgroups,
         patients=analysis.patients,
+        decision=analysis.decision,
+        sets=_sets(pl_module, analysis),
         figures=dict(figures),
         environment=environment,
     )

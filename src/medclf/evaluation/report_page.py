@@ -13,7 +13,6 @@ import math
 import mimetypes
 import numbers
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from medclf.evaluation.report_data import (
     RunReport,
     finite,
     has_intervals,
-    split_sizes,
 )
 from medclf.tracking.names import FIGURES
 
@@ -142,6 +140,8 @@ def _interval_table(frame: pd.DataFrame, key: str = "metric") -> str:
             ],
         }
     )
+    if "interval" in frame.columns:  # how each interval was made (a rule of proportions.py)
+        shown["interval"] = frame["interval"].astype(str).to_numpy()
     return _table(shown)
 
 
@@ -229,6 +229,13 @@ def _calibration_section(report: RunReport) -> str:
     parts = [_table(pd.DataFrame(rows), numeric=False)]
     if finite(calibration.get("temperature")):
         parts.append(f"<p>Temperature scaling: T = {_number(calibration['temperature'])}.</p>")
+    if "slope" in calibration:
+        parts.append(
+            f"<p>Calibration intercept {_number(calibration.get('intercept'))} and slope "
+            f"{_number(calibration.get('slope'))} of the test probabilities (logistic "
+            "recalibration, Van Calster et al. 2016; ideal 0 and 1: an intercept above 0 means "
+            "risks underestimated, a slope below 1 predictions too extreme).</p>"
+        )
     if not after:
         parts.append(_not_computed("recalibration", HINTS["calibration"]))
     return "".join(parts) + figure
@@ -256,21 +263,59 @@ def _threshold_section(report: RunReport) -> str:
 
 def _subgroup_table(frame: pd.DataFrame) -> str:
     keys = [c for c in ("column", "subgroup", "n") if c in frame.columns]
-    metrics = [
-        c for c in frame.columns if c not in keys and not str(c).endswith(("_ci_low", "_ci_high"))
-    ]
+    ends = ("_ci_low", "_ci_high", "_interval")
+    metrics = [c for c in frame.columns if c not in keys and not str(c).endswith(ends)]
     shown = frame[keys].copy()
     for metric in metrics:
         low, high = frame.get(f"{metric}_ci_low"), frame.get(f"{metric}_ci_high")
-        shown[metric] = [
-            format_interval(
-                v,
-                None if low is None else low.iloc[i],
-                None if high is None else high.iloc[i],
+        method = frame.get(f"{metric}_interval")
+        cells = []
+        for i, v in enumerate(frame[metric]):
+            cell = format_interval(
+                v, None if low is None else low.iloc[i], None if high is None else high.iloc[i]
             )
-            for i, v in enumerate(frame[metric])
-        ]
+            how = None if method is None else str(method.iloc[i])
+            if how == "too small":
+                cell += " (too small for a claim)"
+            elif how not in (None, "bootstrap", "none", "nan"):
+                cell += f" ({how})"
+            cells.append(cell)
+        shown[metric] = cells
     return _table(_counts(shown))
+
+
+def _decision_section(report: RunReport) -> str:
+    figure = _figure(report.figures.get("decision_curve"), "decision_curve")
+    table = report.decision
+    if table is None or table.empty:
+        return _not_computed(
+            "a softmax over several classes has no single treat decision", HINTS["decision"]
+        )
+    model = [c for c in table.columns if c not in ("threshold", "label", "treat_all", "treat_none")]
+    rows = table[table["threshold"].round(2).isin([0.1, 0.2, 0.3, 0.5])]
+    shown = rows[["label", "threshold", *model, "treat_all"]].rename(columns={model[0]: "model"})
+    note = (
+        "<p>Net benefit = TP/n − FP/n · p<sub>t</sub>/(1 − p<sub>t</sub>) of treating the "
+        "cases the model calls positive at threshold probability p<sub>t</sub>, against "
+        "treating everyone and no one (Vickers and Elkin 2006); the full curve is "
+        "<code>test/decision_curve.csv</code>.</p>"
+    )
+    return note + _table(shown.reset_index(drop=True)) + figure
+
+
+def _sets_section(report: RunReport) -> str:
+    sets = report.sets
+    if not sets:
+        return _not_computed("no conformal prediction sets were fitted", HINTS["sets"])
+    kind = "per class (Mondrian)" if sets.get("mondrian") else "pooled"
+    note = (
+        f"<p>Split-conformal sets ({_e(sets['score'])} scores, {kind} thresholds fitted on the "
+        f"validation split) for error rate α = {_number(sets['alpha'])}: each set should hold "
+        f"the true class for at least {_number(1 - float(sets['alpha']), 2)} of images. "
+        "Abstain: the set is not exactly one class (multi-label: some label unsure); refer "
+        "those cases.</p>"
+    )
+    return note + _table(sets["table"])
 
 
 def _subgroups_section(report: RunReport) -> str:
@@ -287,7 +332,7 @@ def _patients_section(report: RunReport) -> str:
 
 
 def _figures_section(report: RunReport) -> str:
-    inline = {"reliability", "subgroups_forest"}
+    inline = {"reliability", "subgroups_forest", "decision_curve"}
     names = [n for n in FIGURES if n not in inline and n in report.figures]
     names += [n for n in report.figures if n not in FIGURES]
     parts = [_figure(report.figures[n], n) for n in names]
@@ -335,6 +380,8 @@ def render_html(report: RunReport) -> str:
         "metrics": _metrics_section(report),
         "calibration": _calibration_section(report),
         "threshold": _threshold_section(report),
+        "decision": _decision_section(report),
+        "sets": _sets_section(report),
         "subgroups": _subgroups_section(report),
         "patients": _patients_section(report),
         "figures": _figures_section(report),
@@ -343,97 +390,46 @@ def render_html(report: RunReport) -> str:
     }
     meta = [f"run {_e(report.run_id)}" if report.run_id else "", _e(report.created or "")]
     meta_line = " · ".join(m for m in meta if m)
-    nav = "".join(f'<a href="#{k}">{_e(v)}</a>' for k, v in SECTIONS.items())
-    sections = "".join(
-        f'<section><h2 id="{k}">{_e(SECTIONS[k])}</h2>{body}</section>'
-        for k, body in bodies.items()
+    return html_page(
+        report.title, meta_line, {k: (SECTIONS[k], body) for k, body in bodies.items()}
+    )
+
+
+def html_page(title: str, meta_line: str, sections: dict[str, tuple[str, str]]) -> str:
+    """A self-contained page in the run report's style: ``sections`` maps an anchor id to
+    (heading, HTML body), in page order; ``meta_line`` is already escaped."""
+    nav = "".join(f'<a href="#{k}">{_e(heading)}</a>' for k, (heading, _) in sections.items())
+    body = "".join(
+        f'<section><h2 id="{k}">{_e(heading)}</h2>{part}</section>'
+        for k, (heading, part) in sections.items()
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(report.title)}</title><style>{CSS}</style></head><body>"
-        f"<header><h1>{_e(report.title)}</h1>"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>{_e(title)}</h1>"
         + (f'<p class="meta">{meta_line}</p>' if meta_line else "")
-        + f"<nav>{nav}</nav></header><main>{sections}</main></body></html>\n"
+        + f"<nav>{nav}</nav></header><main>{body}</main></body></html>\n"
     )
 
 
-def write_html(report: RunReport, path: Path) -> Path:
-    """Write the report as one self-contained HTML file (atomically) and return its path."""
+def write_page(text: str, path: Path) -> Path:
+    """Write a page atomically (a temporary file renamed: never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(render_html(report), encoding="utf-8")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
     return path
 
 
-def _md(text: object) -> str:
-    """User text for markdown: HTML escaped, so the MLflow UI shows it rather than runs it."""
-    return html.escape(str(text), quote=False)
+def write_html(report: RunReport, path: Path) -> Path:
+    """Write the report as one self-contained HTML file (atomically) and return its path."""
+    return write_page(render_html(report), path)
 
 
-def _fence(text: str) -> str:
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
-
-
-def markdown_summary(report: RunReport, max_metrics: int = 12) -> str:
-    """A short markdown note (the MLflow run description, tag ``mlflow.note.content``):
-    headline metrics with intervals, calibration, threshold, data, and the command."""
-    lines = [f"### {_md(report.title)}", ""]
-    metrics = report.metrics
-    if metrics is not None and not metrics.empty:
-        how = f" (intervals: {_md(report.bootstrap)})" if report.bootstrap else ""
-        if not has_intervals(metrics):
-            how = f" (no intervals: `{HINTS['intervals']}`)"
-        lines += [f"**Metrics**{how}", ""]
-        for row in metrics.head(max_metrics).itertuples(index=False):
-            low, high = getattr(row, "ci_low", None), getattr(row, "ci_high", None)
-            lines.append(f"- {_md(row.metric)}: {format_interval(row.value, low, high)}")
-        if len(metrics) > max_metrics:
-            lines.append(f"- … {len(metrics) - max_metrics} more in the HTML report")
-    else:
-        lines.append("**Metrics**: not computed")
-    lines.append("")
-    calibration = report.calibration or {}
-    if calibration:
-        text = f"ECE {_number(calibration.get('ece'))}, Brier {_number(calibration.get('brier'))}"
-        if any(finite(calibration.get(k)) for k in ("ece_after", "brier_after")):
-            text += (
-                f" → after: ECE {_number(calibration.get('ece_after'))}, "
-                f"Brier {_number(calibration.get('brier_after'))}"
-            )
-        if finite(calibration.get("temperature")):
-            text += f" (T = {_number(calibration['temperature'])})"
-    else:
-        text = f"not computed (`{HINTS['calibration']}`)"
-    lines.append(f"- **Calibration**: {text}")
-    threshold = report.threshold or {}
-    if threshold:
-        text = _md(threshold.get("rule", ""))
-        text += f" on {_md(threshold['chosen_on'])}" if threshold.get("chosen_on") else ""
-        values = (threshold.get("values") or {}).items()
-        text += (": " + ", ".join(f"{_md(k)} {_number(v)}" for k, v in values)) if values else ""
-    else:
-        text = f"default rule (`{HINTS['threshold']}`)"
-    lines.append(f"- **Threshold**: {text}")
-    data = report.data
-    if data is not None:
-        sizes = split_sizes(data)
-        text = " · ".join(f"{_md(s)} {n}" for s, n in sizes) + " samples" if sizes else ""
-        if not data.group_column:
-            leak = "leakage check not run (no group column)"
-        elif data.leakage:
-            more = f" (and {len(data.leakage) - 1} more)" if len(data.leakage) > 1 else ""
-            leak = f"leakage check FAILED: {_md(data.leakage[0])}{more}"
-        else:
-            leak = "leakage check passed (no patient in two splits)"
-        text = "; ".join(t for t in (text, leak) if t)
-        if data.duplicates:
-            text += f"; identical images across splits: {len(data.duplicates)}"
-        lines.append(f"- **Data**: {text}")
-    fence = _fence(report.command)
-    lines += ["", "**Reproduce**", "", f"{fence}bash", report.command, fence]
-    return "\n".join(lines) + "\n"
+html_table = _table  # a DataFrame as an escaped table, numbers right-aligned
+html_figure = _figure  # a PNG inlined as a data: URI, captioned from tracking.names.FIGURES
+escape = _e
+number = _number  # a number as the report shows it (4 decimals, — when missing)

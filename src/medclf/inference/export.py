@@ -156,6 +156,38 @@ def describe_io(module: Any, size: list[int], batch_size: int | None) -> dict[st
             },
             {"name": "prediction", "shape": [batch, classes], "dtype": "int64", "rule": rule},
         ],
+        **_sets(info.conformal),
+    }
+
+
+SET_RULES = {
+    "lac": "class c is in an image's set when 1 - p_c <= thresholds[j][c]",
+    "aps": (
+        "class c is in an image's set when the summed probability of the classes ranked at or "
+        "above c (ties by class order) <= thresholds[j][c]"
+    ),
+}
+
+
+def _sets(state: dict | None) -> dict[str, Any]:
+    """The documented post-processing of the probabilities into conformal prediction sets
+    (medclf.evaluation.conformal.predict_sets), for a model fitted with them."""
+    if not state:
+        return {}
+    problems = (
+        "one problem per label j on its probabilities [1 - p_j, p_j] (absent, present): the "
+        "label is 'yes' when only present is in its set, 'no' when only absent, else 'unsure'"
+        if state["task"] == "multilabel"
+        else "one problem (j = 0) on the probabilities output"
+    )
+    return {
+        "prediction_sets": {
+            "rule": f"{SET_RULES[state['score']]}; a null threshold admits every class; "
+            f"{problems}; abstain (refer the case) when a set is not exactly one class or a "
+            "label is unsure",
+            "tolerance": 1e-10,
+            **state,
+        }
     }
 
 

@@ -6,8 +6,13 @@ metadata encoded as in training: standardised numbers, missing flags, one-hot ca
 see medclf.data.metadata), and returns one probability per class (N, classes), through the
 same ``predict_proba`` as every other medclf inference. ``params={"output": "prediction"}``
 returns the predicted class names instead (medclf.models.outputs, at the trained threshold
-unless ``params={"threshold": t}``). The artifact holds only hyperparameters and weights,
-loaded back with ``torch.load(weights_only=True)``.
+unless ``params={"threshold": t}``); for a model with conformal prediction sets
+(``conformal.alpha``), ``{"output": "set"}`` returns each image's set (``;``-joined class
+names; multi-label: the labels decided yes) and ``{"output": "abstain"}`` whether it should
+be referred (medclf.inference.table.set_columns). The artifact holds only hyperparameters
+and weights, loaded back with ``torch.load(weights_only=True)``. A model with an
+out-of-distribution gate (``ood.method``, the default) answers ``{"output": "ood_score"}``
+and ``{"output": "ood"}`` (the score above the validation split's quantile).
 """
 
 from __future__ import annotations
@@ -18,40 +23,75 @@ import mlflow
 import numpy as np
 import torch
 
+from medclf.console import TYPE_HINT_ADVICE, without_warning
+
 PARAMS = {"output": "probabilities", "threshold": -1.0}  # -1: the trained threshold
 
 
-class ClassifierModel(mlflow.pyfunc.PythonModel):
-    """Rebuilds the ClassificationModule from its saved hyperparameters and weights."""
+with without_warning(TYPE_HINT_ADVICE):  # its input is images or a dict: no type hint fits
 
-    def load_context(self, context) -> None:
-        from medclf.models.module import ClassificationModule
+    class ClassifierModel(mlflow.pyfunc.PythonModel):
+        """Rebuilds the ClassificationModule from its saved hyperparameters and weights."""
 
-        saved = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
-        hparams = {**saved["hparams"], "compile": False, "channels_last": False}
-        self.module = ClassificationModule(**hparams).eval()
-        self.module.load_state_dict(saved["state_dict"])
+        def load_context(self, context) -> None:
+            from medclf.models.module import ClassificationModule
 
-    def predict(self, context, model_input, params=None):  # no type hint: MLflow would validate it
-        from medclf.models.outputs import predicted_labels
+            saved = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
+            hparams = {**saved["hparams"], "compile": False, "channels_last": False}
+            self.module = ClassificationModule(**hparams).eval()
+            self.module.load_state_dict(saved["state_dict"])
 
-        if isinstance(model_input, dict):
-            image = torch.as_tensor(np.asarray(model_input["image"], dtype=np.float32))
-            metadata = torch.as_tensor(np.asarray(model_input["metadata"], dtype=np.float32))
-        else:
-            image, metadata = torch.as_tensor(np.asarray(model_input, dtype=np.float32)), None
-        with torch.no_grad():
-            probs = self.module.predict_proba(image, metadata).numpy()
-        params = {**PARAMS, **(params or {})}
-        if params["output"] == "probabilities":
-            return probs
-        if params["output"] != "prediction":
-            raise ValueError(f"params output={params['output']!r}: use probabilities or prediction")
-        threshold = float(params["threshold"])
-        if threshold < 0:
-            threshold = self.module.threshold  # as trained (one per label, if so chosen)
-        names = self.module.class_names
-        return np.asarray(predicted_labels(probs, names, self.module.task, threshold))
+        def predict(
+            self, context, model_input, params=None
+        ):  # no type hint: MLflow would validate it
+            from medclf.models.outputs import predicted_labels
+
+            if isinstance(model_input, dict):
+                image = torch.as_tensor(np.asarray(model_input["image"], dtype=np.float32))
+                metadata = torch.as_tensor(np.asarray(model_input["metadata"], dtype=np.float32))
+            else:
+                image, metadata = torch.as_tensor(np.asarray(model_input, dtype=np.float32)), None
+            params = {**PARAMS, **(params or {})}
+            if params["output"] in ("ood_score", "ood"):
+                from medclf.audit import ood
+
+                if self.module.ood is None:
+                    raise ValueError(
+                        "this model has no out-of-distribution gate: train with ood.method"
+                    )
+                with torch.no_grad():
+                    features, logits = self.module.features_and_logits(image, metadata)
+                scores = ood.score(
+                    self.module.ood, logits.float().numpy(), features.float().numpy()
+                )
+                return (
+                    scores
+                    if params["output"] == "ood_score"
+                    else ood.flags(self.module.ood, scores)
+                )
+            with torch.no_grad():
+                probs = self.module.predict_proba(image, metadata).numpy()
+            if params["output"] == "probabilities":
+                return probs
+            if params["output"] in ("set", "abstain"):
+                from medclf.inference.table import set_columns
+
+                if self.module.conformal is None:
+                    raise ValueError(
+                        "this model has no prediction sets: train with conformal.alpha"
+                    )
+                columns = set_columns(probs, self.module.class_names, self.module.conformal)
+                return np.asarray(columns[params["output"]])
+            if params["output"] != "prediction":
+                raise ValueError(
+                    f"params output={params['output']!r}: use probabilities, prediction, set, "
+                    "abstain, ood_score or ood"
+                )
+            threshold = float(params["threshold"])
+            if threshold < 0:
+                threshold = self.module.threshold  # as trained (one per label, if so chosen)
+            names = self.module.class_names
+            return np.asarray(predicted_labels(probs, names, self.module.task, threshold))
 
 
 def save_weights(module, directory: Path) -> Path:

@@ -32,6 +32,8 @@ class InputSpec:
     metadata: list[dict[str, Any]] = field(default_factory=list)  # MetadataEncoder state
     backbone: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0  # calibration: the logits are divided by it
+    conformal: dict[str, Any] | None = None  # prediction sets (medclf.evaluation.conformal)
+    ood: dict[str, Any] | None = None  # the out-of-distribution gate (medclf.audit.ood)
 
     @classmethod
     def of(cls, module: Any) -> InputSpec:
@@ -44,6 +46,8 @@ class InputSpec:
             task=module.task,
             threshold=plain_threshold(hp.get("threshold", 0.5)),
             temperature=float(hp.get("temperature", 1.0)),
+            conformal=hp.get("conformal"),
+            ood=hp.get("ood"),
             channels=int(hp["in_chans"]),
             spatial_dims=dims,
             image_size=hp.get("image_size"),

@@ -192,7 +192,9 @@ class Assistant:
         os.replace(temporary, self.cache)
 
     def suggestions(self) -> dict[str, dict[str, Any]]:
-        """image → suggested classes (the model's decision), their probability and margin."""
+        """image → suggested classes (the model's decision), their probability and margin;
+        with a model fitted with conformal prediction sets (one model), also the set and
+        whether it abstains."""
         from medclf.models.outputs import decide
 
         with self._lock:
@@ -203,8 +205,15 @@ class Assistant:
         chosen = np.asarray(decide(probs, self.spec.task, self.spec.threshold))
         margin = margins(probs, self.spec.task, self.spec.threshold)
         names = self.class_names
+        sets = None
+        if self.spec.conformal is not None and len(self.models) == 1:
+            from medclf.inference.table import set_columns
+
+            sets = set_columns(probs, names, self.spec.conformal)
         found = {}
-        for image, row, picked, m in zip(images, probs, chosen, margin, strict=True):
+        for n, (image, row, picked, m) in enumerate(
+            zip(images, probs, chosen, margin, strict=True)
+        ):
             if self.spec.task == "multilabel":
                 labels = [names[k] for k in np.flatnonzero(picked)]
                 probability = [float(row[k]) for k in np.flatnonzero(picked)]
@@ -212,6 +221,9 @@ class Assistant:
                 k = int(np.argmax(picked))
                 labels, probability = [names[k]], float(row[k])
             found[image] = {"labels": labels, "probability": probability, "margin": float(m)}
+            if sets is not None:  # the conformal prediction set: what the model cannot rule out
+                found[image]["set"] = [c for c in sets["set"][n].split(";") if c]
+                found[image]["abstain"] = bool(sets["abstain"][n])
         return found
 
     def progress(self) -> dict[str, Any]:

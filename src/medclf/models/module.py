@@ -53,6 +53,8 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         task: str = "multiclass",
         threshold: float | list[float] = 0.5,
         temperature: float = 1.0,
+        conformal: dict[str, Any] | None = None,
+        ood: dict[str, Any] | None = None,
         image_size: Any = None,
         spatial_dims: int = 2,
         metadata: list[dict[str, Any]] | None = None,
@@ -85,7 +87,7 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         self.head = ClassificationHead(self.backbone.num_features, n_outputs, **head)
         self.criterion = create_loss(dict(loss), self.head.activation)
         self.register_buffer("decision_threshold", torch.zeros(1), persistent=False)
-        self.set_decision(threshold, temperature)
+        self.set_decision(threshold, temperature, conformal, ood)
         # The decision metrics take the decisions (medclf.models.outputs.decide, as 0/1), so
         # one threshold per label works as one for all; AUROC takes the probabilities.
         decided = summary_metrics(task, n_classes, DECIDED)
@@ -110,16 +112,36 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
             self.compile()  # in place: the state dict keeps its keys (no ``_orig_mod.``)
 
     def set_decision(
-        self, threshold: float | list[float] | None = None, temperature: float | None = None
+        self,
+        threshold: float | list[float] | None = None,
+        temperature: float | None = None,
+        conformal: dict[str, Any] | None = None,
+        ood: dict[str, Any] | None = None,
     ) -> None:
-        """The decision threshold(s) and the calibration temperature, kept in the
-        hyperparameters (so checkpoints carry them) and used by every later step."""
+        """The decision threshold(s), the calibration temperature, the conformal prediction
+        sets' state (medclf.evaluation.conformal) and the out-of-distribution gate's
+        (medclf.audit.ood), kept in the hyperparameters (so checkpoints carry them) and used
+        by every later step."""
         if threshold is not None:
             self.hparams.threshold = plain_threshold(threshold)
             values = torch.tensor(self.hparams.threshold, dtype=torch.float32).reshape(-1)
             self.decision_threshold = values.to(self.decision_threshold.device)
         if temperature is not None:
             self.hparams.temperature = self.temperature = float(temperature)
+        if conformal is not None:
+            self.hparams.conformal = dict(conformal)
+        if ood is not None:
+            self.hparams.ood = dict(ood)
+
+    @property
+    def ood(self) -> dict[str, Any] | None:
+        """The fitted out-of-distribution gate (None: no gate)."""
+        return self.hparams.get("ood")
+
+    @property
+    def conformal(self) -> dict[str, Any] | None:
+        """The fitted conformal state (None: no prediction sets)."""
+        return self.hparams.get("conformal")
 
     @property
     def threshold(self) -> float | list[float]:
@@ -135,7 +157,10 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         probabilities are float32 also under mixed precision (bf16 probabilities do not sum
         to 1). The loss takes ``soft_target`` where mixup/CutMix made one
         (medclf.pipeline.mixing); the metrics take the samples' own labels."""
-        logits = self(batch["image"], batch.get("metadata")).float()
+        return self._step(batch, self(batch["image"], batch.get("metadata")))
+
+    def _step(self, batch: dict, logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = logits.float()
         target = batch["target"]
         loss_target = target.float()[:, None] if self.task == "binary" else target
         loss_target = batch.get("soft_target", loss_target)
@@ -229,7 +254,12 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         self.log_dict(self.val_ranked, on_epoch=True, batch_size=bs)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        loss, probs, target, logits = self.model_step(batch)
+        features = None
+        if (self.ood or {}).get("method") == "mahalanobis":  # what the gate measures
+            features, logits = self.features_and_logits(batch["image"], batch.get("metadata"))
+            loss, probs, target, logits = self._step(batch, logits)
+        else:
+            loss, probs, target, logits = self.model_step(batch)
         chosen = self._chosen(probs)
         self.test_metrics.update(self._scored(chosen), target.long())
         self.test_ranked.update(self._scored(probs), target.long())
@@ -238,9 +268,11 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         self.log("test/loss", loss, on_epoch=True, batch_size=bs, sync_dist=True)
         self.log_dict(self.test_metrics, on_epoch=True, batch_size=bs)
         self.log_dict(self.test_ranked, on_epoch=True, batch_size=bs)
-        self.test_outputs.append(
-            {"index": batch["index"], "target": target, "probs": probs, "logits": logits.detach()}
-        )
+        outputs = {"index": batch["index"], "target": target, "probs": probs}
+        outputs["logits"] = logits.detach()
+        if features is not None:
+            outputs["features"] = features.detach().float()
+        self.test_outputs.append(outputs)
 
     def on_test_epoch_start(self) -> None:
         self.test_outputs.clear()
@@ -251,6 +283,8 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
                 self.log(f"test/{name}_{class_name}", value)
         self.test_per_class.reset()
         keys = ("index", "target", "probs", "logits")
+        if self.test_outputs and "features" in self.test_outputs[0]:
+            keys += ("features",)
         local = {k: torch.cat([o[k] for o in self.test_outputs]).cpu() for k in keys}
         parts = [p for p in gather_objects(local if self.test_outputs else None) if p]
         self.test_outputs.clear()

@@ -33,9 +33,10 @@ def _parent_logger(cfg: DictConfig, run_name: str):
     return MLflowRunLogger(**kwargs)
 
 
-def run_cv(plan: RunPlan) -> float | None:
+def run_cv(plan: RunPlan, results: dict | None = None) -> float | None:
     """Train ``plan.folds`` folds of the checked plan (each reuses it: the config is checked
-    once); returns ``optimized_metric``'s mean over the folds."""
+    once); returns ``optimized_metric``'s mean over the folds. ``results`` (if given)
+    receives the parent MLflow run's id."""
     from medclf.pipeline.job import job_name
     from medclf.pipeline.train import run
     from medclf.tracking import names
@@ -47,8 +48,10 @@ def run_cv(plan: RunPlan) -> float | None:
     name = cfg.logger.mlflow.run_name if OmegaConf.select(cfg, "logger.mlflow.run_name") else None
     name = name or job_name(cfg)
     parent = _parent_logger(cfg, f"{name} cv{folds}")
+    if results is not None:
+        results["parent_run_id"] = parent.run_id if parent is not None else None
     status = "FAILED"
-    rows = []
+    rows, folded = [], []
     try:
         if parent is not None:
             parent.log_hyperparams(flatten(OmegaConf.to_container(cfg, resolve=True)))
@@ -62,19 +65,21 @@ def run_cv(plan: RunPlan) -> float | None:
             fold_plan = plan.for_fold(
                 fold, str(output_dir / f"fold_{fold}"), f"{name} fold {fold}", tags
             )
-            results: dict = {}
-            run(fold_plan, results)
+            done: dict = {}
+            run(fold_plan, done)
             plan.data_checked = fold_plan.data_checked  # the data is checked once too
-            rows.append(
-                {"fold": fold, "checkpoint": results.get("checkpoint"), **results["metrics"]}
-            )
+            rows.append({"fold": fold, "checkpoint": done.get("checkpoint"), **done["metrics"]})
+            folded.append(done.get("val_predictions"))
         summary = aggregate(rows)
         table = _write_table(rows, output_dir)
+        oof = _out_of_fold(folded, output_dir)
         if parent is not None:
             parent.log_metrics(summary)
             checkpoints = ";".join(str(r["checkpoint"]) for r in rows if r["checkpoint"])
             parent.set_tags({names.FOLD_CHECKPOINTS: checkpoints})
             parent.log_artifact(table)
+            if oof is not None:
+                parent.log_artifact(oof)
         status = "FINISHED"
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
@@ -103,6 +108,23 @@ def aggregate(rows: list[dict]) -> dict[str, float]:
         summary[f"{key}_mean"] = float(values.mean())
         summary[f"{key}_std"] = float(values.std())
     return summary
+
+
+def _out_of_fold(paths: list, output_dir: Path) -> Path | None:
+    """``oof_predictions.csv``: every fold's val predictions, one row per sample of the
+    train and val splits (the test split is never a fold), with the fold it was held out
+    of: what stacking and the data audit's label-error search read."""
+    import pandas as pd
+
+    from medclf.inference.table import FLOAT_FORMAT
+    from medclf.tracking import names
+
+    if not paths or any(p is None for p in paths):
+        return None
+    frames = [pd.read_csv(p).assign(fold=k) for k, p in enumerate(paths)]
+    path = output_dir / names.OOF_FILE
+    pd.concat(frames, ignore_index=True).to_csv(path, index=False, float_format=FLOAT_FORMAT)
+    return path
 
 
 def _write_table(rows: list[dict], output_dir: Path) -> Path:

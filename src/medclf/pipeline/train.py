@@ -100,7 +100,7 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
     sigint = signal.getsignal(signal.SIGINT)
     try:
         if rank_zero_only.rank == 0:  # creates the MLflow run
-            _start_tracking(trackers, cfg, resume, output_dir, datamodule)
+            _start_tracking(trackers, cfg, resume, output_dir, datamodule, model.task)
         _record_startup(trackers, output_dir, getattr(datamodule, "cache_stats", {}))
         with runtime.long_lived_frozen():
             checkpoint = _fit_and_test(cfg, trainer, model, datamodule, resume, trackers)
@@ -132,22 +132,28 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
         results["checkpoint"] = checkpoint
         results["run_id"] = trackers[0].run_id if trackers else None
         results["best"] = best
+        if int(cfg.datamodule.get("folds") or 0) >= 2 and pruned is None and trainer.is_global_zero:
+            results["val_predictions"] = _fold_predictions(
+                model, datamodule, output_dir, checkpoint
+            )
     if pruned is not None:  # the sweeper records the trial PRUNED
         return Pruned(pruned, best)
     return best
 
 
-def _start_tracking(trackers: list, cfg: DictConfig, resume, output_dir: Path, datamodule) -> None:
-    """A new run gets the flattened config and the splits' counts as params, the run tags,
-    ``splits.csv`` and the splits as dataset inputs; a resumed run is set back to RUNNING
-    (its params are immutable)."""
+def _start_tracking(
+    trackers: list, cfg: DictConfig, resume, output_dir: Path, datamodule, task: str
+) -> None:
+    """A new run gets the flattened config and the splits' counts as params, the run tags
+    (the model's task among them), ``splits.csv`` and the splits as dataset inputs; a
+    resumed run is set back to RUNNING (its params are immutable)."""
     resumed = [t for t in trackers if resume is not None and t.run_id == resume.mlflow_run_id]
     for tracker in resumed:
         tracker.resume_run(resume.ckpt_path, resume.epoch)
     record.start_run(
         [t for t in trackers if t not in resumed],
         OmegaConf.to_container(cfg, resolve=True),
-        run_tags(output_dir, cfg.paths.root_dir),
+        {**run_tags(output_dir, cfg.paths.root_dir), names.TASK: task},
         output_dir,
         datamodule,
         data_name(cfg),
@@ -177,6 +183,31 @@ def _record_startup(trackers: list, output_dir: Path, cache: dict) -> None:
     record.log_startup(trackers, phases, cache)
 
 
+def _fold_predictions(model, datamodule, output_dir: Path, checkpoint: str | None) -> Path:
+    """A cross-validation fold's out-of-fold predictions: the best checkpoint's weights (as
+    tested; calibrated when so configured) on the fold's val split, in the predictions
+    table's format."""
+    from medclf.inference.table import FLOAT_FORMAT, predictions_frame
+    from medclf.models.checkpoint import read_checkpoint
+    from medclf.pipeline.posthoc import validation_logits
+
+    if checkpoint:
+        model.load_state_dict(read_checkpoint(Path(checkpoint))["state_dict"])
+
+    logits, targets = validation_logits(model, datamodule)
+    frame = predictions_frame(
+        datamodule.split_frame("val")["sample"],
+        model.probabilities(logits).numpy(),
+        model.class_names,
+        model.task,
+        model.threshold,
+        targets=targets.numpy(),
+    )
+    path = output_dir / names.VAL_PREDICTIONS_FILE
+    frame.to_csv(path, index=False, float_format=FLOAT_FORMAT)
+    return path
+
+
 def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers) -> str | None:
     """Fit (from the resumed checkpoint), fit calibration and threshold rules on the
     validation split (medclf.pipeline.posthoc), then test the best checkpoint; returns its
@@ -195,5 +226,8 @@ def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers)
         ckpt = checkpoint if cfg.train else (resume and str(resume.ckpt_path))
         if not cfg.train:
             restore_decision(model, ckpt)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        verbose = bool(cfg.get("verbose", False))  # the full metric table: verbose or the report
+        trainer.test(
+            model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=verbose
+        )
     return checkpoint

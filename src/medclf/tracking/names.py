@@ -39,6 +39,28 @@ OPTUNA_TRIAL = "optuna_trial"
 OPTUNA_STATE = "optuna_state"  # COMPLETE, PRUNED or FAIL
 OPTUNA_PRUNED_EPOCH = "optuna_pruned_epoch"
 OPTUNA_BEST = "optuna_best"  # "true" on the study's best trial's run
+OPTUNA_RETRIED_AS = "optuna_retried_as"  # on a dead worker's run: the trial that repeats it
+OPTUNA_RETRY_OF = "optuna_retry_of"  # on a retry's run: the trial whose worker died
+
+# what the run's model is (multiclass, binary, multilabel): the comparison reads it
+TASK = "task"
+
+# medclf-compare
+COMPARED_RUNS = "compared_runs"  # ';'-joined run ids
+BASELINE_RUN = "baseline_run"
+COMPARE_DIR = "compare"  # the comparison's artifacts
+COMPARISON_FILE = "comparison.csv"
+COMPARISON_PAGE = "compare.html"
+
+# medclf-audit
+AUDIT = "audit"  # on an audit's run: the data it audited (its name, folder:xray)
+AUDIT_CV_RUN = "audit_cv_run"  # the cross-validation run whose out-of-fold probabilities it read
+AUDIT_DIR = "audit"  # the audit's artifacts
+AUDIT_PAGE = "audit.html"
+AUDIT_SUMMARY_FILE = "audit.json"  # counts found and seconds per phase
+DUPLICATES_FILE = "duplicates.csv"
+LABEL_ISSUES_FILE = "label_issues.csv"
+OVERVIEW_FILE = "overview.csv"
 
 # eval.py
 EVAL_CHECKPOINT = "eval_checkpoint"
@@ -54,6 +76,8 @@ CONFIG_FILE = "config.yaml"  # the resolved config, in the run directory and the
 SPLITS_FILE = "splits.csv"  # sample, split, group, label
 REPORT_FILE = "report.html"
 CV_TABLE_FILE = "cv_folds.csv"
+VAL_PREDICTIONS_FILE = "val_predictions.csv"  # a CV fold's predictions of its held-out fold
+OOF_FILE = "oof_predictions.csv"  # on a CV parent run: every fold's, one row per sample
 UNSENT_FILE = "mlflow_unsent.jsonl"  # metrics the server did not take (run directory only)
 STARTUP_FILE = "startup.json"  # the start-up's phases (run directory only)
 
@@ -64,9 +88,12 @@ EVAL_DIR = "eval"  # eval.py's config in an existing run
 
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 PER_CLASS_FILE = "per_class_report.csv"
+METRICS_FILE = "metrics.csv"  # metric, value, ci_low, ci_high, interval (its method)
 SUBGROUPS_FILE = "subgroups.csv"
 PATIENT_PREDICTIONS_FILE = "patient_predictions.csv"
 HISTORY_FILE = "history.csv"
+DECISION_CURVE_FILE = "decision_curve.csv"
+CONFORMAL_FILE = "conformal_sets.csv"
 
 # The report's figures: file stem (``<stem>.png``) → caption. Every figure the test report or
 # the training curves save is named here; report.html shows them by these names.
@@ -77,6 +104,8 @@ FIGURES: dict[str, str] = {
     "per_class_metrics": "Per-class metrics",
     "reliability": "Reliability diagram",
     "subgroups_forest": "Subgroup forest plot",
+    "decision_curve": "Decision curve (net benefit)",
+    "comparison": "Differences to the baseline (paired, 95 % intervals)",
     "training_curves": "Training curves",
 }
 

@@ -8,6 +8,9 @@ metrics, best first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import pandas as pd
 
 from medclf.tracking import names
@@ -99,3 +102,169 @@ def print_table(table: pd.DataFrame, title: str) -> None:
             )
         )
     Console(width=200).print(view)
+
+
+@dataclass
+class RunRecord:
+    """What a comparison needs of one training run: its name, task, test data digest,
+    best ``optimized_metric`` value, and its test predictions and splits (local copies)."""
+
+    run_id: str
+    name: str
+    experiment_id: str
+    task: str | None
+    test_digest: str | None
+    optimized_metric: str | None
+    best: float | None
+    predictions: Path | None
+    splits: Path | None
+
+
+def _best(client, run, metric: str | None) -> float | None:
+    """The best value ``metric`` took over the run's history (a loss: the smallest)."""
+    from medclf.search import minimizes
+
+    if not metric:
+        return None
+    history = [m.value for m in client.get_metric_history(run.info.run_id, metric)]
+    history = [v for v in history if v == v]  # not NaN
+    if not history:
+        return None
+    return min(history) if minimizes(metric) else max(history)
+
+
+def run_records(tracking_uri: str, run_ids: list[str], folder: Path) -> list[RunRecord]:
+    """The runs ``run_ids`` with their test predictions and splits downloaded into
+    ``folder``; an unknown run is a ConfigError naming it."""
+    import mlflow
+
+    from medclf.errors import ConfigError
+    from medclf.tracking.datasets import run_datasets
+
+    client = mlflow.MlflowClient(tracking_uri)
+    records = []
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            raise ConfigError(f"run {run_id}: no such run at {tracking_uri} ({exc}).") from None
+        tags, params = run.data.tags, run.data.params
+        target = folder / run_id
+        target.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for key, artifact in (
+            ("predictions", f"{names.TEST_DIR}/{names.TEST_PREDICTIONS_FILE}"),
+            ("splits", names.SPLITS_FILE),
+        ):
+            try:
+                files[key] = Path(client.download_artifacts(run_id, artifact, str(target)))
+            except (mlflow.exceptions.MlflowException, OSError):
+                files[key] = None
+        test = run_datasets(run).get("test")
+        metric = params.get("optimized_metric")
+        records.append(
+            RunRecord(
+                run_id=run_id,
+                name=tags.get(names.RUN_NAME, run_id),
+                experiment_id=run.info.experiment_id,
+                task=tags.get(names.TASK),
+                test_digest=test[1] if test else None,
+                optimized_metric=metric,
+                best=_best(client, run, metric),
+                predictions=files["predictions"],
+                splits=files["splits"],
+            )
+        )
+    return records
+
+
+def download_artifact(tracking_uri: str, run_id: str, path: str, folder: Path) -> Path | None:
+    """A local copy of artifact ``path`` of run ``run_id`` (in ``folder``), None when the run
+    or the artifact does not exist."""
+    import mlflow
+
+    try:
+        return Path(mlflow.MlflowClient(tracking_uri).download_artifacts(run_id, path, str(folder)))
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+
+
+def run_ids(tracking_uri: str, experiment: str, refs: list[str]) -> list[str]:
+    """Each of ``refs`` as a run id: a run id of the store as it is, else a run name of
+    ``experiment``, standing for its newest FINISHED run of that name. A name with no such
+    run is a ConfigError listing the names there are."""
+    import mlflow
+
+    from medclf.errors import ConfigError, did_you_mean
+
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    ids = []
+    for ref in refs:
+        try:
+            ids.append(client.get_run(ref).info.run_id)
+            continue
+        except mlflow.exceptions.MlflowException:
+            pass
+        runs = []
+        if found is not None:
+            quoted = str(ref).replace("'", "\\'")
+            finished = f"attributes.run_name = '{quoted}' and attributes.status = 'FINISHED'"
+            runs = client.search_runs(
+                [found.experiment_id],
+                filter_string=finished,
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        if not runs:
+            names = set()
+            if found is not None:
+                names = {r.info.run_name for r in client.search_runs([found.experiment_id])}
+            raise ConfigError(
+                f"run {ref!r}: neither a run id nor the name of a finished run of experiment "
+                f"{experiment!r} at {tracking_uri}.{did_you_mean(ref, names)} Give run ids "
+                "(medclf-report lists them) or run names (logger.mlflow.run_name=NAME when "
+                "training), and --experiment for another experiment."
+            )
+        ids.append(runs[0].info.run_id)
+    return ids
+
+
+def sweep_run_ids(tracking_uri: str, experiment: str, sweep_id: str) -> list[str]:
+    """The FINISHED runs of a sweep (tag ``sweep_id``), oldest first."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.{names.SWEEP_ID} = '{sweep_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return [run.info.run_id for run in runs]
+
+
+def log_files_run(
+    tracking_uri: str,
+    experiment_id: str,
+    name: str,
+    tags: dict[str, str],
+    files: list[Path],
+    folder: str,
+) -> str:
+    """A run of its own holding a comparison's or an audit's files (in artifact ``folder``),
+    with ``tags`` naming what it looked at; returns its id."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    try:
+        for path in files:
+            client.log_artifact(run.info.run_id, str(path), folder)
+    except Exception:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id

@@ -189,6 +189,12 @@ function draw() {
     });
     if (!s.labels.length) box.append("no class ");
     box.append(`(margin ${s.margin.toFixed(2)}; Enter accepts)`);
+    if (s.set) {
+      const set = document.createElement("span");
+      set.className = s.abstain ? "set abstain" : "set";
+      set.textContent = ` set {${s.set.join(", ")}}` + (s.abstain ? " — unsure: review" : "");
+      box.append(set);
+    }
   }
   drawStrip(list);
 }
