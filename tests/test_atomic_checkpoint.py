@@ -27,9 +27,9 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -
 
 
 def test_background_writes_hold_their_step_and_keep_the_order(tmp_path, monkeypatch) -> None:
-    """BackgroundCheckpointIO (trainer.plugins): the file holds the tensors as they were when
-    saved, a removal right after a save removes the written file, a load waits for the
-    write, and a failed write is raised at teardown."""
+    """BackgroundCheckpointIO (callbacks.background_checkpoints): the file holds the
+    tensors as they were when saved, a removal right after a save removes the written file,
+    a load waits for the write, and a failed write is raised at teardown."""
     import threading
 
     from medclf.pipeline.checkpointing import BackgroundCheckpointIO
@@ -58,3 +58,19 @@ def test_background_writes_hold_their_step_and_keep_the_order(tmp_path, monkeypa
     io.save_checkpoint({"w": weights}, tmp_path / "c.ckpt")
     with pytest.raises(ZeroDivisionError):
         io.teardown()
+
+
+def test_the_platform_callback_gives_the_strategy_background_writes_once(tmp_path) -> None:
+    """callbacks.background_checkpoints wraps the strategy's checkpoint IO at set-up (fit and
+    then test: still one wrapper), so the Trainer's saves go through the background thread."""
+    import lightning as L
+
+    from medclf.pipeline.checkpointing import BackgroundCheckpointIO, BackgroundCheckpoints
+
+    trainer = L.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    plain = trainer.strategy.checkpoint_io
+    callback = BackgroundCheckpoints()
+    callback.setup(trainer, None, "fit")
+    callback.setup(trainer, None, "test")
+    io = trainer.strategy.checkpoint_io
+    assert isinstance(io, BackgroundCheckpointIO) and io.io is plain

@@ -154,6 +154,7 @@ def test_platform_callbacks_are_in_the_config_and_each_can_be_turned_off() -> No
         "bn_recalibration",
         "best_value",
         "trial_pruning",
+        "background_checkpoints",
         "data_wait",
     ]
     assert list(_compose("callbacks=none").callbacks) == PLATFORM

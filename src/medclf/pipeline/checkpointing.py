@@ -1,4 +1,5 @@
-"""Checkpoint files written off the training loop (``trainer.plugins``): each save copies the
+"""Checkpoint files written off the training loop (``callbacks.background_checkpoints``, a
+platform callback that gives the Trainer's strategy this checkpoint IO): each save copies the
 checkpoint's tensors in the loop (a memory copy: the file holds the state of its step) and
 one background thread serialises and writes them, while training goes on. Saves and
 removals run in the order they were asked for, so ``save_top_k`` never leaves a file behind;
@@ -16,14 +17,16 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
 from lightning_utilities.core.apply_func import apply_to_collection
 
 
 class BackgroundCheckpointIO(CheckpointIO):
-    """TorchCheckpointIO's saves and removals, in order, in one background thread."""
+    """The saves and removals of ``io`` (TorchCheckpointIO by default), in order, in one
+    background thread."""
 
-    def __init__(self) -> None:
-        self.io = TorchCheckpointIO()
+    def __init__(self, io: CheckpointIO | None = None) -> None:
+        self.io = io if io is not None else TorchCheckpointIO()
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
 
@@ -66,3 +69,15 @@ class BackgroundCheckpointIO(CheckpointIO):
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
+
+
+class BackgroundCheckpoints(Callback):
+    """Gives the Trainer's strategy a :class:`BackgroundCheckpointIO` around the checkpoint
+    IO it has, at set-up (before a resumed checkpoint is read); the strategy's teardown, at
+    the end of fit and test, waits for the writes. ``callbacks.background_checkpoints=null``:
+    checkpoints written in the loop."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        strategy = trainer.strategy
+        if not isinstance(strategy.checkpoint_io, BackgroundCheckpointIO):
+            strategy.checkpoint_io = BackgroundCheckpointIO(strategy.checkpoint_io)
