@@ -12,7 +12,15 @@ import pytest
 import medclf.data.cachefill as cachefill
 from helpers import FAST, TINY, run_train, search_runs
 
-RUN = (*FAST, *TINY, "datamodule=folder", "datamodule.batch_size=4", "datamodule.num_workers=0")
+CHEAP = ("eval.bootstrap=0", "ood.method=null", "callbacks.training_curves=null")
+RUN = (
+    *FAST,
+    *TINY,
+    *CHEAP,
+    "datamodule=folder",
+    "datamodule.batch_size=4",
+    "datamodule.num_workers=0",
+)
 METRICS = ("test/loss", "test/accuracy", "test/f1", "test/auroc", "val/loss")
 
 
@@ -58,7 +66,7 @@ def test_a_full_disk_stops_the_run_before_training(
 
 def test_on_device_trains_with_the_set_on_the_device(tmp_path: Path) -> None:
     result = run_train(
-        tmp_path, *FAST, *TINY, "datamodule.cache=memory", "datamodule.on_device=true"
+        tmp_path, *FAST, *TINY, *CHEAP, "datamodule.cache=memory", "datamodule.on_device=true"
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run,) = search_runs(tmp_path).to_dict("records")
