@@ -187,6 +187,92 @@ def test_mlflow_requirement_check_needs_no_module_map_and_still_warns(monkeypatc
     assert requirements_utils._PACKAGES_TO_MODULES is None
 
 
+def test_albumentations_reseed_draws_what_set_random_seed_draws() -> None:
+    """In-place reseeding gives the default augmentation's transforms the streams a fresh
+    ``set_random_seed`` gives them; shared generators fall back to set_random_seed."""
+    import albumentations as A
+    import numpy as np
+
+    from medclf.compat import albumentations_reseed
+
+    def pipeline() -> A.Compose:
+        return A.Compose(
+            [
+                A.HorizontalFlip(p=0.5),
+                A.RandomRotate90(p=0.5),
+                A.RandomBrightnessContrast(p=0.5),
+                A.OneOf([A.RandomGamma(p=1.0), A.Affine(rotate=(-20, 20), p=1.0)], p=0.7),
+            ],
+            seed=0,
+        )
+
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 1), dtype=np.uint8)
+    fresh, reseeded = pipeline(), pipeline()
+    outputs = set()
+    for seed in range(30):
+        fresh.set_random_seed(seed)
+        albumentations_reseed(reseeded, seed)
+        a, b = fresh(image=image)["image"], reseeded(image=image)["image"]
+        assert np.array_equal(a, b), seed
+        outputs.add(a.tobytes())
+    assert len(outputs) > 10  # the seeds do draw different augmentations
+    shared = pipeline()
+    shared.transforms[1].random_generator = shared.transforms[0].random_generator
+    albumentations_reseed(shared, 3)
+    assert shared.transforms[1].random_generator is not shared.transforms[0].random_generator
+
+
+def test_lightning_logs_this_step_is_when_the_logger_gets_step_metrics(tmp_path) -> None:
+    """A value logged at the steps the function names reaches the logger at every one of
+    them (and the logger gets step metrics at no other step)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.loggers import Logger
+
+    from medclf.compat import lightning_logs_this_step
+
+    class Recorder(Logger):
+        name, version = "recorder", 0
+        steps: list = []
+
+        def log_metrics(self, metrics, step=None):
+            if "loss_step" in metrics:
+                self.steps.append(step)
+
+        def log_hyperparams(self, *args, **kwargs):
+            pass
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+            self.chosen = []
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            if lightning_logs_this_step(self):
+                self.chosen.append(self.global_step)
+                self.log("loss_step", loss, on_step=True, on_epoch=False)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(20, 2)))
+    model, recorder = Model(), Recorder()
+    L.Trainer(
+        max_epochs=1,
+        log_every_n_steps=3,
+        logger=recorder,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    ).fit(model, data)
+    assert model.chosen == recorder.steps == [2, 5, 8, 11, 14, 17]
+    assert lightning_logs_this_step(Model())  # no trainer: log
+
+
 def test_retrying_optuna_storage_is_used_as_it_is_for_every_call_heartbeats_included(
     tmp_path,
 ) -> None:

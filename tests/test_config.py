@@ -126,7 +126,8 @@ def test_speed_switches_default_off_and_validate() -> None:
         "ema_warmup": True,
         "swa_epoch_start": None,
     }
-    assert cfg.trainer.precision == "32-true" and cfg.datamodule.cache is False
+    assert cfg.trainer.precision == "32-true" and cfg.datamodule.on_device is False
+    assert cfg.datamodule.cache == "auto"  # the decoded cache is the default path (issue 25)
     for precision in ("bf16-mixed", "16-mixed", "bf16", 32):
         check_config(f"trainer.precision={precision}", "model.channels_last=true")
 

@@ -218,7 +218,8 @@ def test_torchrun_starts_the_ranks_and_lightning_does_not_relaunch(
     tmp_path: Path, image_folder: Path
 ) -> None:
     """Two ranks on one node: one MLflow run, the same config, no relaunch, every test image
-    once, and only rank 0 decodes images for the check (rank 1 waits for its cache)."""
+    once, and only rank 0 decodes images, for the check and the decoded cache (rank 1 waits
+    for them and reads them)."""
     env = process_env()
     cache = tmp_path / "image_check.sqlite"
     command = [
@@ -246,12 +247,15 @@ def test_torchrun_starts_the_ranks_and_lightning_does_not_relaunch(
     assert len(run_dirs) == 1  # rank 0's directory holds every rank's record
     hashes = _rank_hashes(run_dirs[0])
     assert sorted(hashes) == [0, 1] and len(set(hashes.values())) == 1
-    checks = {
-        r["rank"]: r["image_check"]
+    records = {
+        r["rank"]: r
         for r in map(json.loads, map(Path.read_text, (run_dirs[0] / "ranks").glob("*.json")))
     }
-    assert checks[0] == {"images": 36, "known": 0, "decoded": 36}
-    assert checks[1] == {"images": 36, "known": 36, "decoded": 0}
+    assert records[0]["image_check"] == {"images": 36, "known": 0, "decoded": 36}
+    assert records[1]["image_check"] == {"images": 36, "known": 36, "decoded": 0}
+    # the decoded cache (datamodule.cache=auto: on disk): rank 0 builds it, rank 1 reads it
+    assert records[0]["decoded_cache"] == {"mode": "disk", "images": 36, "known": 0, "decoded": 36}
+    assert records[1]["decoded_cache"] == {"mode": "disk", "images": 36, "known": 36, "decoded": 0}
     assert not list(tmp_path.glob("logs/runs/*/train_ddp_process_*.log"))  # no relaunch
     frame = _predictions(tmp_path)
     assert len(frame) == frame["sample"].nunique() == int(run["params.data.test.samples"])

@@ -39,11 +39,10 @@ def run_predict(tmp_path: Path, *overrides: str) -> pd.DataFrame:
 
 def prepared(path: Path, size: int = 32, channels: int = 1) -> torch.Tensor:
     """The image as the model sees it (decoded, resized like the validation split)."""
-    from medclf.data.io import convert_channels, read_image
+    from medclf.data.io import read_raw
     from medclf.data.transforms import build_transform
 
-    image = convert_channels(read_image(path), channels)
-    return build_transform(size)(image=image)["image"][None]
+    return build_transform(size, channels=channels)(image=read_raw(path))["image"][None]
 
 
 def test_folder_rows_columns_and_probabilities(tmp_path, image_folder, tiny_checkpoint) -> None:

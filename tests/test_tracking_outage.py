@@ -46,6 +46,7 @@ def test_metrics_kept_while_the_server_is_away(tmp_path, monkeypatch, caplog) ->
     spool = tmp_path / "run" / "mlflow_unsent.jsonl"
     logger = MLflowRunLogger(tracking_uri=uri, spool_path=str(spool))
     logger.log_metrics({"train/loss": 1.0}, step=0)
+    logger.flush()
     client = logger.experiment
     real = client.log_batch
 
@@ -56,6 +57,7 @@ def test_metrics_kept_while_the_server_is_away(tmp_path, monkeypatch, caplog) ->
     with caplog.at_level(logging.WARNING):
         logger.log_metrics({"train/loss": 2.0}, step=1)  # no exception: training goes on
         logger.log_metrics({"train/loss": 3.0}, step=2)
+        logger.flush()  # metrics are sent in the background: wait for these two
     assert "training goes on" in caplog.text and str(spool) in caplog.text
     lines = [json.loads(line) for line in spool.read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2]
@@ -71,6 +73,7 @@ def test_end_while_still_away_reports_the_spool(tmp_path, monkeypatch, caplog) -
     spool = tmp_path / "unsent.jsonl"
     logger = MLflowRunLogger(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", spool_path=str(spool))
     logger.log_metrics({"val/f1": 0.5}, step=0)
+    logger.flush()
     client = logger.experiment
 
     def down(*args, **kwargs):
@@ -82,3 +85,31 @@ def test_end_while_still_away_reports_the_spool(tmp_path, monkeypatch, caplog) -
     with caplog.at_level(logging.ERROR):
         logger.end_run("FINISHED")  # no exception
     assert "1 metric record(s) were not sent" in caplog.text and str(spool) in caplog.text
+
+
+def test_a_step_does_not_wait_for_the_store(tmp_path, monkeypatch) -> None:
+    """log_metrics returns at once; the slow write happens in the background, in order, and
+    flush (also end_run) waits for it."""
+    import time
+
+    from helpers import seed_store, tracking_uri
+
+    seed_store(tmp_path)  # a store with its schema (no migrations: this test is about speed)
+    logger = MLflowRunLogger(tracking_uri=tracking_uri(tmp_path))
+    client = logger.experiment
+    real = client.log_batch
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(client, "log_batch", slow)
+    start = time.perf_counter()
+    for step in range(3):
+        logger.log_metrics({"train/loss": float(step)}, step=step)
+    assert time.perf_counter() - start < 0.2
+    logger.end_run("FINISHED")
+    history = mlflow.MlflowClient(logger.tracking_uri).get_metric_history(
+        logger.run_id, "train/loss"
+    )
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.0), (1, 1.0), (2, 2.0)]

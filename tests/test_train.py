@@ -124,6 +124,7 @@ def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
     _check_dataset_inputs(run, digits_run[2])
     # the start-up's phases (medclf.runtime): in the run directory and as metrics
     startup = json.loads((digits_run[2] / "startup.json").read_text())
+    assert startup.pop("decoded_cache")["mode"] == "none"  # digits: arrays in memory already
     phases = ["imports", "config", "data", "model", "MLflow and trainer"]
     assert list(startup)[-6:] == [*phases, "total"]
     total = sum(v for k, v in startup.items() if k != "total")
@@ -178,8 +179,9 @@ def test_folder_datamodule_on_generated_images(tmp_path: Path, image_folder: Pat
 
 
 def test_speed_switches_on_cpu(tmp_path: Path, image_folder: Path) -> None:
-    """bf16-mixed autocast, channels_last and the image cache through a whole run: metrics
-    agree with the predictions, and the logged model (channels_last weights) predicts."""
+    """bf16-mixed autocast, channels_last and the decoded cache in memory (read by two loader
+    workers) through a whole run: metrics agree with the predictions, and the logged model
+    (channels_last weights) predicts."""
     import mlflow
     from PIL import Image
 
@@ -190,7 +192,7 @@ def test_speed_switches_on_cpu(tmp_path: Path, image_folder: Path) -> None:
         "datamodule.image_size=32",
         "datamodule.batch_size=8",
         "datamodule.num_workers=2",
-        "datamodule.cache=true",
+        "datamodule.cache=memory",
         "trainer.precision=bf16-mixed",
         "model.channels_last=true",
         "logger.mlflow.save_model=true",  # the logged channels_last model predicts below
@@ -200,7 +202,7 @@ def test_speed_switches_on_cpu(tmp_path: Path, image_folder: Path) -> None:
     run = finished_run(tmp_path, result)
     output = result.stdout + result.stderr
     assert "Using bfloat16 Automatic Mixed Precision (AMP)" in output
-    assert "datamodule.cache: 36 decoded images held in memory" in output
+    assert "decoded cache (memory): 36 images, 36 decoded" in output
     assert run["params.trainer.precision"] == "bf16-mixed"
     assert run["params.model.channels_last"] == "True"
     assert_metrics_equal_sklearn(run)

@@ -71,6 +71,14 @@ def rich_progress_bar_class() -> type:
     return HookedRichProgressBar
 
 
+def lightning_logs_this_step(module: Any) -> bool:
+    """Whether Lightning's logger connector writes step metrics at the step the module's
+    trainer runs now (every ``trainer.log_every_n_steps``; a value logged at another step is
+    never written); True for a module without a trainer."""
+    trainer = getattr(module, "_trainer", None)
+    return trainer is None or bool(trainer._logger_connector.should_update_logs)
+
+
 def mlflow_run_started(logger: Any) -> bool:
     """Whether Lightning's MLFlowLogger has created (or attached to) its run; asking for
     ``run_id`` would create one."""
@@ -169,6 +177,38 @@ def mlflow_requirement_check_without_module_map(requirements: list[str]) -> Iter
     finally:
         requirements_utils._MODULES_TO_PACKAGES = None
         requirements_utils._PACKAGES_TO_MODULES = None
+
+
+def albumentations_reseed(pipeline: Any, seed: int) -> None:
+    """What ``pipeline.set_random_seed(seed)`` does (albumentations gives the pipeline and
+    each transform in it its own ``random_generator`` and ``py_random``, seeded with
+    ``seed``), with the existing generators' states set in place instead of new generators
+    built per transform: a train sample is reseeded for about a quarter of the time. Falls
+    back to ``set_random_seed`` where two transforms share a generator."""
+    import random
+
+    import numpy as np
+
+    nodes, stack = [], [pipeline]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(getattr(node, "transforms", []) or [])
+    generators = [getattr(node, "random_generator", None) for node in nodes]
+    pythons = [getattr(node, "py_random", None) for node in nodes]
+    if (
+        any(g is None for g in generators + pythons)
+        or len({id(g) for g in generators}) < len(nodes)
+        or len({id(p) for p in pythons}) < len(nodes)
+    ):
+        pipeline.set_random_seed(seed)
+        return
+    state = np.random.PCG64(seed).state  # what np.random.default_rng(seed) starts from
+    py_state = random.Random(seed).getstate()
+    for node, generator, python in zip(nodes, generators, pythons, strict=True):
+        node.seed = seed
+        generator.bit_generator.state = state
+        python.setstate(py_state)
 
 
 # Optuna's storage methods that reach the database: BaseStorage's and BaseHeartbeat's abstract

@@ -1,4 +1,5 @@
-"""The process a command runs in: the garbage collector and the start-up clock.
+"""The process a command runs in: the garbage collector, the start-up clock, and work done
+beside the critical path.
 
 Importing torch, Lightning, torchmetrics and MLflow creates millions of objects that live
 until the process ends, and Python's full (generation 2) collections walk all of them: in
@@ -10,6 +11,10 @@ its start (:func:`startup_without_collection`) until training starts, where
 (``gc.unfreeze``), so that a sweep's or cross-validation's finished runs are collected.
 :func:`skip_collection_at_exit` spares the last collections at exit. Objects are still
 released when their last reference goes; only reference cycles wait.
+
+:func:`in_background` runs work whose result nothing waits for (a figure, an artifact
+upload) in one worker thread, in order, while the run goes on; :func:`wait_background`
+waits for it (and raises its first error) before the run is recorded as ended.
 
 :func:`lap` times the start-up of a run (interpreter and Hydra, imports, config check,
 data, model, MLflow): from the process's start for a command's first run, from
@@ -23,12 +28,42 @@ import atexit
 import contextlib
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 _start: float | None = None
 _begun = False
 _exit_registered = False
 _phases: dict[str, float] = {}
+_worker: ThreadPoolExecutor | None = None
+_background: list[Future] = []
+
+
+def in_background(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    """Run ``function`` in this process's background thread (one task at a time, in the
+    order given); :func:`wait_background` waits for it."""
+    global _worker
+    if _worker is None:
+        _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medclf-background")
+    future = _worker.submit(function, *args, **kwargs)
+    _background.append(future)
+    return future
+
+
+def wait_background(raise_errors: bool = True) -> None:
+    """Until every task given to :func:`in_background` is done; the first error is raised
+    (with ``raise_errors``)."""
+    pending = list(_background)
+    _background.clear()
+    errors = []
+    for future in pending:
+        try:
+            future.result()
+        except BaseException as exc:  # wait for the others before raising
+            errors.append(exc)
+    if errors and raise_errors:
+        raise errors[0]
 
 
 def process_start() -> float:

@@ -22,13 +22,13 @@ from medclf.errors import DataError
 def decodes(monkeypatch) -> list[str]:
     """Every path the image check decodes."""
     seen: list[str] = []
-    original = inspection.read_image
+    original = inspection.read_raw
 
     def counting(path, **kwargs):
         seen.append(str(path))
         return original(path, **kwargs)
 
-    monkeypatch.setattr(inspection, "read_image", counting)
+    monkeypatch.setattr(inspection, "read_raw", counting)
     return seen
 
 

@@ -300,7 +300,7 @@ def test_npz_datamodule_loads_equal_raw_values_equally(tmp_path: Path):
     dm = NpzDataModule(path=path, image_size=4, batch_size=2)
     dm.setup()
     dataset = dm.datasets["train"]
-    values = {float(dataset.load(i)[0, 0, 0]) for i in range(len(dataset))}
+    values = {float(dataset[i]["image"][0, 0, 0]) for i in range(len(dataset))}
     assert len(values) == 1
 
 

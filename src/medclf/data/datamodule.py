@@ -7,6 +7,7 @@ a model or an MLflow run: bad data fails before any training, with the file name
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,22 +15,27 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader
 
-from medclf.compat import epochs_processed
+from medclf.data.cachefill import (
+    CacheFill,
+    array_cache,
+    cache_mode,
+    compact_input,
+    log_cache,
+)
 from medclf.data.checkcache import CheckCache
-from medclf.data.dataset import ImageDataset, auto_workers
+from medclf.data.dataset import ImageDataset
+from medclf.data.decoded import DecodedArrays, cache_key
 from medclf.data.groups import (
-    check_groups_can_split,
     check_leakage,
     has_groups,
     split_counts,
     splits_table,
 )
 from medclf.data.inspection import inspect_images
+from medclf.data.loaders import Loaders
 from medclf.data.metadata import MetadataEncoder
-from medclf.data.sampling import EpochSampler, eval_sampler
+from medclf.data.ondevice import DeviceImages, stack_split
 from medclf.data.sources import (
     SampleTable,
     csv_table,
@@ -38,14 +44,15 @@ from medclf.data.sources import (
     label_matrix,
     npz_table,
 )
-from medclf.data.splits import assign_fold, assign_splits
-from medclf.data.transforms import DEFAULT_VOLUME_SIZE, input_transform, seed_worker
-from medclf.errors import ConfigError, DataError, Problems
+from medclf.data.splits import split_samples
+from medclf.data.transforms import DEFAULT_VOLUME_SIZE, input_transform
+from medclf.errors import ConfigError, Problems
 
 log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(Loaders, L.LightningDataModule):
     """Base: subclasses implement :meth:`load_table`; everything else is shared. The
     arguments are the ``datamodule`` config's, checked by the pre-flight
     (medclf.pipeline.rules.check_datamodule) before this is built."""
@@ -71,7 +78,10 @@ class ClassificationDataModule(L.LightningDataModule):
         meta_columns: list[str] | None = None,
         meta_types: dict[str, str] | None = None,
         dicom_window: Any = None,
-        cache: bool = False,
+        cache: str | bool = "none",
+        cache_dir: str | None = None,
+        on_device: bool = False,
+        device_augment: Any = None,
         folds: int = 0,
         fold: int = 0,
         duplicates: str = "warn",
@@ -101,7 +111,13 @@ class ClassificationDataModule(L.LightningDataModule):
         self.meta_columns = list(meta_columns or [])
         self.meta_types = dict(meta_types or {})
         self.dicom_window = dicom_window
-        self.cache = cache
+        self.cache = cache_mode(cache)
+        self.cache_dir = str(cache_dir) if cache_dir else None
+        self.on_device = bool(on_device)
+        self.device_augment = device_augment
+        self.cache_stats: dict[str, Any] = {"mode": "none"}  # what set-up's cache did
+        self.device_images: DeviceImages | None = None
+        self.compact = False  # the Lightning loaders' batches carry uint8 images
         self.duplicates = duplicates
         self.near_copy_bits = near_copy_bits
         self.check_cache = str(check_cache) if check_cache else None
@@ -182,7 +198,9 @@ class ClassificationDataModule(L.LightningDataModule):
             )
         frame = None
         with problems.check():
-            frame = self._split(table)
+            frame = split_samples(
+                table, self.val_fraction, self.test_fraction, self.seed, self.folds, self.fold
+            )
             self.duplicates_found = check_leakage(
                 frame,
                 table.arrays,
@@ -191,13 +209,13 @@ class ClassificationDataModule(L.LightningDataModule):
                 dicom_window=self.dicom_window,
                 cache=self.check_cache,
             )
-        decoded: dict[str, np.ndarray] = {}
         self.image_check: dict[str, int] = {}
-        with problems.check():
+        fill = self._cache_fill(table)
+        with problems.check(), fill or contextlib.nullcontext():
             self.channels, self.spatial_dims = inspect_images(
                 (table.frame if frame is None else frame)["path"],
                 table.arrays,
-                decoded if self.cache else None,
+                fill,
                 every=self.verify_images,
                 channels=self.requested_channels,
                 spatial_dims=self.requested_spatial_dims,
@@ -234,6 +252,7 @@ class ClassificationDataModule(L.LightningDataModule):
             counts.get("val", 0),
             counts.get("test", 0),
         )
+        decoded = self._decoded(fill, table.arrays)
         for split in ("train", "val", "test"):
             mask = (frame["split"] == split).to_numpy()
             split_frame = self.split_frame(split)
@@ -245,53 +264,39 @@ class ClassificationDataModule(L.LightningDataModule):
                 self.split_targets(split),
                 self.metadata[mask] if self.metadata is not None else None,
                 self.dicom_window,
-                [decoded[path] for path in split_frame["path"]] if decoded else None,
+                decoded.get(split),
                 self.seed,
             )
-        self._log_cache(decoded)
+        log_cache(self.cache_stats)
+        self.compact = self.spatial_dims == 2 and compact_input(decoded.values(), self.channels)
+        if self.on_device:
+            host = {
+                split: stack_split(data, self.channels, self.image_size, self.volume_size)
+                for split, data in self.datasets.items()
+            }
+            self.device_images = DeviceImages(host, self.device_augment, self.seed)
 
-    def _split(self, table: SampleTable) -> pd.DataFrame:
-        """The table with every sample's split; each split non-empty, every class trained."""
-        names = table.class_names
-        if table.frame["split"].isna().any() or (table.frame["split"] == "train").any():
-            check_groups_can_split(table.frame, names)
-        frame = assign_splits(table.frame, self.val_fraction, self.test_fraction, self.seed, names)
-        if self.folds >= 2:  # cross-validation: this fold is the val split
-            frame = assign_fold(frame, self.folds, self.fold, self.seed, names)
-        for split in ("train", "val", "test"):
-            if not (frame["split"] == split).any():
-                raise DataError(
-                    f"the {split} split is empty ({len(frame)} samples in all); add samples or "
-                    f"raise datamodule.{split}_fraction."
-                    if split != "train"
-                    else "the train split is empty."
-                )
-        targets = label_matrix(frame["label"], table.multilabel)
-        train = (frame["split"] == "train").to_numpy()
-        if table.multilabel:
-            trained = targets[train].sum(axis=0) > 0
-        else:
-            trained = np.bincount(targets[train], minlength=len(table.class_names)) > 0
-        unseen = [name for name, seen in zip(table.class_names, trained, strict=True) if not seen]
-        if unseen:
-            where = frame.loc[~train, "split"].value_counts().to_dict()
-            raise DataError(
-                f"label(s) {unseen} occur only outside the train split (val/test samples: "
-                f"{where}): the model could never learn them. Move samples of those labels "
-                "to train, or fix the labels."
-            )
-        return frame
+    def _cache_fill(self, table: SampleTable) -> CacheFill | None:
+        """The decoded cache to fill during the image check (files only: arrays in memory
+        are kept resized in RAM with ``memory``, see :meth:`_decoded`)."""
+        if self.cache == "none" or table.arrays is not None:
+            return None
+        folder = None
+        if self.cache_dir:
+            key = cache_key(self.image_size, self.volume_size, self.dicom_window)
+            folder = Path(self.cache_dir).expanduser() / key
+        return CacheFill(self.cache, folder, self.image_size, self.volume_size)
 
-    def _log_cache(self, decoded: dict[str, np.ndarray]) -> None:
-        if not self.cache:
-            return
-        if not decoded:
-            log.info("datamodule.cache: the images are already in memory (no files to cache)")
-            return
-        megabytes = sum(image.nbytes for image in decoded.values()) / 2**20
-        log.info(
-            "datamodule.cache: %d decoded images held in memory (%.0f MB)", len(decoded), megabytes
-        )
+    def _decoded(self, fill: CacheFill | None, arrays) -> dict[str, DecodedArrays]:
+        """Each split's decoded arrays (none without a cache)."""
+        paths = {split: self.split_frame(split)["path"].tolist() for split in SPLITS}
+        if fill is not None:
+            self.cache_stats = fill.stats
+            return {split: fill.arrays(split_paths) for split, split_paths in paths.items()}
+        if arrays is None or self.cache != "memory":
+            return {}
+        decoded, self.cache_stats = array_cache(arrays, paths, self.image_size, self.volume_size)
+        return decoded
 
     def _transform(self, train: bool):
         """Resize (+ train-split augmentation): albumentations for 2D, VolumeTransform for 3D."""
@@ -299,102 +304,13 @@ class ClassificationDataModule(L.LightningDataModule):
             (self.volume_augment if self.spatial_dims == 3 else self.augment) if train else None
         )
         return input_transform(
-            self.spatial_dims, self.image_size, self.volume_size, augment, seed=self.seed
+            self.spatial_dims,
+            self.image_size,
+            self.volume_size,
+            augment,
+            seed=self.seed,
+            channels=self.channels,
         )
-
-    def _train_sampler(self) -> EpochSampler:
-        """The train split's order for this epoch (resumed runs: the restored epoch). With
-        ``sampler=balanced``: draws with probability inverse to the sample's class size
-        (multi-label: the mean inverse frequency of the sample's positive labels)."""
-        dataset = self.datasets["train"]
-        # the epoch the loop runs next (what Lightning passes to set_epoch); a checkpoint
-        # saved at validation end has the epoch processed but not completed
-        trainer = self.trainer
-        epoch = epochs_processed(trainer) if trainer is not None else 0
-        if self.sampler != "balanced":
-            return EpochSampler(dataset, self.seed, epoch)
-        targets = self.split_targets("train")
-        if targets.ndim == 1:
-            counts = np.bincount(targets, minlength=self.n_classes)
-            weights = 1.0 / counts[targets]
-        else:
-            inverse = 1.0 / np.maximum(targets.sum(axis=0), 1)
-            positives = targets.sum(axis=1)
-            weights = np.where(
-                positives > 0, targets @ inverse / np.maximum(positives, 1), inverse.min()
-            )
-        weights = torch.as_tensor(weights, dtype=torch.double)
-        return EpochSampler(dataset, self.seed, epoch, weights=weights)
-
-    def workers(self) -> int:
-        """``num_workers``, with ``auto`` resolved for the attached Trainer (or, before one is
-        attached, for the machine): see ``auto_workers``."""
-        if self.num_workers != "auto":
-            return self.num_workers
-        trainer = self.trainer
-        if trainer is not None:
-            on_gpu = trainer.accelerator.__class__.__name__ != "CPUAccelerator"
-            processes = trainer.num_devices
-        else:
-            on_gpu, processes = torch.cuda.is_available(), max(torch.cuda.device_count(), 1)
-        return auto_workers(on_gpu, processes)
-
-    def _loader(self, split: str, drop_last: bool = False, sampler=None):
-        """The split's DataLoader. It has its own generator (for the workers' base seed), so
-        making an iterator never draws from torch's global one (dropout's, reseeded per
-        epoch by medclf.pipeline.resume.ResumeState, whether or not the run was resumed)."""
-        workers = self.workers()
-        return DataLoader(
-            self.datasets[split],
-            generator=torch.Generator().manual_seed(self.seed),
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
-            num_workers=workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers and workers > 0,
-            worker_init_fn=seed_worker if workers > 0 else None,
-        )
-
-    def full_loader(self, split: str) -> DataLoader:
-        """Every sample of ``split`` in this process (no distributed sampler): what is fitted
-        after training (calibration, thresholds) sees the whole validation split."""
-        return self._loader(split)
-
-    def recalibration_loader(self) -> DataLoader:
-        """The train split without augmentation, this rank's share, in a fixed order: what
-        batch-norm statistics are re-estimated on (medclf.pipeline.batchnorm)."""
-        import copy
-
-        dataset = copy.copy(self.datasets["train"])
-        dataset.transform = self._transform(train=False)
-        workers = self.workers()
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=eval_sampler(dataset),
-            num_workers=workers,
-            worker_init_fn=seed_worker if workers > 0 else None,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-
-    def plain_loader(self, split: str) -> DataLoader:
-        """Every sample of ``split`` without augmentation, in the split's order, in this
-        process (no distributed sampler): what the data audit reads features from."""
-        import copy
-
-        dataset = copy.copy(self.datasets[split])
-        dataset.transform = self._transform(train=False)
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", drop_last=self.drop_last, sampler=self._train_sampler())
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", sampler=eval_sampler(self.datasets["val"]))
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", sampler=eval_sampler(self.datasets["test"]))
 
 
 class DigitsDataModule(ClassificationDataModule):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from medclf.data.io import convert_channels, read_image, to_unit_float
+from medclf.data.io import read_raw, storage_form
 from medclf.data.sampling import derived_seed
 
 
@@ -19,8 +20,9 @@ class ImageDataset(Dataset):
     """One split as dicts: ``image`` (C, H, W) or (C, D, H, W) float, ``target`` (class index
     or 0/1 vector), ``index`` (row of the split frame) and, with metadata, ``metadata``.
 
-    ``cache`` holds the split's decoded images (before channel conversion, resizing and
-    augmentation), row-aligned with ``frame``; then no file is read again."""
+    ``decoded`` (the decoded cache, medclf.data.decoded) holds the split's images decoded and
+    fitted to the input size, row-aligned with ``frame``; then no file is read again.
+    ``transform`` fits, converts to ``channels`` and augments (medclf.data.transforms)."""
 
     def __init__(
         self,
@@ -31,7 +33,7 @@ class ImageDataset(Dataset):
         targets: np.ndarray,
         metadata: np.ndarray | None = None,
         dicom_window: Any = None,
-        cache: list[np.ndarray] | None = None,
+        decoded: Sequence[np.ndarray] | None = None,
         seed: int | None = None,
     ) -> None:
         self.paths = frame["path"].tolist()
@@ -42,21 +44,19 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.metadata = metadata
         self.dicom_window = dicom_window
-        self.cache = cache
+        self.decoded = decoded
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, i: int) -> np.ndarray:
-        if self.cache is not None:
-            image = convert_channels(self.cache[i], self.channels)
-            # a copy, so that no transform can change the cached image in place
-            return image.copy() if image is self.cache[i] else image
+    def raw(self, i: int) -> np.ndarray:
+        """Row ``i`` as decoded (uint8, uint16 or float32): from the decoded cache, fitted to
+        the input size already, or read now (the transform fits it the same way)."""
+        if self.decoded is not None:
+            return self.decoded[i]
         if self.arrays is not None:
-            image = to_unit_float(np.asarray(self.arrays[self.paths[i]]))
-        else:
-            image = read_image(self.paths[i], dicom_window=self.dicom_window)
-        return convert_channels(image, self.channels)
+            return storage_form(np.asarray(self.arrays[self.paths[i]]))
+        return read_raw(self.paths[i], dicom_window=self.dicom_window)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """``key``: a row, or ``(epoch, row)`` from the train split's EpochSampler, whose
@@ -68,12 +68,32 @@ class ImageDataset(Dataset):
         else:
             i = key
         item = {
-            "image": self.transform(image=self.load(i))["image"],
+            "image": self.transform(image=self.raw(i))["image"],
             "target": torch.as_tensor(self.targets[i]),
             "index": i,
         }
         if self.metadata is not None:
             item["metadata"] = torch.from_numpy(self.metadata[i])
+        return item
+
+
+class IndexDataset(Dataset):
+    """A split's samples without their images (``datamodule.on_device``): ``index``,
+    ``target`` and ``metadata``; the datamodule gathers the images from the decoded set on
+    the device once the batch is there."""
+
+    def __init__(self, targets: np.ndarray, metadata: np.ndarray | None = None) -> None:
+        self.targets = torch.as_tensor(targets)
+        self.metadata = torch.from_numpy(metadata) if metadata is not None else None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        i = key[1] if isinstance(key, tuple) else key
+        item = {"target": self.targets[i], "index": i}
+        if self.metadata is not None:
+            item["metadata"] = self.metadata[i]
         return item
 
 

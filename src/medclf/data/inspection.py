@@ -5,23 +5,77 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medclf.data.checkcache import CheckCache, follower_rank, stamps
-from medclf.data.io import read_image
+from medclf.data.io import read_raw
 from medclf.errors import DataError, Problems
 
+if TYPE_CHECKING:
+    from medclf.data.cachefill import CacheFill
+
 log = logging.getLogger(__name__)
+
+
+class DecodeProgress:
+    """Images decoded so far, images/s and the time left: a rich bar on a terminal, else a
+    log line every ``every`` seconds (only for ``total`` above ``least``)."""
+
+    def __init__(self, total: int, least: int = 200, every: float = 15.0) -> None:
+        self.total, self.done, self.every = total, 0, every
+        self.start = self.shown = time.monotonic()
+        self.bar = None
+        if total < least:
+            self.total = 0
+        elif sys.stderr.isatty():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            rate = TextColumn("{task.fields[rate]:.0f} images/s")
+            columns = (TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), rate)
+            self.bar = Progress(*columns, TimeRemainingColumn(), transient=True)
+            self.task = self.bar.add_task("decode", total=total, rate=0.0)
+            self.bar.start()
+
+    def advance(self) -> None:
+        self.done += 1
+        if not self.total:
+            return
+        now = time.monotonic()
+        rate = self.done / max(now - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, rate=rate)
+        elif now - self.shown >= self.every:
+            self.shown = now
+            left = (self.total - self.done) / rate
+            log.info(
+                "decoding images: %d of %d, %.0f images/s, %.0f s left",
+                self.done,
+                self.total,
+                rate,
+                left,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def inspect_images(
     paths: Iterable[str],
     arrays: np.ndarray | None,
-    decoded: dict[str, np.ndarray] | None = None,
+    fill: CacheFill | None = None,
     *,
     every: bool = True,
     channels: int | str = "auto",
@@ -33,30 +87,31 @@ def inspect_images(
     counts: dict[str, int] | None = None,
 ) -> tuple[int, int]:
     """(channels, spatial dims) of the data. Decodes every image once (the first 16 when
-    ``every`` is false and nothing is cached), on every core; with ``decoded`` (the
-    in-memory cache), keeps each decoded image there by path. ``check_cache`` remembers
-    what decoded, so the files it covers unchanged are not decoded again, and a
-    ``follower`` rank (default: LOCAL_RANK > 0) waits up to ``wait`` s for its node's rank 0
-    to check them (medclf.data.checkcache). ``arrays``: an in-memory data set, read from
-    its shape. ``counts`` (if given) receives how many images there were, how many the cache
-    knew and how many were decoded."""
+    ``every`` is false and nothing is cached), on every core, with a progress bar; with
+    ``fill`` (the decoded cache), each decoded image is fitted to the input size and kept
+    there, and the images it holds intact are not decoded. ``check_cache`` remembers what
+    decoded, so the files it covers unchanged are not decoded again, and a ``follower`` rank
+    (default: LOCAL_RANK > 0) waits up to ``wait`` s for its node's rank 0 to check them
+    (medclf.data.checkcache). ``arrays``: an in-memory data set, read from its shape.
+    ``counts`` (if given) receives how many images there were, how many the caches knew and
+    how many were decoded."""
     errors: list[str] = []
     if arrays is not None:
         shapes = {(arrays.ndim - 2, int(arrays.shape[-1])): "the in-memory arrays"}
     else:
         paths = list(dict.fromkeys(paths))
-        if not every and decoded is None:
+        if not every and fill is None:
             paths = paths[:16]
         shapes = {}
         files: dict[str, tuple[int, int]] = {}
         known: dict[str, tuple[int, int]] = {}
-        if check_cache is not None:
+        if check_cache is not None or fill is not None:
             files, _ = stamps(paths)  # a missing file is decoded below: its error names it
-            if decoded is None:
-                wait_first = follower_rank() if follower is None else follower
-                known = (
-                    check_cache.wait_for(files, wait) if wait_first else check_cache.known(files)
-                )
+        if fill is not None:
+            known = fill.known(files)
+        elif check_cache is not None:
+            wait_first = follower_rank() if follower is None else follower
+            known = check_cache.wait_for(files, wait) if wait_first else check_cache.known(files)
         for path in paths:
             if path in known:
                 shapes.setdefault(known[path], path)
@@ -70,25 +125,35 @@ def inspect_images(
                 len(paths),
                 len(todo),
             )
+        if fill is not None:
+            fill.begin(len(todo))
 
-        def decode(path: str) -> np.ndarray | str:
+        def decode(path: str) -> tuple[tuple[int, int], np.ndarray | None] | str:
             try:
-                return read_image(path, dicom_window=dicom_window)
+                raw = read_raw(path, dicom_window=dicom_window)
+                kept = fill.prepare(raw) if fill is not None else None
             except DataError as exc:
                 return str(exc)
+            return (raw.ndim - 1, int(raw.shape[-1])), kept
 
         learnt = {}
-        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        progress = DecodeProgress(len(todo))
+        pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1))
+        try:
             for path, result in zip(todo, pool.map(decode, todo), strict=True):
+                progress.advance()
                 if isinstance(result, str):
                     errors.append(result)
                     continue
-                found = (result.ndim - 1, int(result.shape[-1]))
+                found, kept = result
                 shapes.setdefault(found, path)
                 if path in files:
                     learnt[path] = (files[path], found)
-                if decoded is not None:
-                    decoded[path] = result
+                if fill is not None:
+                    fill.add(path, files.get(path), kept)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # an error: stop decoding now
+            progress.close()
         if check_cache is not None:
             check_cache.remember(learnt)
     problems = Problems()

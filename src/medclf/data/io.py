@@ -1,4 +1,6 @@
-"""Read one image file into a float32 array scaled to [0, 1]: (H, W, C) or (D, H, W, C).
+"""Read one image file into a float32 array scaled to [0, 1]: (H, W, C) or (D, H, W, C)
+(:func:`read_image`), or into the form the decoded cache stores (:func:`read_raw`: uint8 for
+8-bit sources, uint16 for 16-bit ones, else float32 in [0, 1]; :func:`unit_float` scales it).
 
 C is the real channel count (1 grey, 3 RGB, N for multichannel microscopy); D is the slice
 axis of a volume. Per format:
@@ -109,6 +111,32 @@ def to_unit_float(array: np.ndarray) -> np.ndarray:
     return array / top if top > 1.0 else array
 
 
+def storage_form(array: np.ndarray) -> np.ndarray:
+    """The decoded pixels with their depth kept: 8-bit data (uint8, bools, integers within
+    0..255) as uint8, 16-bit data as uint16, anything else as :func:`to_unit_float` makes it
+    (float32 in [0, 1]). ``unit_float(storage_form(a))`` equals ``to_unit_float(a)``."""
+    kind, size = array.dtype.kind, array.dtype.itemsize
+    if kind == "b":
+        return array.astype(np.uint8) * np.uint8(255)
+    if kind == "u" and size in (1, 2):
+        return array.astype(np.uint8 if size == 1 else np.uint16, copy=False)
+    if kind in "iu" and array.size:
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high <= 65535:
+            return array.astype(np.uint8 if high <= 255 else np.uint16)
+    return to_unit_float(array)
+
+
+def unit_float(array: np.ndarray) -> np.ndarray:
+    """A stored image (:func:`storage_form`) as float32 in [0, 1]: uint8 /255, uint16 /65535;
+    float data is returned as float32."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255.0)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / np.float32(65535.0)
+    return array.astype(np.float32, copy=False)
+
+
 def _window(array: np.ndarray, low: float, high: float) -> np.ndarray:
     """Map [low, high] linearly onto [0, 1], clipping outside it; NaN → 0, empty range → 0."""
     if not high > low:
@@ -137,7 +165,7 @@ def _read_pil(path: Path) -> np.ndarray:
             array = np.asarray(img.convert("L"))
         else:
             array = np.asarray(img.convert("RGB"))
-    return to_unit_float(array[:, :, None] if array.ndim == 2 else array)
+    return storage_form(array[:, :, None] if array.ndim == 2 else array)
 
 
 def _read_tiff(path: Path) -> np.ndarray:
@@ -163,7 +191,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         )
     array = array.transpose([*planes, axes.index("Y"), axes.index("X"), *channels])
     depth_hw = array.shape[: len(planes) + 2]
-    return to_unit_float(array.reshape(*depth_hw, -1))
+    return storage_form(array.reshape(*depth_hw, -1))
 
 
 def _first(value: object) -> float:
@@ -255,7 +283,7 @@ def _read_dicom(path: Path, window: DicomWindow) -> np.ndarray:
 
         pixels = apply_color_lut(pixels, ds)  # palette indices → RGB
     if pixels.ndim == (4 if volume else 3):  # colour (RGB, YBR converted to RGB, palette)
-        return to_unit_float(pixels)
+        return storage_form(pixels)
     values = _dicom_rescale(ds, pixels if volume else pixels[None])
     image = _window(values, *_dicom_range(path, ds, values, window))
     if photometric == "MONOCHROME1":
@@ -324,15 +352,17 @@ def _read_npy(path: Path) -> np.ndarray:
             "C ≤ 4 channels last; save it channels-last, e.g. np.moveaxis(array, 0, -1)."
         )
     if array.dtype.kind in "biu":
-        return to_unit_float(array)
+        return storage_form(array)
     finite = array[np.isfinite(array)]
     if finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
         return np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     return _minmax(array)
 
 
-def read_image(path: str | Path, dicom_window: DicomWindow = None) -> np.ndarray:
-    """Decode an image file to float32 (H, W, C) or (D, H, W, C) in [0, 1].
+def read_raw(path: str | Path, dicom_window: DicomWindow = None) -> np.ndarray:
+    """Decode an image file to (H, W, C) or (D, H, W, C) with its depth kept: uint8 for 8-bit
+    sources, uint16 for 16-bit ones, float32 in [0, 1] for the rest (DICOM after its window,
+    NIfTI, float data); :func:`unit_float` gives what :func:`read_image` does.
 
     ``dicom_window`` applies to monochrome DICOM only: None or ``"auto"`` uses the file's
     WindowCenter/WindowWidth (else the image's min-max), ``[center, width]`` clips to
@@ -370,12 +400,19 @@ def read_image(path: str | Path, dicom_window: DicomWindow = None) -> np.ndarray
             f"{path}: expected a 2D image or a 3D volume, got an array of shape {array.shape}; "
             "replace or remove the file."
         )
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return np.ascontiguousarray(array)
+
+
+def read_image(path: str | Path, dicom_window: DicomWindow = None) -> np.ndarray:
+    """Decode an image file to float32 (H, W, C) or (D, H, W, C) in [0, 1]
+    (:func:`read_raw`, scaled by :func:`unit_float`)."""
+    return np.ascontiguousarray(unit_float(read_raw(path, dicom_window)))
 
 
 def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """Convert the last (channel) axis to ``channels``: grey → N by repetition, RGB → grey by
-    luminance (ITU-R 601). Works for images (H, W, C) and volumes (D, H, W, C)."""
+    """Convert the last (channel) axis to ``channels``: grey → N by repetition (any dtype),
+    RGB → grey by luminance (ITU-R 601; float32 in [0, 1]). Works for images (H, W, C) and
+    volumes (D, H, W, C)."""
     have = image.shape[-1]
     if have == channels:
         return image
@@ -383,7 +420,7 @@ def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
         return np.repeat(image, channels, axis=-1)
     if channels == 1 and have == 3:
         weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return (image @ weights)[..., None].astype(np.float32)
+        return (unit_float(image) @ weights)[..., None].astype(np.float32)
     raise DataError(
         f"cannot convert an image with {have} channels to {channels} channels: found "
         f"{have}-channel images but datamodule.channels={channels}. Set datamodule.channels="

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medclf.data.groups import has_groups
+from medclf.data.groups import check_groups_can_split, has_groups
 from medclf.data.sources import label_matrix
 from medclf.errors import DataError
 
@@ -187,3 +187,39 @@ def _group_split(candidates, labels, groups, share: float, seed: int, split: str
             f"{groups.nunique()} groups; lower datamodule.{split}_fraction or add patients."
         ) from None
     return candidates[held]
+
+
+def split_samples(
+    table, val_fraction: float, test_fraction: float, seed: int, folds: int = 0, fold: int = 0
+) -> pd.DataFrame:
+    """A SampleTable's frame with every sample's split (with ``folds`` >= 2: fold ``fold`` is
+    the val split); each split non-empty, every class trained."""
+    names = table.class_names
+    if table.frame["split"].isna().any() or (table.frame["split"] == "train").any():
+        check_groups_can_split(table.frame, names)
+    frame = assign_splits(table.frame, val_fraction, test_fraction, seed, names)
+    if folds >= 2:  # cross-validation: this fold is the val split
+        frame = assign_fold(frame, folds, fold, seed, names)
+    for split in ("train", "val", "test"):
+        if not (frame["split"] == split).any():
+            raise DataError(
+                f"the {split} split is empty ({len(frame)} samples in all); add samples or "
+                f"raise datamodule.{split}_fraction."
+                if split != "train"
+                else "the train split is empty."
+            )
+    targets = label_matrix(frame["label"], table.multilabel)
+    train = (frame["split"] == "train").to_numpy()
+    if table.multilabel:
+        trained = targets[train].sum(axis=0) > 0
+    else:
+        trained = np.bincount(targets[train], minlength=len(table.class_names)) > 0
+    unseen = [name for name, seen in zip(table.class_names, trained, strict=True) if not seen]
+    if unseen:
+        where = frame.loc[~train, "split"].value_counts().to_dict()
+        raise DataError(
+            f"label(s) {unseen} occur only outside the train split (val/test samples: "
+            f"{where}): the model could never learn them. Move samples of those labels "
+            "to train, or fix the labels."
+        )
+    return frame

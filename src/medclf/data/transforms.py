@@ -1,7 +1,11 @@
-"""albumentations pipelines: resize for every split, augmentation for the train split only.
+"""The one way a decoded image becomes the model's input: fit it to the input size (resize
+in the stored dtype, :func:`fit_input`: what the decoded cache keeps), convert its channels,
+augment (train split only), and make a float32 tensor in [0, 1].
 
-Images arrive as float32 (H, W, C) in [0, 1]; normalisation to the backbone's mean and std
-happens inside the model, so exported models and checkpoints carry it with them.
+Images arrive as :func:`medclf.data.io.read_raw` gives them (uint8, uint16 or float32) or
+already fitted from the decoded cache; both paths run the same functions, so they give the
+same bytes. Normalisation to the backbone's mean and std happens inside the model, so
+exported models and checkpoints carry it with them.
 """
 
 from __future__ import annotations
@@ -10,10 +14,15 @@ from collections.abc import Sequence
 
 import albumentations as A
 import numpy as np
-from albumentations.pytorch import ToTensorV2
+
+from medclf.data.io import convert_channels, unit_float
 
 DEFAULT_VOLUME_SIZE = (32, 32, 32)
 """[D, H, W] that volumes are resized to unless ``datamodule.volume_size`` says otherwise."""
+
+RESIZE = "linear"
+"""How images are resized (OpenCV's bilinear INTER_LINEAR, albumentations' Resize default;
+volumes: trilinear): part of the decoded cache's key."""
 
 
 def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -24,22 +33,111 @@ def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     return height, width
 
 
+def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An (H, W, C) image resized to (height, width) in its own dtype (uint8, uint16 or
+    float32); unchanged when it has that size already."""
+    if image.shape[:2] == (height, width):
+        return image
+    return A.Resize(height, width)(image=image)["image"]
+
+
+def fit_volume(volume: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """A (D, H, W, C) volume as float32 in [0, 1], trilinearly resized to ``size``."""
+    import torch
+    import torch.nn.functional as F
+
+    volume = np.ascontiguousarray(unit_float(volume))
+    size = tuple(int(v) for v in size)
+    if volume.shape[:3] == size:
+        return volume
+    tensor = torch.from_numpy(volume).permute(3, 0, 1, 2)[None]
+    tensor = F.interpolate(tensor, size=size, mode="trilinear")
+    return np.ascontiguousarray(tensor[0].permute(1, 2, 3, 0).numpy())
+
+
+def fit_input(
+    image: np.ndarray,
+    image_size: int | Sequence[int],
+    volume_size: Sequence[int] | None = None,
+) -> np.ndarray:
+    """The deterministic part of the input: an image resized to ``image_size`` (its dtype
+    kept), a volume to ``volume_size`` (float32). What the decoded cache stores."""
+    if image.ndim == 4:
+        return fit_volume(image, volume_size or DEFAULT_VOLUME_SIZE)
+    return fit_image(image, *image_hw(image_size))
+
+
+def to_tensor(image: np.ndarray):
+    """(H, W, C) or (D, H, W, C) → a float32 tensor (C, H, W) or (C, D, H, W) in [0, 1]."""
+    import torch
+
+    array = np.moveaxis(unit_float(image), -1, 0)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+class ImageTransform:
+    """Fit a 2D image to ``image_size``, convert it to ``channels`` (None: as it is), then
+    (train only) ``augment`` (an albumentations transform, run on uint8 or float32), and
+    return ``{"image": tensor}``: float32 in [0, 1], or with ``compact`` an 8-bit image as a
+    uint8 tensor (a quarter of the bytes to collate, share and copy; the datamodule scales
+    it on the device). Called like an albumentations pipeline."""
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int],
+        augment: A.BasicTransform | None = None,
+        seed: int | None = None,
+        channels: int | None = None,
+    ) -> None:
+        import copy
+
+        self.height, self.width = image_hw(image_size)
+        self.channels = channels
+        self.compact = False
+        self.augment = None
+        if augment is not None:  # its own copy: its random state is this transform's
+            is_pipeline = isinstance(augment, A.BaseCompose)
+            self.augment = copy.deepcopy(augment) if is_pipeline else A.Compose([augment])
+            self.augment.set_random_seed(seed)
+
+    def set_random_seed(self, seed: int | None) -> None:
+        if self.augment is not None:
+            if seed is None:
+                self.augment.set_random_seed(seed)
+            else:
+                from medclf.compat import albumentations_reseed
+
+                albumentations_reseed(self.augment, seed)
+
+    def __call__(self, image: np.ndarray) -> dict:
+        image = fit_image(image, self.height, self.width)
+        if self.channels is not None:
+            image = convert_channels(image, self.channels)
+        if self.augment is not None:
+            if image.dtype not in (np.uint8, np.float32):  # what albumentations takes
+                image = unit_float(image)
+            if not image.flags.writeable:  # read from the decoded cache
+                image = image.copy()
+            image = self.augment(image=image)["image"]
+        if self.compact and image.dtype == np.uint8:
+            import torch
+
+            return {"image": torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))}
+        return {"image": to_tensor(image)}
+
+
 def build_transform(
     image_size: int | Sequence[int],
     augment: A.BasicTransform | None = None,
     seed: int | None = None,
-) -> A.Compose:
+    channels: int | None = None,
+) -> ImageTransform:
     """Resize, then (train only) the configured augmentation, then HWC array → CHW tensor.
 
     albumentations keeps its own random state, independent of the global seeds, so the
     pipeline is seeded here and re-seeded per data-loader worker (see ``seed_worker``).
     """
-    height, width = image_hw(image_size)
-    ops: list = [A.Resize(height, width)]
-    if augment is not None:
-        ops.append(augment)
-    ops.append(ToTensorV2())
-    return A.Compose(ops, seed=seed)
+    return ImageTransform(image_size, augment, seed, channels)
 
 
 def input_transform(
@@ -48,14 +146,15 @@ def input_transform(
     volume_size: Sequence[int] | None = None,
     augment=None,
     seed: int | None = None,
+    channels: int | None = None,
 ):
-    """The one way an input becomes the model's tensor: resize (images to ``image_size``
-    with albumentations, volumes to ``volume_size`` trilinearly), then ``augment`` (train
-    only); called as ``transform(image=array)["image"]``. Training, eval.py and predict.py
-    all build it here."""
+    """The one way an input becomes the model's tensor: fit to size (images to
+    ``image_size`` with albumentations, volumes to ``volume_size`` trilinearly), convert to
+    ``channels``, then ``augment`` (train only); called as ``transform(image=array)["image"]``.
+    Training, eval.py and predict.py all build it here."""
     if spatial_dims == 3:
-        return VolumeTransform(volume_size or DEFAULT_VOLUME_SIZE, augment, seed=seed)
-    return build_transform(image_size, augment, seed=seed)
+        return VolumeTransform(volume_size or DEFAULT_VOLUME_SIZE, augment, seed, channels)
+    return build_transform(image_size, augment, seed, channels)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -114,31 +213,29 @@ class VolumeAugment:
 
 
 class VolumeTransform:
-    """Resize a (D, H, W, C) volume to ``volume_size`` (trilinear), augment (train only),
-    and return a (C, D, H, W) tensor; called like an albumentations pipeline."""
+    """Resize a (D, H, W, C) volume to ``volume_size`` (trilinear), convert it to
+    ``channels``, augment (train only), and return a (C, D, H, W) tensor; called like an
+    albumentations pipeline."""
 
     def __init__(
         self,
         volume_size: Sequence[int],
         augment: VolumeAugment | None = None,
         seed: int | None = None,
+        channels: int | None = None,
     ) -> None:
         self.volume_size = tuple(int(v) for v in volume_size)
         self.augment = augment
+        self.channels = channels
         self.set_random_seed(seed)
 
     def set_random_seed(self, seed: int | None) -> None:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, image: np.ndarray) -> dict:
-        import torch
-        import torch.nn.functional as F
-
-        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        tensor = tensor.permute(3, 0, 1, 2)[None]
-        if tuple(tensor.shape[2:]) != self.volume_size:
-            tensor = F.interpolate(tensor, size=self.volume_size, mode="trilinear")
-        volume = tensor[0].permute(1, 2, 3, 0).numpy()
+        volume = fit_volume(image, self.volume_size)
+        if self.channels is not None:
+            volume = convert_channels(volume, self.channels)
         if self.augment is not None:
             volume = self.augment(volume, self.rng)
-        return {"image": torch.from_numpy(np.ascontiguousarray(volume.transpose(3, 0, 1, 2)))}
+        return {"image": to_tensor(volume)}

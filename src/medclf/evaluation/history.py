@@ -8,6 +8,7 @@ import lightning as L
 import pandas as pd
 from lightning.pytorch.callbacks import Callback
 
+from medclf.runtime import in_background
 from medclf.tracking import names
 from medclf.tracking.logger import mlflow_loggers
 
@@ -79,7 +80,12 @@ class TrainingCurves(Callback):
         ]
         pd.DataFrame(self.history).to_csv(files[0], index=False)
         unfrozen_at = getattr(pl_module, "freeze_epochs", 0) or None
-        save_figure(training_curves_figure(self.history, unfrozen_at), files[1])
-        for logger in mlflow_loggers(trainer.loggers):
-            for path in files:
-                logger.log_artifact(path, names.PLOTS_DIR)
+        history, loggers = [dict(row) for row in self.history], mlflow_loggers(trainer.loggers)
+
+        def plot_and_log() -> None:  # beside the test pass (medclf.runtime.in_background)
+            save_figure(training_curves_figure(history, unfrozen_at), files[1])
+            for logger in loggers:
+                for path in files:
+                    logger.log_artifact(path, names.PLOTS_DIR)
+
+        in_background(plot_and_log)

@@ -114,6 +114,9 @@ class TestReport(Callback):
             return
         from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
 
+        from medclf.runtime import wait_background
+
+        wait_background()  # the training curves' figure: pyplot draws one figure at a time
         from medclf.evaluation.plots import (
             confusion_matrix_figure,
             multilabel_confusion_figure,

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from medclf.data.io import convert_channels, is_image_file, read_image
+from medclf.data.io import is_image_file, read_raw
 from medclf.errors import ConfigError, DataError
 from medclf.inference.spec import InputSpec
 from medclf.models.outputs import decide
@@ -77,7 +77,7 @@ class PredictDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
-        image = read_image(self.paths[i], dicom_window=self.dicom_window)
+        image = read_raw(self.paths[i], dicom_window=self.dicom_window)
         dims = image.ndim - 1
         if dims != self.spatial_dims:
             raise DataError(
@@ -86,7 +86,7 @@ class PredictDataset(Dataset):
             )
         have = image.shape[-1]
         item = {
-            "image": self.transform(image=convert_channels(image, self.channels))["image"],
+            "image": self.transform(image=image)["image"],
             "index": i,
             "converted": have != self.channels,
         }

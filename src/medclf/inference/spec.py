@@ -70,8 +70,11 @@ class InputSpec:
         return list(image_hw(self.image_size))
 
     def transform(self):
-        """Resize as the validation split was: ``transform(image=array)["image"]``."""
-        return input_transform(self.spatial_dims, self.image_size, self.volume_size)
+        """Fit to size and channels as the validation split was (from ``read_raw``'s array):
+        ``transform(image=array)["image"]``."""
+        return input_transform(
+            self.spatial_dims, self.image_size, self.volume_size, channels=self.channels
+        )
 
     @property
     def metadata_columns(self) -> list[str]:

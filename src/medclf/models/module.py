@@ -68,6 +68,8 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.nonfinite_loss = nonfinite_loss
         self.skipped_steps = 0
+        self._loss_sum: torch.Tensor | None = None  # this epoch's training loss, summed
+        self._loss_count = 0
         # (epoch, batch, global step) of the first non-finite loss, kept on the device
         self.register_buffer("first_nonfinite", torch.full((3,), -1), persistent=False)
         self.class_names = list(class_names)
@@ -174,12 +176,21 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         return decide(probs, self.task, self.decision_threshold).float()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        """The loss; ``train/loss_step`` is logged only at the steps whose metrics Lightning
+        writes (each ``self.log`` costs host time), its epoch mean (``train/loss_epoch``)
+        is summed on the device and logged at the epoch's end."""
+        from medclf.compat import lightning_logs_this_step
+
         loss, probs, target, _ = self.model_step(batch)
         if self._nonfinite(loss, batch_idx):
             return None  # no backward: the optimizer step finds no gradients and changes nothing
         self.train_metrics.update(self._scored(self._chosen(probs)), target.long())
         bs = len(target)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        summed = loss.detach() * bs
+        self._loss_sum = summed if self._loss_sum is None else self._loss_sum + summed
+        self._loss_count += bs
+        if lightning_logs_this_step(self):
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _nonfinite(self, loss: torch.Tensor, batch_idx: int) -> bool:
@@ -223,6 +234,10 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._raise_if_nonfinite()
+        if self._loss_count:
+            mean = self._loss_sum / self._loss_count
+            self.log("train/loss_epoch", mean, on_epoch=True, prog_bar=True, sync_dist=True)
+        self._loss_sum, self._loss_count = None, 0
         # computed once per epoch (synchronised across DDP ranks by torchmetrics) rather than
         # handed to ``self.log`` every step, where Lightning moves each Metric object to the
         # device again: about 1 ms of host time per metric and step

@@ -57,12 +57,13 @@ def make_datamodule(cfg: DictConfig) -> Any:
     augment = {
         key: instantiate(node)
         for key, node in (cfg.get("augment") or {}).items()
-        if key in ("image", "volume") and node
+        if key in ("image", "volume", "device") and node
     }
     datamodule = instantiate(
         cfg.datamodule,
         augment=augment.get("image"),
         volume_augment=augment.get("volume"),
+        device_augment=augment.get("device"),
         **report_columns(cfg),
     )
     datamodule.setup()

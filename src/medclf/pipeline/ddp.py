@@ -92,6 +92,11 @@ class ConfigFingerprint(Callback):
             "pid": os.getpid(),
             # images known to the check cache / decoded to check them (ranks > 0 wait)
             "image_check": getattr(trainer.datamodule, "image_check", None),
+            # images the decoded cache held intact / decoded now (ranks > 0 read rank 0's)
+            "decoded_cache": {
+                key: (getattr(trainer.datamodule, "cache_stats", None) or {}).get(key)
+                for key in ("mode", "images", "known", "decoded")
+            },
         }
         folder = Path(trainer.strategy.broadcast(str(self.output_dir))) / "ranks"
         folder.mkdir(parents=True, exist_ok=True)

@@ -122,9 +122,18 @@ def check_datamodule(cfg: DictConfig) -> None:
             f"datamodule.volume_size={volume!r} must be three positive integers "
             "[depth, height, width]."
         )
-    cache = node.get("cache", False)
-    if not isinstance(cache, bool):
-        raise ConfigError(f"datamodule.cache={cache!r} must be true or false.")
+    from medclf.data.cachefill import MODES
+
+    cache = node.get("cache", "auto")
+    if cache not in MODES and not isinstance(cache, bool):
+        raise ConfigError(f"datamodule.cache={cache!r}: use {', '.join(MODES)}.")
+    if node.get("on_device", False) not in (True, False):
+        raise ConfigError(f"datamodule.on_device={node.get('on_device')!r}: use true or false.")
+    if node.get("on_device", False) and cache != "memory":
+        raise ConfigError(
+            f"datamodule.on_device=true keeps the decoded set on the device and needs "
+            f"datamodule.cache=memory (not {cache}); set it, or on_device=false."
+        )
     from medclf.data.groups import DUPLICATES
 
     duplicates = node.get("duplicates", "warn")
@@ -498,6 +507,11 @@ def check_augment(cfg: DictConfig, spatial_dims: int | None = None) -> None:
         value = node.get(key) or 0.0
         if value < 0:
             raise ConfigError(f"augment.{key}={value}: use an alpha >= 0 (0: off).")
+    if spatial_dims == 3 and OmegaConf.select(cfg, "datamodule.on_device", default=False):
+        raise ConfigError(
+            "datamodule.on_device=true augments 2D images on the device; these are volumes: "
+            "set datamodule.on_device=false."
+        )
     cutmix = node.get("cutmix") or 0.0
     if cutmix and spatial_dims == 3:
         raise ConfigError(

@@ -31,6 +31,22 @@ def _calibration_line(calibration: dict) -> str:
     return f"calibration: test ECE {calibration['ece']:.4f}, Brier {calibration['brier']:.4f}"
 
 
+def _data_lines(trainer) -> list[str]:
+    """What the decoded cache did, and how long training waited for its data."""
+    from medclf.data.cachefill import describe
+    from medclf.pipeline.datawait import METRIC, DataWait
+
+    lines = []
+    cache = describe(getattr(trainer.datamodule, "cache_stats", None) or {})
+    if cache is not None:
+        lines.append(cache)
+    wait = next((c for c in trainer.callbacks if isinstance(c, DataWait)), None)
+    if wait is not None and wait.fractions:
+        epochs = ", ".join(f"{100 * f:.0f}%" for f in wait.fractions)
+        lines.append(f"data wait ({METRIC}): {epochs} of each epoch's training steps")
+    return lines
+
+
 def summary_lines(trainer, trackers: list, output_dir: Path) -> list[str]:
     """The summary's lines, in order."""
     from medclf.evaluation.report import TestReport
@@ -57,6 +73,7 @@ def summary_lines(trainer, trackers: list, output_dir: Path) -> list[str]:
             lines.append(
                 f"patients: test_patient/f1={row.value:.4f} [{row.ci_low:.4f}, {row.ci_high:.4f}]"
             )
+    lines += _data_lines(trainer)
     if report is not None and report.html_path is not None and report.html_path.exists():
         lines.append(f"run report: {report.html_path}")
     lines.append(f"run directory: {output_dir}")

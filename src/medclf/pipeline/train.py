@@ -72,17 +72,25 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     runtime.lap("config")
-    datamodule = make_datamodule(cfg)
-    runtime.lap("data")
-    model = build_model(cfg, datamodule, plan.fit_data(datamodule))
-    plan.check_model(model)
-    runtime.lap("model")
-    # DDP ranks > 0 log nothing; not even opening the store (concurrent table creation).
-    loggers = []
+    # The MLflow store opens (imports, schema, experiment) in the background while the data
+    # and the model are set up; its run is made below. DDP ranks > 0 log nothing, not even
+    # opening the store (concurrent table creation).
+    opening = None
     if rank_zero_only.rank == 0:
         run_id = resume.mlflow_run_id if resume is not None else None
         spool = output_dir / names.UNSENT_FILE
-        loggers = instantiate_loggers(cfg.get("logger"), job_name(cfg), spool, run_id)
+        logger_cfg, name = cfg.get("logger"), job_name(cfg)
+        opening = runtime.in_background(instantiate_loggers, logger_cfg, name, spool, run_id)
+    try:
+        datamodule = make_datamodule(cfg)
+        runtime.lap("data")
+        model = build_model(cfg, datamodule, plan.fit_data(datamodule))
+        plan.check_model(model)
+        runtime.lap("model")
+        loggers = opening.result() if opening is not None else []
+    except BaseException:
+        runtime.wait_background(raise_errors=False)  # this error, not the store's
+        raise
     trackers = mlflow_loggers(loggers)
     run_values = {"config_digest": digest, "command": command_line("medclf-train")}
     callbacks = instantiate_callbacks(cfg.get("callbacks"), run_values)
@@ -93,7 +101,7 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
     try:
         if rank_zero_only.rank == 0:  # creates the MLflow run
             _start_tracking(trackers, cfg, resume, output_dir, datamodule, model.task)
-        _record_startup(trackers, output_dir)
+        _record_startup(trackers, output_dir, getattr(datamodule, "cache_stats", {}))
         with runtime.long_lived_frozen():
             checkpoint = _fit_and_test(cfg, trainer, model, datamodule, resume, trackers)
             pruned = pruned_epoch(trainer)
@@ -102,11 +110,13 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
             elif trainer.is_global_zero:
                 example = datamodule.datasets["test"][0]
                 record.log_outputs(trackers, output_dir, checkpoint, model, example)
+        runtime.wait_background()  # what ran beside the critical path (figures, uploads)
         status = "FINISHED" if pruned is None else "KILLED"
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
         status = "KILLED"
         raise
     finally:
+        runtime.wait_background(raise_errors=False)  # after an error: let it finish
         for tracker in trackers:
             tracker.end_run(status)
         distributed.release(ddp_environment)
@@ -151,9 +161,10 @@ def _start_tracking(
     )
 
 
-def _record_startup(trackers: list, output_dir: Path) -> None:
+def _record_startup(trackers: list, output_dir: Path, cache: dict) -> None:
     """The start-up's phases (medclf.runtime) in the log, in ``startup.json`` and as the
-    run's ``startup/<phase>_s`` metrics."""
+    run's ``startup/<phase>_s`` metrics; with them what the decoded cache did (its build
+    time and images/s, medclf.data.cachefill) under ``decoded_cache``."""
     from lightning.pytorch.utilities import rank_zero_only
 
     from medclf import runtime
@@ -162,13 +173,14 @@ def _record_startup(trackers: list, output_dir: Path) -> None:
     phases = runtime.startup()
     if rank_zero_only.rank != 0:
         return
-    (output_dir / names.STARTUP_FILE).write_text(json.dumps(phases, indent=1))
+    record_file = {**phases, "decoded_cache": cache}
+    (output_dir / names.STARTUP_FILE).write_text(json.dumps(record_file, indent=1))
     log.info(
         "start-up %.1f s: %s",
         phases["total"],
         ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items() if name != "total"),
     )
-    record.log_startup(trackers, phases)
+    record.log_startup(trackers, phases, cache)
 
 
 def _fold_predictions(model, datamodule, output_dir: Path, checkpoint: str | None) -> Path:

@@ -2,7 +2,8 @@
 
 Lightning's MLFlowLogger terminates the run in ``finalize`` after ``fit``; here the run stays
 open through testing and artifact upload, and :meth:`MLflowRunLogger.end_run` sets its final
-status (FINISHED, FAILED or KILLED) exactly once, from the pipeline.
+status (FINISHED, FAILED or KILLED) exactly once, from the pipeline. Metrics are sent by a
+background thread, so that no training step waits for the store.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import os
 import subprocess
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,8 @@ class MLflowRunLogger(MLFlowLogger):
         self.experiment_name = experiment_name
         self.spool_path = Path(spool_path) if spool_path else None
         self._pending: list[tuple[dict[str, float], int | None]] = []
+        self._sender: ThreadPoolExecutor | None = None
+        self._sent: list[Future] = []
         db = sqlite_path(tracking_uri or "")
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -124,20 +128,40 @@ class MLflowRunLogger(MLFlowLogger):
         )
 
     def finalize(self, status: str = "success") -> None:
-        """Keep the run open after fit; :func:`end_run` closes it once all is logged."""
+        """Keep the run open after fit (:func:`end_run` closes it once all is logged); the
+        metrics logged so far are sent."""
+        self.flush()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Sent by a background thread, in order: a training step never waits for the
+        store (a SQLite commit, or a server's answer). :meth:`flush` waits for them."""
         record = ({k: float(v) for k, v in metrics.items()}, step)
+        _ = self.run_id  # the run exists before the thread writes to it
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-metrics")
+        self._sent.append(self._sender.submit(self._send, record))
+
+    def _send(self, record: tuple[dict[str, float], int | None]) -> None:
         try:
             self._send_pending()
-            super().log_metrics(record[0], step)
+            MLFlowLogger.log_metrics(self, *record)
         except Exception as exc:  # the server is down: keep the metrics, train on
             self._keep(record, exc)
+
+    def flush(self) -> None:
+        """Until every metric logged so far was sent (or kept)."""
+        sent, self._sent = self._sent, []
+        for future in sent:
+            future.result()
+
+    def __getstate__(self) -> dict:
+        self.flush()
+        return {**self.__dict__, "_sender": None, "_sent": []}
 
     def _send_pending(self) -> None:
         while self._pending:
             metrics, step = self._pending[0]
-            super().log_metrics(metrics, step)
+            MLFlowLogger.log_metrics(self, metrics, step)
             self._pending.pop(0)
 
     def _keep(self, record: tuple[dict[str, float], int | None], exc: Exception) -> None:
@@ -200,6 +224,7 @@ class MLflowRunLogger(MLFlowLogger):
         or KILLED."""
         if not (mlflow_run_started(self) and self.run_id):
             return
+        self.flush()
         try:
             self._send_pending()
             self.experiment.set_terminated(self.run_id, status)

@@ -63,10 +63,16 @@ def _size(path: Any) -> int:
         return 0
 
 
-def log_startup(trackers: list, phases: dict[str, float]) -> None:
-    """The start-up's phases as ``startup/<phase>_s`` metrics."""
+def log_startup(trackers: list, phases: dict[str, float], cache: dict | None = None) -> None:
+    """The start-up's phases as ``startup/<phase>_s`` metrics; the decoded cache's build
+    time and rate (when it decoded images) as ``startup/cache_build_s`` and
+    ``startup/cache_images_per_s``."""
+    metrics = {f"startup/{k.replace(' ', '_')}_s": v for k, v in phases.items()}
+    if cache and cache.get("decoded"):
+        metrics["startup/cache_build_s"] = cache["build_s"]
+        metrics["startup/cache_images_per_s"] = cache["images_per_s"]
     for tracker in trackers:
-        tracker.log_metrics({f"startup/{k.replace(' ', '_')}_s": v for k, v in phases.items()})
+        tracker.log_metrics(metrics)
 
 
 def log_fitted(trackers: list, chosen: dict) -> None:
