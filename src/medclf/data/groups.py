@@ -115,10 +115,16 @@ def content_hashes(frame: pd.DataFrame, arrays: np.ndarray | None) -> list[str]:
 
 
 def duplicates_across_splits(
-    frame: pd.DataFrame, arrays: np.ndarray | None, limit: int = 5
+    frame: pd.DataFrame,
+    arrays: np.ndarray | None,
+    limit: int = 5,
+    digests: list[str] | None = None,
 ) -> list[str]:
-    """One message per set of byte-identical images that spans two splits."""
-    hashes = pd.Series(content_hashes(frame, arrays), index=frame.index)
+    """One message per set of byte-identical images that spans two splits (``digests``:
+    the samples' content_hashes, when already computed)."""
+    if digests is None:
+        digests = content_hashes(frame, arrays)
+    hashes = pd.Series(digests, index=frame.index)
     messages = []
     crossing = 0
     for _, rows in frame.groupby(hashes, sort=False):
@@ -158,12 +164,18 @@ def check_leakage(
         )
     if duplicates == "ignore":
         return []
-    found = duplicates_across_splits(frame, arrays)
+    digests = content_hashes(frame, arrays)
+    found = duplicates_across_splits(frame, arrays, digests=digests)
     if near_copy_bits is not None:
         from medclf.data.near_copies import near_copies_across_splits
 
         found += near_copies_across_splits(
-            frame, arrays, max_bits=near_copy_bits, dicom_window=dicom_window, cache=cache
+            frame,
+            arrays,
+            max_bits=near_copy_bits,
+            dicom_window=dicom_window,
+            cache=cache,
+            digests=digests,
         )
     if found and duplicates == "error":
         raise DataError(

@@ -136,11 +136,12 @@ def near_copies_across_splits(
     dicom_window: Any = None,
     cache: str | Path | None = None,
     limit: int = 5,
+    digests: list[str] | None = None,
 ) -> list[str]:
     """One message per pair of images in two splits whose hashes are at most ``max_bits``
-    apart (byte-identical pairs excluded: the SHA-1 check names those), the first ``limit``
-    and a count of the rest. A DDP rank other than its node's first looks for none: the
-    node's rank 0 reports them."""
+    apart, the first ``limit`` and a count of the rest; pairs with equal ``digests`` (the
+    samples' content hashes: byte-identical, which the SHA-1 check names) are left out.
+    A DDP rank other than its node's first looks for none: the node's rank 0 reports them."""
     if follower_rank():
         return []
     hashes = sample_hashes(list(frame["path"]), arrays, dicom_window=dicom_window, cache=cache)
@@ -155,12 +156,9 @@ def near_copies_across_splits(
     a, b, distance = a[crossing], b[crossing], distance[crossing]
     if not len(a):
         return []
-    from medclf.data.groups import content_hashes
-
-    pairs = np.unique(np.r_[a, b])
-    digest = dict(zip(pairs, content_hashes(frame.iloc[pairs], arrays), strict=True))
-    differ = np.array([digest[i] != digest[j] for i, j in zip(a, b, strict=True)])
-    a, b, distance = a[differ], b[differ], distance[differ]
+    if digests is not None:
+        differ = np.array([digests[i] != digests[j] for i, j in zip(a, b, strict=True)])
+        a, b, distance = a[differ], b[differ], distance[differ]
     order = np.argsort(distance, kind="stable")
     names = frame["sample"].astype(str).to_numpy()
     messages = [
