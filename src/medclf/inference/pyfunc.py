@@ -66,6 +66,42 @@ class ClassifierModel(mlflow.pyfunc.PythonModel):
         return np.asarray(predicted_labels(probs, names, self.module.task, threshold))
 
 
+class EnsembleModel(ClassifierModel):
+    """A stacked ensemble (medclf.inference.stacking): its members' probabilities, each
+    averaged over its folds, combined by its metalearner; the same inputs and ``params`` as
+    :class:`ClassifierModel` (``output`` probabilities or prediction, ``threshold``). The
+    artifact holds the ensemble's folder: its spec, the metalearner's rows (plain arrays)
+    and the member checkpoints, loaded with ``weights_only``."""
+
+    def load_context(self, context) -> None:
+        from medclf.inference.predict import load_models
+        from medclf.inference.stacking import load_ensemble
+
+        self.ensemble = load_ensemble(context.artifacts["ensemble"])
+        models, _ = load_models(self.ensemble.checkpoints())
+        self.groups = self.ensemble.groups(models)
+
+    def predict(self, context, model_input, params=None):  # no type hint: MLflow would validate it
+        from medclf.inference.stacking import predict_stacked
+        from medclf.models.outputs import predicted_labels
+
+        if isinstance(model_input, dict):
+            image = torch.as_tensor(np.asarray(model_input["image"], dtype=np.float32))
+            metadata = torch.as_tensor(np.asarray(model_input["metadata"], dtype=np.float32))
+        else:
+            image, metadata = torch.as_tensor(np.asarray(model_input, dtype=np.float32)), None
+        probs = predict_stacked(self.ensemble, self.groups, image, metadata)
+        params = {**PARAMS, **(params or {})}
+        if params["output"] == "probabilities":
+            return probs
+        if params["output"] != "prediction":
+            raise ValueError(f"params output={params['output']!r}: use probabilities or prediction")
+        threshold = float(params["threshold"])
+        threshold = self.ensemble.threshold if threshold < 0 else threshold
+        names = self.ensemble.class_names
+        return np.asarray(predicted_labels(probs, names, self.ensemble.task, threshold))
+
+
 def save_weights(module, directory: Path) -> Path:
     """The module's hyperparameters and state dict, as plain data for weights_only loading."""
     path = directory / "weights.pt"
