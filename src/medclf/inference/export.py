@@ -9,8 +9,9 @@ p as [1 - p, p] (medclf.models.network.Network, the path every medclf inference 
 also gives ``prediction`` (N, classes) int64, 1 where a class is predicted by medclf's
 decision rule at the trained threshold (medclf.models.outputs.decide): the ONNX model's
 second output, a TorchScript model's ``prediction`` method. The batch axis is dynamic; the
-spatial size is the one the model was trained at. Class names and the input spec are
-written into the ONNX ``metadata_props``, into a TorchScript file's extra file
+spatial size is the one the model was trained at. A stacked ensemble's folder exports as one
+model of its members and metalearner (medclf.inference.export_stack). Class names and the
+input spec are written into the ONNX ``metadata_props``, into a TorchScript file's extra file
 ``medclf.json``, and for both formats beside it as ``<output>.json``.
 
 ONNX uses torch's TorchScript-based exporter (``dynamo=False``). On torch 2.14 the default
@@ -217,6 +218,12 @@ def export(
     if format == "onnx" and (isinstance(opset, bool) or not isinstance(opset, int)):
         raise ConfigError(f"opset={opset!r}: give an ONNX opset version such as opset=17.")
     ckpt_path = Path(ckpt_path).expanduser()
+    from medclf.inference.stacking import is_ensemble
+
+    if is_ensemble(ckpt_path):  # a stacked ensemble (medclf-ensemble): one model of them all
+        from medclf.inference.export_stack import export_ensemble
+
+        return export_ensemble(ckpt_path, format, output, opset, batch_size, input_size, verify)
     if not ckpt_path.is_file():  # before importing torch: a typo is answered at once
         raise ConfigError(
             f"ckpt_path={ckpt_path}: no such file. Give the .ckpt written by train.py (its run "

@@ -102,6 +102,15 @@ def _sklearn(path: str, **defaults: Any) -> Callable[..., Any]:
     return make
 
 
+def _svm(seed: int, n_members: int, task: str, n_rows: int, **params: Any) -> Any:
+    """An RBF support vector machine with probabilities from Platt scaling fitted by
+    cross-validation (scikit-learn's CalibratedClassifierCV over SVC)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    return CalibratedClassifierCV(SVC(**params), method="sigmoid", ensemble=False)
+
+
 def _combiner(cls: type) -> Callable[..., Any]:
     def make(seed: int, n_members: int, task: str, n_rows: int, **params: Any) -> Any:
         return cls(n_members=n_members, task=task, **params)
@@ -112,9 +121,9 @@ def _combiner(cls: type) -> Callable[..., Any]:
 METALEARNERS: dict[str, Callable[..., Any]] = {
     "logistic": _sklearn("sklearn.linear_model.LogisticRegression", max_iter=1000),
     "naive_bayes": _sklearn("sklearn.naive_bayes.GaussianNB"),
-    "svm": _sklearn("sklearn.svm.SVC", probability=True),
+    "svm": _svm,
     "random_forest": _sklearn(
-        "sklearn.ensemble.RandomForestClassifier", n_estimators=200, min_samples_leaf=2
+        "sklearn.ensemble.RandomForestClassifier", n_estimators=100, min_samples_leaf=2
     ),
     "gradient_boosting": _sklearn("sklearn.ensemble.GradientBoostingClassifier"),
     "knn": _sklearn("sklearn.neighbors.KNeighborsClassifier", n_neighbors=15),
