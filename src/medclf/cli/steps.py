@@ -42,8 +42,9 @@ def split_argv(argv: list[str], own: set[str]) -> tuple[list[str], list[str], li
     return mine, train, hydra
 
 
-def compose_command(config_name: str, overrides: list[str]) -> DictConfig:
-    """The command's config with ``overrides`` (its ``output_dir`` as ``paths.output_dir``)."""
+def compose_command(config_name: str, overrides: list[str], output_dir: bool = True) -> DictConfig:
+    """The command's config with ``overrides`` (with ``output_dir``: its ``output_dir``
+    resolved, also as ``paths.output_dir``)."""
     from hydra import compose, initialize_config_dir
 
     from medclf.config import check_group_choices
@@ -51,6 +52,8 @@ def compose_command(config_name: str, overrides: list[str]) -> DictConfig:
     check_group_choices(overrides)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name, overrides=overrides)
+    if not output_dir:
+        return cfg
     with open_dict(cfg):
         cfg.paths.output_dir = str(Path(str(cfg.output_dir)).expanduser().resolve())
         cfg.output_dir = cfg.paths.output_dir

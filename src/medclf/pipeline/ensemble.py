@@ -156,31 +156,38 @@ def build_ensemble(
     return Built(folder, run_id, report.metrics, probs, report.html, report.comparison, members)
 
 
+def train_member(cfg: DictConfig, argv: list[str], run_dir: Path, train) -> str:
+    """Train one cross-validation run, ``medclf-train ARGV hydra.run.dir=RUN_DIR`` (``train``
+    runs it and returns its exit status); returns its MLflow run id."""
+    from medclf.tracking.runs import run_by_output_dir
+
+    argv = [*argv, f"hydra.run.dir={run_dir}"]
+    status = train(argv)
+    if status != 0:
+        raise ConfigError(
+            f"medclf-train {' '.join(argv)} did not finish (exit status {status}); see its log "
+            f"in {run_dir}."
+        )
+    found = run_by_output_dir(tracking_uri(cfg), _experiment(cfg), str(run_dir))
+    if found is None:
+        raise ConfigError(f"no MLflow run found for {run_dir}: is logger=mlflow set?")
+    return found
+
+
 def train_members(
     cfg: DictConfig, entries: list[str], base: list[str], output_dir: Path, train
 ) -> list[str]:
     """Composite: train each entry of ``members`` as a ``folds``-fold cross-validation run
     with the command's training overrides ``base`` (``train``: runs ``medclf-train`` with an
     argument list, returns its exit status); returns their MLflow run ids."""
-    from medclf.tracking.runs import run_by_output_dir
-
     folds = int(cfg.get("folds") or 5)
     if folds < 2:
         raise ConfigError(f"folds={folds}: a composite ensemble needs at least 2 folds.")
     ids = []
     for i, entry in enumerate(entries):
-        run_dir = output_dir / f"member_{i}"
-        argv = [*base, *str(entry).split(), f"cv.folds={folds}", f"hydra.run.dir={run_dir}"]
+        argv = [*base, *str(entry).split(), f"cv.folds={folds}"]
         log.info("member %d of %d: medclf-train %s", i + 1, len(entries), " ".join(argv))
-        status = train(argv)
-        if status != 0:
-            raise ConfigError(
-                f"member {i} ({entry}) did not train (exit status {status}); see {run_dir}."
-            )
-        found = run_by_output_dir(tracking_uri(cfg), _experiment(cfg), str(run_dir))
-        if found is None:
-            raise ConfigError(f"member {i} ({entry}): no MLflow run found for {run_dir}.")
-        ids.append(found)
+        ids.append(train_member(cfg, argv, output_dir / f"member_{i}", train))
     return ids
 
 

@@ -128,3 +128,30 @@ def copy_inputs(tracker, source_run: str) -> None:
 def log_folder(tracker, folder: Path, artifact_path: str) -> None:
     """A folder's files as the run's artifacts under ``artifact_path``."""
     tracker.experiment.log_artifacts(tracker.run_id, str(folder), artifact_path)
+
+
+def close_running_under(tracking_uri: str, experiment: str, folder: str) -> int:
+    """Mark KILLED the RUNNING runs whose run directory (tag ``output_dir``) lies under
+    ``folder``: left by a killed session of the command that owns ``folder``; returns how
+    many."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return 0
+    quoted = str(folder).replace("'", "\\'")
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.{names.OUTPUT_DIR} LIKE '{quoted}%' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(runs)
+
+
+def attach_file(tracking_uri: str, run_id: str, path: Path) -> None:
+    """Log one more file into a finished run (the AutoML report into its ensemble's run)."""
+    import mlflow
+
+    mlflow.MlflowClient(tracking_uri).log_artifact(run_id, str(path))
