@@ -179,13 +179,15 @@ def train_members(
 ) -> list[str]:
     """Composite: train each entry of ``members`` as a ``folds``-fold cross-validation run
     with the command's training overrides ``base`` (``train``: runs ``medclf-train`` with an
-    argument list, returns its exit status); returns their MLflow run ids."""
+    argument list, returns its exit status; the folds log no MLflow model of their own);
+    returns their MLflow run ids."""
     folds = int(cfg.get("folds") or 5)
     if folds < 2:
         raise ConfigError(f"folds={folds}: a composite ensemble needs at least 2 folds.")
     ids = []
     for i, entry in enumerate(entries):
-        argv = [*base, *str(entry).split(), f"cv.folds={folds}"]
+        # a member's folds are parts of the ensemble: the ensemble's run holds the model
+        argv = [*base, *str(entry).split(), f"cv.folds={folds}", "logger.mlflow.save_model=false"]
         log.info("member %d of %d: medclf-train %s", i + 1, len(entries), " ".join(argv))
         ids.append(train_member(cfg, argv, output_dir / f"member_{i}", train))
     return ids
