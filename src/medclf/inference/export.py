@@ -220,21 +220,27 @@ def export(
     ckpt_path = Path(ckpt_path).expanduser()
     from medclf.inference.stacking import is_ensemble
 
-    if is_ensemble(ckpt_path):  # a stacked ensemble (medclf-ensemble): one model of them all
-        from medclf.inference.export_stack import export_ensemble
-
-        return export_ensemble(ckpt_path, format, output, opset, batch_size, input_size, verify)
-    if not ckpt_path.is_file():  # before importing torch: a typo is answered at once
+    stacked = is_ensemble(ckpt_path)  # a stacked ensemble (medclf-ensemble): one model of all
+    if (
+        not stacked and not ckpt_path.is_file()
+    ):  # before importing torch: a typo is answered at once
         raise ConfigError(
             f"ckpt_path={ckpt_path}: no such file. Give the .ckpt written by train.py (its run "
             "directory's checkpoints/ folder)."
         )
-    path = output_path(ckpt_path, format, output)
-    module = load_module(ckpt_path)
+    path = output_path(ckpt_path / "model" if stacked else ckpt_path, format, output)
+    if stacked:
+        from medclf.inference.export_stack import stacked_model
+
+        module, model, described = stacked_model(ckpt_path)
+    else:
+        module = load_module(ckpt_path)
+        model, described = exported_model(module), {}
     size = spatial_size(InputSpec.of(module), input_size)
     spec = describe_io(module, size, batch_size)
-    spec.update(format=format, checkpoint=str(ckpt_path))
-    model = exported_model(module)
+    spec.update(**described, format=format, checkpoint=str(ckpt_path))
+    if stacked:  # a member's prediction sets do not hold for the ensemble's probabilities
+        spec.pop("prediction_sets", None)
     example = _random_inputs(spec, batch_size or 2)
     try:
         if format == "onnx":
@@ -249,7 +255,7 @@ def export(
             "writable folder with enough space."
         ) from None
     if verify:
-        _verify(module, path, spec, format, batch_size or 3)
+        _verify(model if stacked else module, path, spec, format, batch_size or 3)
     names = ", ".join(spec["class_names"])
     shapes = ", ".join(f"{i['name']} {i['shape']}" for i in spec["inputs"])
     log.info("exported %s → %s (%s; classes: %s)", ckpt_path, path, shapes, names)

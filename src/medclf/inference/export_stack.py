@@ -1,8 +1,8 @@
-"""A stacked ensemble exported as one ONNX or TorchScript model (``medclf-export
-ckpt_path=<stacked_ensemble folder>``): every member network, each member's folds averaged,
-and the metalearner written as torch operations, so the file needs neither medclf nor
+"""A stacked ensemble as one torch module for ``medclf-export ckpt_path=<stacked_ensemble
+folder>`` (medclf.inference.export): every member network, each member's folds averaged, and
+the metalearner written as torch operations, so the exported file needs neither medclf nor
 scikit-learn. Inputs, outputs and the description sidecar are those of a single model's
-export (medclf.inference.export), plus the ensemble's members and metalearner.
+export, plus the ensemble's members and metalearner.
 
 The metalearners with a closed form export: ``logistic`` (softmax or sigmoid of a linear
 map), ``naive_bayes`` (Gaussian log-likelihoods), ``best`` and ``weighted_mean`` (a weighted
@@ -167,59 +167,25 @@ class StackedNetwork(nn.Module):
         return probs, decide(probs, self.task, self.threshold).long()
 
 
-def export_ensemble(
-    folder: str | Path,
-    format: str = "onnx",
-    output: str | Path | None = None,
-    opset: int = 17,
-    batch_size: int | None = None,
-    input_size: Any = None,
-    verify: bool = True,
-) -> Path:
-    """Export the stacked ensemble in ``folder`` as ``format``; returns the written file."""
-    import json
-    import logging
-
-    from medclf.inference import export as single
+def stacked_model(folder: str | Path) -> tuple[Any, StackedNetwork, dict[str, Any]]:
+    """(a member module: the input spec, the network to export, what the description says
+    of the ensemble) for medclf.inference.export."""
     from medclf.inference.predict import load_models
-    from medclf.inference.spec import InputSpec
     from medclf.inference.stacking import load_ensemble
 
-    folder = Path(folder).expanduser()
-    ensemble = load_ensemble(folder)
+    ensemble = load_ensemble(Path(folder).expanduser())
     models, _ = load_models(ensemble.checkpoints())
     network = StackedNetwork(ensemble, ensemble.groups(models)).eval()
-    path = single.output_path(folder / "model", format, output)
-    size = single.spatial_size(InputSpec.of(models[0]), input_size)
-    spec = single.describe_io(models[0], size, batch_size)
-    spec.update(
-        class_names=ensemble.class_names,
-        task=ensemble.task,
-        threshold=ensemble.threshold,
-        backbone="stacked ensemble of "
-        + ", ".join(sorted({str(m.hparams["backbone"]["name"]) for m in models})),
-        ensemble={
+    backbones = sorted({str(m.hparams["backbone"]["name"]) for m in models})
+    described = {
+        "class_names": ensemble.class_names,
+        "task": ensemble.task,
+        "threshold": ensemble.threshold,
+        "backbone": "stacked ensemble of " + ", ".join(backbones),
+        "ensemble": {
             "members": [m.name for m in ensemble.members],
             "metalearner": ensemble.meta.name,
             "models_per_member": [len(m.checkpoints) for m in ensemble.members],
         },
-        format=format,
-        checkpoint=str(folder),
-    )
-    spec.pop("prediction_sets", None)
-    example = single._random_inputs(spec, batch_size or 2)
-    if format == "onnx":
-        spec["opset"] = single._export_onnx(network, example, path, spec, opset, batch_size is None)
-    else:
-        single._export_torchscript(network, example, path, spec)
-    path.with_name(path.name + ".json").write_text(json.dumps(spec, indent=2) + "\n")
-    if verify:
-        single._verify(network, path, spec, format, batch_size or 3)
-    logging.getLogger("medclf.export").info(
-        "exported the stacked ensemble %s (%d members, %s) → %s",
-        folder,
-        len(ensemble.members),
-        ensemble.meta.name,
-        path,
-    )
-    return path
+    }
+    return models[0], network, described

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medclf.errors import ConfigError
 from medclf.pipeline.automl_state import State, max_time, parse_budget, quote
+from medclf.tracking import names
 
 log = logging.getLogger("medclf.automl")
 
@@ -64,7 +65,7 @@ class AutoML:
         self.train = train
         self.folder = Path(cfg.paths.output_dir)
         self.total = parse_budget(cfg.budget)
-        self.state = State(self.folder / "automl_state.json", started)
+        self.state = State(self.folder / names.AUTOML_STATE, started)
         node = cfg.automl
         self.top_k, self.folds = int(node.top_k), int(node.folds)
         self.max_trials = int(node.max_trials)
@@ -130,7 +131,7 @@ class AutoML:
                 )
             self._close_orphans()
             plan = self._plan()
-            base = [*self.train_argv, *plan["overrides"]]
+            base = [*self.train_argv, *plan["picked"]]
             self._search(base, plan["backbones"])
             members = self._members(base)
             ensemble = self._ensemble(members)
@@ -176,7 +177,7 @@ class AutoML:
         summary = read_summary(datamodule, data_name(self.cfg))
         backbones = OmegaConf.select(self.cfg, "automl.backbones")
         found = plan(summary, self.cfg, self.train_argv, backbones and list(backbones))
-        self.state.data["plan"] = {**found.as_dict(), "overrides": found.overrides()}
+        self.state.data["plan"] = {**found.as_dict(), "picked": found.overrides()}
         self.state.step(
             "read the data", f"medclf-check-data {quote(self.train_argv)}", time.time() - start
         )
@@ -349,7 +350,6 @@ class AutoML:
 
     def _ensemble(self, run_ids: list[str]) -> dict:
         from medclf.pipeline.ensemble import build_ensemble
-        from medclf.tracking import names
 
         done = self.state.data.get("ensemble")
         if done:
