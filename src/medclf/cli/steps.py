@@ -111,4 +111,8 @@ def run_main(name: str, doc: str, argv: list[str], task: Callable[[list[str]], o
         logging.getLogger(f"medclf.{name}").error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = "; run the same command to continue" if name == "automl" else ""
+        print(f"medclf-{name}: interrupted{hint}.", file=sys.stderr)
+        return 130
     return 0

@@ -67,7 +67,10 @@ class State:
 
     def beat(self, stop: threading.Event, every: float = 2.0) -> None:
         while not stop.wait(every):
-            self.save()
+            try:
+                self.save()
+            except (RuntimeError, OSError):  # the state changed while written: the next beat
+                continue
 
     def step(self, name: str, command: str, seconds: float, status: str = "done") -> None:
         self.data["steps"].append(
