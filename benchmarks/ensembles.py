@@ -34,19 +34,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 METRICS = ("test/accuracy", "test/f1", "test/auroc")
 
 
-def _train(argv: list[str]) -> float:
-    """``medclf-train ARGV`` in this process (output kept in its run directory); seconds."""
+def _train(argv: list[str], timings: Path) -> float:
+    """``medclf-train ARGV`` in this process (output kept in its run directory); seconds. A
+    run already timed in ``timings`` (an interrupted benchmark started again) is not run."""
     import contextlib
     import io
+    import json
 
     from medclf.cli.steps import train_in_process
 
+    done = json.loads(timings.read_text()) if timings.is_file() else {}
+    key = " ".join(argv)
+    if key in done:
+        return done[key]
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         code = train_in_process(argv)
     if code:
         raise SystemExit(f"medclf-train {' '.join(argv)}: exit {code}")
-    return time.perf_counter() - start
+    done[key] = time.perf_counter() - start
+    timings.write_text(json.dumps(done, indent=1))
+    return done[key]
 
 
 def _stack(root: Path, ids: list[str], out: Path, metalearner: str) -> tuple[dict, float]:
@@ -73,7 +81,7 @@ def _stack(root: Path, ids: list[str], out: Path, metalearner: str) -> tuple[dic
 
 
 def _run(root: Path, output_dir: Path) -> tuple[str, dict[str, float], float]:
-    """(run id, test metrics, best val/f1) of the run in ``output_dir``."""
+    """(run id, test metrics, best val/f1: NaN for a CV run) of the run in ``output_dir``."""
     import mlflow
 
     from medclf.tracking.runs import run_by_output_dir
@@ -83,7 +91,8 @@ def _run(root: Path, output_dir: Path) -> tuple[str, dict[str, float], float]:
     client = mlflow.MlflowClient(uri)
     run = client.get_run(run_id)
     history = [m.value for m in client.get_metric_history(run_id, "val/f1")]
-    return run_id, {m: run.data.metrics.get(m, float("nan")) for m in METRICS}, max(history)
+    best = max(history) if history else float("nan")  # a CV parent logs <metric>_mean
+    return run_id, {m: run.data.metrics.get(m, float("nan")) for m in METRICS}, best
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         singles, seconds, best = [], 0.0, None
         for arch in args.archs:
             out = root / f"seed{seed}" / f"single_{arch}"
-            seconds += _train([*common, f"seed={seed}", f"backbone={arch}", f"hydra.run.dir={out}"])
+            argv = [*common, f"seed={seed}", f"backbone={arch}", f"hydra.run.dir={out}"]
+            seconds += _train(argv, root / "timings.json")
             run_id, metrics, val = _run(root, out)
             singles.append(run_id)
             if best is None or val > best[1]:
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         for arch in args.archs:
             out = root / f"seed{seed}" / f"cv_{arch}"
             argv = [*common, f"seed={seed}", f"backbone={arch}", f"cv.folds={args.folds}"]
-            seconds += _train([*argv, f"hydra.run.dir={out}"])
+            seconds += _train([*argv, f"hydra.run.dir={out}"], root / "timings.json")
             members.append(_run(root, out)[0])
         metrics, stacking = _stack(
             root, members, root / f"seed{seed}" / "composite", args.metalearner
