@@ -39,6 +39,21 @@ def test_a_budget_it_cannot_read_names_the_forms(text: str) -> None:
         parse_budget(text)
 
 
+def test_a_budget_too_short_for_its_steps_is_refused(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from medclf.pipeline.automl import AutoML
+
+    node = {"top_k": 1, "folds": 2, "max_trials": 1}
+    cfg = OmegaConf.create(
+        {"budget": "45s", "paths": {"output_dir": str(tmp_path)}, "automl": node}
+    )
+    with pytest.raises(ConfigError, match="at least budget=60s"):
+        AutoML(cfg, [], [], [], lambda argv: 0, time.time())
+    cfg.budget = "60s"
+    assert AutoML(cfg, [], [], [], lambda argv: 0, time.time()).total == 60.0
+
+
 def _summary(**changes) -> DataSummary:
     values = dict(
         source="folder:cells",

@@ -77,6 +77,11 @@ class AutoML:
                 f"{self.max_trials}: use top_k >= 1, folds >= 2 and max_trials >= 1."
             )
         self.final = max(MIN_FINAL, FINAL_SHARE * self.total)
+        if self.total < 3 * self.final:
+            raise ConfigError(
+                f"budget={cfg.budget}: too short for a search trial, the cross-validation of "
+                f"the best one and the report; give at least budget={int(3 * self.final)}s."
+            )
         self.search_dir = self.folder / "search"
         self.study_name = f"automl-{self.folder.name}"
 
