@@ -5,14 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 5000
+DOCS_PORT ?= 8000
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup train test test-fast lint format ui label mlflow-server report clean
+.PHONY: setup train test test-fast lint format ui label mlflow-server server report docs clean
 
-# Headless Chromium from apt when missing (the run report's browser test; set-up runs as root
-# in CI). torch/torchvision first, pinned: this machine serves these wheels from its own disk.
+# Headless Chromium and PostgreSQL from apt when missing (the run report's browser test; the
+# team server, medclf-server, and its tests; set-up runs as root in CI). torch/torchvision
+# first, pinned: this machine serves these wheels from its own disk.
 $(STAMP): pyproject.toml
 	command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+		|| (apt-get update && apt-get install -y postgresql)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
@@ -57,9 +61,21 @@ label: $(STAMP)
 mlflow-server: $(STAMP)
 	$(BIN)/medclf-ui --port $(PORT)
 
+# The team's back end: PostgreSQL (a cluster in server/, made on first use) and an MLflow
+# server on it; prints logger.mlflow.tracking_uri=... and hydra.sweeper.storage=... to paste
+# into the searches of every GPU and node. Ctrl-C stops both:
+#   make server [ARGS="host=0.0.0.0 port=5000 db_port=5432"]
+server: $(STAMP)
+	$(BIN)/medclf-server $(ARGS)
+
 # Compare an experiment's runs in the terminal: make report [EXPERIMENT=medclf]
 report: $(STAMP)
 	$(BIN)/medclf-report $(EXPERIMENT)
 
+# The documentation site on http://127.0.0.1:8000, rebuilt when a page changes (the tests run
+# `mkdocs build --strict`: tests/docs/test_site.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+
 clean:
-	rm -rf logs .pytest_cache .ruff_cache
+	rm -rf logs site .pytest_cache .ruff_cache

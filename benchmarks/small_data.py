@@ -1,5 +1,6 @@
-"""The README's "Results" table: test metrics of the default training against other settings
-(``recipe=small_data``, or single tricks) on small data sets, mean and spread over seeds.
+"""The "Small data" table of docs/results.md: test metrics of the default training against
+other settings (``recipe=small_data``, or single tricks) on small data sets, mean and spread
+over seeds.
 
 Sets (each trains from scratch; nothing is downloaded):
 - ``digits``: the default run, ``medclf-train`` as it is (sklearn's 8 px digits at 32 px,

@@ -14,7 +14,7 @@ from helpers import REPO, run_train, search_runs
 from medclf.pipeline.batchnorm import batch_norms, recalibrate, steps_needed
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from small_data import balls3d  # noqa: E402  issue 18's set, also in README's Results
+from small_data import balls3d  # noqa: E402  issue 18's set, also in docs/results.md
 
 
 def test_steps_needed_is_when_the_start_weighs_one_percent() -> None:

@@ -33,7 +33,7 @@ def test_throughput_smoke_prints_the_table(capsys, monkeypatch) -> None:
 
 
 def test_small_data_results_smoke_prints_the_table(tmp_path, capsys, monkeypatch) -> None:
-    """benchmarks/small_data.py (README, Results) on one generated set, one seed, 1 epoch."""
+    """benchmarks/small_data.py (docs/results.md) on one generated set, one seed, 1 epoch."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import small_data
 

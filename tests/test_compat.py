@@ -185,3 +185,42 @@ def test_mlflow_requirement_check_needs_no_module_map_and_still_warns(monkeypatc
     assert "- medclf" not in text
     assert requirements_utils._MODULES_TO_PACKAGES is None  # a later inference maps again
     assert requirements_utils._PACKAGES_TO_MODULES is None
+
+
+def test_retrying_optuna_storage_is_used_as_it_is_for_every_call_heartbeats_included(
+    tmp_path,
+) -> None:
+    """Optuna takes the proxy as it is (no _CachedStorage around it), every call of a study
+    goes through ``retry``, and fail_stale_trials reaches the private _get_stale_trial_ids."""
+    import time
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    calls: list[str] = []
+
+    def retry(call, name):
+        calls.append(name)
+        return call()
+
+    backend = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path}/optuna.db",
+        heartbeat_interval=1,
+        grace_period=1,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+    )
+    storage = compat.retrying_optuna_storage(backend, retry)
+    study = optuna.create_study(study_name="s", storage=storage)
+    assert study._storage is storage
+    trial = study.ask({"x": FloatDistribution(0.0, 1.0)})
+    study_id = storage.get_study_id_from_name("s")
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, 0))
+    deadline = time.monotonic() + 5
+    while len(study.get_trials()) == 1 and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the heartbeat is stale (SQLite's clock counts seconds)
+        optuna.storages.fail_stale_trials(study)
+    failed, retry_trial = study.get_trials()
+    assert failed.state.name == "FAIL" and retry_trial.state.name == "WAITING"
+    assert retry_trial.params == {"x": trial.params["x"]}
+    wanted = {"create_new_trial", "record_heartbeat", "_get_stale_trial_ids", "get_all_trials"}
+    assert wanted <= set(calls)

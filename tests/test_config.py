@@ -173,7 +173,7 @@ def test_cli_unknown_option_exits_with_suggestion() -> None:
 
 def test_a_users_config_dir_adds_presets_and_options(tmp_path) -> None:
     """``medclf-train --config-dir ./my_conf experiment=my_study``: the user's preset and
-    datamodule compose with the package's groups (the README's example)."""
+    datamodule compose with the package's groups (docs/how-to/config-dir.md's example)."""
     my = tmp_path / "my_conf"
     (my / "experiment").mkdir(parents=True)
     (my / "datamodule").mkdir()

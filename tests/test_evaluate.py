@@ -50,6 +50,7 @@ def test_report_files_and_metrics_equal_sklearn(tmp_path, image_folder) -> None:
     assert names == {
         "test_predictions.csv",
         "per_class_report.csv",
+        "metrics.csv",
         "confusion_matrix.png",
         "roc_curves.png",
         "pr_curves.png",

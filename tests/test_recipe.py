@@ -1,4 +1,4 @@
-"""recipe=small_data: the settings it sets reach a run (what they gain: README, Results,
+"""recipe=small_data: the settings it sets reach a run (what they gain: docs/results.md,
 benchmarks/small_data.py)."""
 
 from __future__ import annotations

@@ -223,6 +223,9 @@ def test_intervals_calibration_and_summary_are_logged(study) -> None:
         low, high = run[f"metrics.test/{name}_ci_low"], run[f"metrics.test/{name}_ci_high"]
         assert low <= run[f"metrics.test/{name}"] <= high, name
     assert run["metrics.test/ece"] >= 0 and "metrics.test/ece_uncalibrated" in run.index
+    table = pd.read_csv(study["run_dir"] / "test" / "metrics.csv").set_index("metric")
+    assert table.loc["f1", "value"] == pytest.approx(run["metrics.test/f1"], abs=1e-6)
+    assert set(table["interval"]) <= {"bootstrap", "clopper-pearson", "wilson", "too small", "none"}
     assert re.search(r"test/f1=\d\.\d{4} \[\d\.\d{4}, \d\.\d{4}\]", output), output[-2000:]
     assert re.search(r"calibration: temperature \d+\.\d{3}, test ECE", output)
     note = run["tags.mlflow.note.content"]

@@ -90,6 +90,7 @@ def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
     assert test_files == {
         "test/test_predictions.csv",
         "test/per_class_report.csv",
+        "test/metrics.csv",
         "test/confusion_matrix.png",
         "test/per_class_metrics.png",
         "test/roc_curves.png",

@@ -25,6 +25,7 @@ COMMANDS = (  # the console scripts of the wheel
     "medclf-label",
     "medclf-ensemble",
     "medclf-automl",
+    "medclf-server",
 )
 
 
@@ -66,6 +67,7 @@ def test_the_wheel_installs_and_trains_from_an_empty_directory(tmp_path: Path) -
     (wheel,) = dist.glob("medclf-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"medclf/conf/train.yaml", "medclf/conf/datamodule/digits.yaml"} <= names
+    assert "medclf/conf/server.yaml" in names
     assert "hydra_plugins/medclf_optuna_sweeper/config.py" in names
     page = {f"medclf/labelling/static/{n}" for n in ("index.html", "label.js", "label.css")}
     assert page <= names, "the labelling page must ship in the wheel"

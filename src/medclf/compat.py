@@ -169,3 +169,49 @@ def mlflow_requirement_check_without_module_map(requirements: list[str]) -> Iter
     finally:
         requirements_utils._MODULES_TO_PACKAGES = None
         requirements_utils._PACKAGES_TO_MODULES = None
+
+
+# Optuna's storage methods that reach the database: BaseStorage's and BaseHeartbeat's abstract
+# ones (the latter include the private ``_get_stale_trial_ids``, which Optuna's public
+# ``fail_stale_trials`` calls) and the queries RDBStorage answers itself.
+_OPTUNA_QUERIES = (
+    "get_best_trial",
+    "get_n_trials",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial_number_from_id",
+    "get_trial_param",
+    "get_trial_params",
+    "get_trial_system_attrs",
+    "get_trial_user_attrs",
+    "remove_session",
+)
+
+
+def retrying_optuna_storage(backend: Any, retry: Callable[[Callable[[], Any], str], Any]) -> Any:
+    """An Optuna storage that runs each call of ``backend`` (an RDBStorage) as
+    ``retry(call, method_name)``. Given an RDBStorage, Optuna wraps it in its private
+    ``_CachedStorage``, which calls the backend's private methods; this proxy is a
+    ``BaseStorage`` and ``BaseHeartbeat`` of its own (Optuna uses it as it is), delegating
+    every method that reaches the database."""
+    from optuna.storages import BaseStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    names = sorted(
+        set(BaseStorage.__abstractmethods__) | set(BaseHeartbeat.__abstractmethods__)
+    ) + list(_OPTUNA_QUERIES)
+
+    def delegate(name: str) -> Callable:
+        def call(self, *args: Any, **kwargs: Any) -> Any:
+            method = getattr(self.backend, name)
+            return self.retry(lambda: method(*args, **kwargs), name)
+
+        call.__name__ = name
+        return call
+
+    def init(self, backend: Any, retry: Callable) -> None:
+        self.backend = backend
+        self.retry = retry
+
+    namespace = {name: delegate(name) for name in names}
+    namespace["__init__"] = init
+    return type("RetryingStorage", (BaseStorage, BaseHeartbeat), namespace)(backend, retry)

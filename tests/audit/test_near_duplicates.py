@@ -202,7 +202,7 @@ def test_the_grey_view_of_volumes_and_colour() -> None:
 
 
 def test_the_benchmark_prints_its_table(capsys, monkeypatch) -> None:
-    """benchmarks/audit_core.py on 300 images (README timings come from its full run)."""
+    """benchmarks/audit_core.py on 300 images (timings in docs come from its full run)."""
     from helpers import REPO
 
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))

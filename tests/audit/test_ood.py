@@ -105,8 +105,8 @@ def test_the_state_is_plain_and_small(domains) -> None:
             ood.score(state, logits[:50], features[:50]),
         )
     assert len(json.dumps(ood.fit(logits, method="energy"))) < 200
-    wide = ood.fit(features=np.random.default_rng(0).normal(size=(100, 512)))
-    assert np.shape(wide["components"]) == (64, 512)
+    wide = ood.fit(features=np.random.default_rng(0).normal(size=(300, 512)))
+    assert np.shape(wide["components"]) == (ood.MAX_DIMS, 512)
 
 
 def test_a_mostly_unusual_batch_gets_a_warning(domains) -> None:

@@ -10,13 +10,13 @@ from medclf.tracking import names
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "medclf"
 # split names are also folder names of the report ("test"); config keys share words ("eval")
-SHARED_WORDS = {"test", "eval", "data", "fitted", "task", "compare"}
+SHARED_WORDS = {"test", "eval", "data", "fitted", "task", "compare", "audit"}
 # the MLflow model's own class (inference/pyfunc.py) and private APIs (compat.py) import mlflow
 MLFLOW_IMPORTERS = {"inference/pyfunc.py", "compat.py"}
 # the same words in another role
 OTHER_ROLES = {
     ("pipeline/ddp.py", "output_dir"): "the config key paths.output_dir",
-    ("search/study.py", "sweep_dir"): "an Optuna trial's user attribute",
+    ("search/trials.py", "sweep_dir"): "an Optuna trial's user attribute",
 }
 
 

@@ -95,6 +95,18 @@ class OptunaSweeperConf:
     params: Optional[Dict[str, str]] = None
     # Dotted path of a function (cfg, trial) -> None that suggests conditional parameters.
     custom_search_space: Optional[str] = None
+    # With a database server as storage (postgresql+psycopg://...; medclf-server starts one):
+    # N | auto (one per visible GPU or group of trainer.devices GPUs): worker processes this
+    # command starts, each taking the study's next trial; with hydra/launcher=slurm, the size
+    # of the job array. Starting the same command N times (nodes, GPUs) does the same.
+    workers: Any = 1
+    # Seconds between a running trial's heartbeats; a trial silent for grace_period seconds
+    # (its worker died) is failed and run again with its parameters, up to max_retry times.
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+    max_retry: Optional[int] = 3
+    # Seconds the workers keep reconnecting to a database that went away (a restart).
+    reconnect_timeout: float = 600.0
 
 
 store = ConfigStore.instance()

@@ -3,6 +3,8 @@ lazily)."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
@@ -24,4 +26,13 @@ class OptunaSweeper(Sweeper):
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
-        return self.search.sweep(arguments)
+        """Run the search; a user's error (a bad storage, a search space that is not the
+        study's...) is one line and exit status 2, as for the other commands."""
+        from medclf.errors import MedclfError
+
+        try:
+            return self.search.sweep(arguments)
+        except MedclfError as exc:
+            logging.getLogger("medclf.search").error("%s", exc)
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None

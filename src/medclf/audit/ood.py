@@ -19,7 +19,7 @@ features more reliably than the logits, which a classifier can make confidently 
 anything. Measured with the small net trained on 8 px digits in tests/audit/test_ood.py,
 generated blobs against held-out digits: energy AUROC 0.42-0.51, Mahalanobis 1.00 (on the
 generated features of that file both reach 1.00). Use ``energy`` where no features are at
-hand; its state is a few numbers, Mahalanobis's about (D + K + 64) × 64 floats.
+hand; its state is a few numbers, Mahalanobis's about (D + K + 128) × 128 floats.
 
 The fitted state is a plain dict of floats, strings and nested lists, to be stored in a
 checkpoint's hyper-parameters: :func:`fit` makes it, :func:`score` and :func:`flags` use it.
@@ -38,7 +38,7 @@ DEFAULT_METHOD = "mahalanobis"
 QUANTILE = 0.95
 MAX_SHARE = 0.5
 """A batch in which more than this share is flagged gets a warning."""
-MAX_DIMS = 64
+MAX_DIMS = 128
 FOLDS = 5
 VERSION = 1
 

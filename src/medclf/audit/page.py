@@ -23,6 +23,7 @@ import pandas as pd
 
 from medclf.audit.images import grey_uint8, load_image
 from medclf.audit.overview import Overview
+from medclf.tracking.names import AUDIT_PAGE, DUPLICATES_FILE, LABEL_ISSUES_FILE, OVERVIEW_FILE
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 THUMBNAIL = 128
@@ -205,7 +206,7 @@ def render_audit(
     }
     nav = "".join(f'<a href="#{k}">{_e(v)}</a>' for k, v in SECTIONS.items())
     sections = "".join(
-        f'<section id="{k}"><h2>{_e(SECTIONS[k])}</h2>{html_}</section>'
+        f'<section><h2 id="{k}">{_e(SECTIONS[k])}</h2>{html_}</section>'
         for k, html_ in body.items()
     )
     return (
@@ -239,12 +240,12 @@ def write_audit(
     """Write ``audit.html`` and the CSVs of what was given into ``out_dir``; return the page."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = {"overview.csv": overview.images if overview is not None else None}
-    tables |= {"duplicates.csv": duplicates, "label_issues.csv": label_issues}
+    tables = {OVERVIEW_FILE: overview.images if overview is not None else None}
+    tables |= {DUPLICATES_FILE: duplicates, LABEL_ISSUES_FILE: label_issues}
     for name, table in tables.items():
         if table is not None:
             _write_atomic(out / name, table.to_csv(index=False))
-    page = out / "audit.html"
+    page = out / AUDIT_PAGE
     _write_atomic(
         page,
         render_audit(

@@ -21,6 +21,9 @@ def exit_on_user_error(task: Callable[[DictConfig], Any], cfg: DictConfig, name:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from medclf import console
+
+    console.quiet(verbose=bool(cfg.get("verbose", False)))  # other libraries' noise: medclf.console
     try:
         return task(cfg)
     except MedclfError as exc:

@@ -17,10 +17,14 @@ def parser(prog: str = "medclf-compare") -> argparse.ArgumentParser:
 
 def add_arguments(found: argparse.ArgumentParser, runs_required: bool = False) -> None:
     found.add_argument(
-        "runs", nargs="*" if not runs_required else "+", help="MLflow run ids to compare"
+        "runs",
+        nargs="*" if not runs_required else "+",
+        help="MLflow run ids or run names (a name: its newest finished run) to compare",
     )
     found.add_argument("--sweep-id", default=None, help="compare the finished runs of a sweep")
-    found.add_argument("--experiment", default="medclf", help="the sweep's experiment")
+    found.add_argument(
+        "--experiment", default="medclf", help="the experiment of the sweep and of run names"
+    )
     found.add_argument("--baseline", default=None, help="run id or name (default: the best)")
     found.add_argument("--tracking-uri", default=None, help="default: ./mlruns/mlflow.db")
     found.add_argument("--output", default=None, help="folder for compare.html (default: logs/)")
@@ -36,17 +40,17 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from medclf.errors import MedclfError
     from medclf.pipeline.compare import compare_runs
     from medclf.tracking.names import COMPARISON_PAGE
-    from medclf.tracking.runs import sweep_run_ids
+    from medclf.tracking.runs import run_ids, sweep_run_ids
     from medclf.tracking.server import default_root, default_tracking_uri
 
     root = default_root()
     uri = args.tracking_uri or default_tracking_uri(root)
-    ids = list(args.runs)
-    if args.sweep_id:
-        ids += sweep_run_ids(uri, args.experiment, args.sweep_id)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     output = Path(args.output) if args.output else Path(root) / "logs" / "compare" / stamp
     try:
+        ids = run_ids(uri, args.experiment, list(args.runs))
+        if args.sweep_id:
+            ids += sweep_run_ids(uri, args.experiment, args.sweep_id)
         compare_runs(
             ids,
             uri,

@@ -37,6 +37,7 @@ def _task(cfg: DictConfig):
         dicom_window=OmegaConf.to_container(window) if isinstance(window, ListConfig) else window,
         cache_dir=cfg.cache_dir,
         token=cfg.token,
+        audit=cfg.get("audit"),
     )
     return serve(session, str(cfg.host), int(cfg.port), _list(cfg.allowed_hosts))
 

@@ -30,6 +30,7 @@ def main() -> None:
     runtime.skip_collection_at_exit()
     # check_only is a key of train.yaml; Hydra refuses "+key=" for a key that exists
     sys.argv = [a.replace("+check_only=", "check_only=", 1) for a in sys.argv]
+    sys.argv = [a.replace("+audit_only=", "audit_only=", 1) for a in sys.argv]
     check_choices(sys.argv[1:])
     if "--help" in sys.argv or "-h" in sys.argv:
         from medclf.compat import share_hydra_group_listing

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--port", type=int, default=5000, help="0 picks a free port")
     parser.add_argument("--root", type=Path, default=None, help="project root (holds mlruns/)")
     parser.add_argument("--tracking-uri", default=None, help="default: the root's SQLite store")

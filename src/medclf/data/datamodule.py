@@ -369,6 +369,15 @@ class ClassificationDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def plain_loader(self, split: str) -> DataLoader:
+        """Every sample of ``split`` without augmentation, in the split's order, in this
+        process (no distributed sampler): what the data audit reads features from."""
+        import copy
+
+        dataset = copy.copy(self.datasets[split])
+        dataset.transform = self._transform(train=False)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=0)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", drop_last=self.drop_last, sampler=self._train_sampler())
 

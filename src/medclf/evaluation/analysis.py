@@ -30,6 +30,7 @@ from medclf.tracking.logger import mlflow_key
 from medclf.tracking.names import (
     CONFORMAL_FILE,
     DECISION_CURVE_FILE,
+    METRICS_FILE,
     PATIENT_PREDICTIONS_FILE,
     SUBGROUPS_FILE,
     figure_file,
@@ -127,6 +128,9 @@ def analyse(
                 result.metrics[f"test/{name}_ci_low"] = low
                 result.metrics[f"test/{name}_ci_high"] = high
     result.table = interval_table(values, intervals)
+    path = output_dir / METRICS_FILE  # each figure with its interval and how it was made
+    result.table.to_csv(path, index=False, float_format="%.6f")
+    result.files.append(path)
     result.decision = _decision_curve(targets, probs, task, class_names, output_dir, result)
     if conformal is not None:
         result.conformal = _conformal(

@@ -166,6 +166,18 @@ class TestReport(Callback):
         class_names = list(pl_module.class_names)
         task, threshold = pl_module.task, pl_module.threshold
         conformal = getattr(pl_module, "conformal", None)
+        gate = getattr(pl_module, "ood", None)
+        ood = None
+        if gate:
+            from medclf.audit.ood import score
+
+            features = outputs.get("features")
+            ood = score(
+                gate,
+                outputs["logits"].float().numpy(),
+                None if features is None else features.numpy(),
+            )
+            ood = (ood, gate)
         test = trainer.datamodule.split_frame("test")
         index = outputs["index"].numpy()
         frame = predictions_frame(
@@ -176,6 +188,7 @@ class TestReport(Callback):
             threshold,
             targets=outputs["target"].numpy(),
             conformal=conformal,
+            ood=ood,
         )
         files, rates = write_test_files(
             self.output_dir,
@@ -212,6 +225,8 @@ class TestReport(Callback):
         )
         files += analysis.files
         metrics = {**rates, **analysis.metrics}
+        if ood is not None:  # the share of test images the gate flags (about 1 - quantile)
+            metrics["test/ood_flagged"] = float(frame["ood"].mean())
         trackers = mlflow_loggers(trainer.loggers)
         figures = {p.stem: p for p in files if p.suffix == ".png"}
         report_run = build_report(

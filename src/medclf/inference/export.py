@@ -221,9 +221,7 @@ def export(
     from medclf.inference.stacking import is_ensemble
 
     stacked = is_ensemble(ckpt_path)  # a stacked ensemble (medclf-ensemble): one model of all
-    if (
-        not stacked and not ckpt_path.is_file()
-    ):  # before importing torch: a typo is answered at once
+    if not stacked and not ckpt_path.is_file():  # before importing torch: answered at once
         raise ConfigError(
             f"ckpt_path={ckpt_path}: no such file. Give the .ckpt written by train.py (its run "
             "directory's checkpoints/ folder)."

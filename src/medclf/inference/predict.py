@@ -104,20 +104,37 @@ def predict_batch(
     ensemble: str = "mean",
     task: str = "multiclass",
     threshold: float | list[float] = 0.5,
+    gate: list | None = None,
 ) -> np.ndarray:
     """(N, K) class probabilities of a batch: each model's ``predict_proba`` averaged over
-    ``tta`` views, then the models combined by ``ensemble``."""
+    ``tta`` views, then the models combined by ``ensemble``. ``gate`` (a list) receives the
+    first model's out-of-distribution scores of the unchanged images (its gate, fitted in
+    training: medclf.audit.ood), from the same forward pass."""
     import torch
 
     from medclf.inference.inputs import combine, tta_views
 
     views = tta_views(image, int(tta))
+    per_model = []
     with torch.no_grad():
-        per_model = [
-            torch.stack([model.predict_proba(v, metadata) for v in views]).mean(0).numpy()
-            for model in models
-        ]
+        for k, model in enumerate(models):
+            probs = []
+            for v, view in enumerate(views):
+                if gate is not None and k == 0 and v == 0:
+                    features, logits = model.features_and_logits(view, metadata)
+                    gate.append(ood_scores(model.ood, features, logits))
+                    probs.append(model.probabilities(logits))
+                else:
+                    probs.append(model.predict_proba(view, metadata))
+            per_model.append(torch.stack(probs).mean(0).numpy())
     return combine(per_model, ensemble, task, threshold)
+
+
+def ood_scores(state: dict, features, logits) -> np.ndarray:
+    """The gate's score of each image from the pooled features and logits of a forward pass."""
+    from medclf.audit import ood
+
+    return ood.score(state, logits.float().cpu().numpy(), features.float().cpu().numpy())
 
 
 def predict(cfg: DictConfig) -> Path:
@@ -139,13 +156,14 @@ def predict(cfg: DictConfig) -> Path:
     loader = DataLoader(dataset, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers))
     explain = _explainer(cfg) if cfg.xai else None
     rows, converted = [], 0
+    gate: list | None = [] if spec.ood else None
     for batch in loader:
         image, metadata = batch["image"], batch.get("metadata")
         converted += int(batch["converted"].sum())
         if how == "stack":
-            probs = predict_stacked(stack, stack.groups(models), image, metadata, cfg.tta)
+            probs = predict_stacked(stack, stack.groups(models), image, metadata, cfg.tta, gate)
         else:
-            probs = predict_batch(models, image, metadata, cfg.tta, how, spec.task, threshold)
+            probs = predict_batch(models, image, metadata, cfg.tta, how, spec.task, threshold, gate)
         rows.append(probs)
         if explain is not None:
             samples = table["sample"].iloc[batch["index"].numpy()]
@@ -165,8 +183,15 @@ def predict(cfg: DictConfig) -> Path:
         spec.class_names,
         spec.task,
         threshold,
-        conformal=None if stack else _sets(spec, len(models), int(cfg.tta) > 1),
+        conformal=_sets(spec, len(models), int(cfg.tta) > 1, stacked=how == "stack"),
+        ood=(np.concatenate(gate), spec.ood) if gate else None,
     )
+    if gate:
+        from medclf.audit.ood import batch_summary
+
+        summary = batch_summary(spec.ood, np.concatenate(gate), spec.ood.get("max_share", 0.5))
+        if summary.get("warning"):
+            log.warning("%s", summary["warning"])
     output = Path(cfg.output).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(output, index=False, float_format=FLOAT_FORMAT)
@@ -201,17 +226,20 @@ def _stacked(paths: list[str], how: str):
     return ensemble
 
 
-def _sets(spec: InputSpec, n_models: int, tta: bool) -> dict | None:
+def _sets(spec: InputSpec, n_models: int, tta: bool, stacked: bool = False) -> dict | None:
     """The checkpoint's conformal state when its sets apply: one model without TTA (the
-    probabilities it was fitted on); for an ensemble or TTA the sets are left out, with a
-    note, since their probabilities are not those the guarantee holds for."""
+    probabilities it was fitted on); for an ensemble, TTA or a stacked ensemble's metalearner
+    the sets are left out, with a note, since their probabilities are not those the
+    guarantee holds for."""
     if spec.conformal is None:
         return None
-    if tta or n_models > 1:
+    if tta or n_models > 1 or stacked:
         log.info(
             "prediction sets left out: they are calibrated for one model without TTA, and "
-            "this prediction averages %s",
-            "TTA views" if tta else f"{n_models} models",
+            "this prediction %s",
+            "applies a stacked ensemble's metalearner"
+            if stacked
+            else "averages " + ("TTA views" if tta else f"{n_models} models"),
         )
         return None
     return spec.conformal

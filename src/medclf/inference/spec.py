@@ -33,6 +33,7 @@ class InputSpec:
     backbone: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0  # calibration: the logits are divided by it
     conformal: dict[str, Any] | None = None  # prediction sets (medclf.evaluation.conformal)
+    ood: dict[str, Any] | None = None  # the out-of-distribution gate (medclf.audit.ood)
 
     @classmethod
     def of(cls, module: Any) -> InputSpec:
@@ -46,6 +47,7 @@ class InputSpec:
             threshold=plain_threshold(hp.get("threshold", 0.5)),
             temperature=float(hp.get("temperature", 1.0)),
             conformal=hp.get("conformal"),
+            ood=hp.get("ood"),
             channels=int(hp["in_chans"]),
             spatial_dims=dims,
             image_size=hp.get("image_size"),

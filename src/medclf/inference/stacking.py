@@ -170,10 +170,17 @@ def load_ensemble(path: str | Path) -> StackedEnsemble:
 
 
 def member_probabilities(
-    groups: list[list[Any]], image: Any, metadata: Any = None, tta: int = 1
+    groups: list[list[Any]],
+    image: Any,
+    metadata: Any = None,
+    tta: int = 1,
+    gate: list | None = None,
 ) -> list[np.ndarray]:
     """Each member's (N, K) probabilities of a batch: its models' ``predict_proba`` averaged
-    over ``tta`` views and over its folds."""
+    over ``tta`` views and over its folds. ``gate`` (a list) receives the first member
+    model's out-of-distribution scores of the unchanged images (medclf.audit.ood), from the
+    same forward pass: the gate asks whether an image is like the training data, which all
+    members share."""
     import torch
 
     from medclf.inference.inputs import tta_views
@@ -181,13 +188,27 @@ def member_probabilities(
     views = tta_views(image, int(tta))
     out = []
     with torch.no_grad():
-        for models in groups:
-            probs = [
-                torch.stack([model.predict_proba(v, metadata) for v in views]).mean(0)
-                for model in models
-            ]
+        for g, models in enumerate(groups):
+            probs = []
+            for m, model in enumerate(models):
+                per_view = []
+                for v, view in enumerate(views):
+                    if gate is not None and g == m == v == 0:
+                        per_view.append(_gated(model, view, metadata, gate))
+                    else:
+                        per_view.append(model.predict_proba(view, metadata))
+                probs.append(torch.stack(per_view).mean(0))
             out.append(torch.stack(probs).mean(0).numpy())
     return out
+
+
+def _gated(model: Any, image: Any, metadata: Any, gate: list) -> Any:
+    """The model's probabilities of ``image``; its gate's scores appended to ``gate``."""
+    from medclf.audit import ood
+
+    features, logits = model.features_and_logits(image, metadata)
+    gate.append(ood.score(model.ood, logits.float().cpu().numpy(), features.float().cpu().numpy()))
+    return model.probabilities(logits)
 
 
 def predict_stacked(
@@ -196,6 +217,8 @@ def predict_stacked(
     image: Any,
     metadata: Any = None,
     tta: int = 1,
+    gate: list | None = None,
 ) -> np.ndarray:
-    """(N, K) probabilities of the stacked ensemble for a batch."""
-    return ensemble.combine(member_probabilities(groups, image, metadata, tta))
+    """(N, K) probabilities of the stacked ensemble for a batch (``gate``: see
+    :func:`member_probabilities`)."""
+    return ensemble.combine(member_probabilities(groups, image, metadata, tta, gate))

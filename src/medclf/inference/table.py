@@ -58,10 +58,13 @@ def predictions_frame(
     threshold: float | list[float],
     targets: np.ndarray | None = None,
     conformal: dict | None = None,
+    ood: tuple[np.ndarray, dict] | None = None,
 ) -> pd.DataFrame:
     """One row per sample: its id, its true label (``targets`` given), the prediction by
     medclf.models.outputs.decide, one probability per class and, with a ``conformal`` state,
-    the prediction set (:func:`set_columns`)."""
+    the prediction set (:func:`set_columns`); with ``ood`` (the gate's scores and state,
+    medclf.audit.ood), ``ood_score`` and the ``ood`` flag (the score above the gate's
+    threshold: unlike the validation images)."""
     frame = pd.DataFrame({"sample": list(samples)})
     if targets is not None:
         frame["label"] = true_labels(targets, class_names, task)
@@ -72,4 +75,10 @@ def predictions_frame(
     if conformal is not None:
         for column, values in set_columns(probs, class_names, conformal).items():
             frame[column] = values
+    if ood is not None:
+        from medclf.audit.ood import flags
+
+        scores, state = ood
+        frame["ood_score"] = np.asarray(scores, dtype=np.float64)
+        frame["ood"] = flags(state, scores).tolist()
     return frame

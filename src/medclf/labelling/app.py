@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGES = {"label.js": "text/javascript", "label.css": "text/css"}
-ORDERS = ("name", "uncertainty")
+ORDERS = ("name", "uncertainty", "audit")
 # The page loads nothing from elsewhere and is never framed by another site.
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -57,6 +57,7 @@ class Session:
     assistant: Assistant | None = None
     order: str = "name"
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    review: list[str] | None = None  # order=audit: the audit's suspects first
 
     @property
     def cookie(self) -> str:
@@ -86,6 +87,8 @@ class Session:
         if self.order == "uncertainty":
             margin = {image: s["margin"] for image, s in found.items()}
             images = uncertainty_order(store.images, set(labels), margin)
+        elif self.order == "audit" and self.review is not None:
+            images = list(self.review)
         return {
             "classes": [
                 {"name": c, "colour": COLOURS[i % len(COLOURS)], "key": str(i + 1) if i < 9 else ""}
@@ -138,6 +141,7 @@ def open_session(
     dicom_window: Any = None,
     cache_dir: str | Path | None = None,
     token: str | None = None,
+    audit: str | Path | None = None,
 ) -> Session:
     """Check everything and load the labels (and the model) before anything is served: a
     bad folder, classes, labels file or checkpoint is an error here."""
@@ -146,6 +150,11 @@ def open_session(
     if order == "uncertainty" and not ckpt_paths:
         raise ConfigError(
             "order=uncertainty needs a model: give ckpt_path=MODEL.ckpt (or run_id=...)."
+        )
+    if order == "audit" and not audit:
+        raise ConfigError(
+            "order=audit needs an audit: give audit=FOLDER, the run directory where "
+            "medclf-audit wrote audit.html, label_issues.csv and duplicates.csv."
         )
     assistant = None
     if ckpt_paths:
@@ -160,9 +169,37 @@ def open_session(
         _check_model(assistant, store)
         assistant.start(store.images)
     session = Session(store, ImageReader(dicom_window), assistant, order)
+    if audit:
+        session.review = audit_order(Path(audit).expanduser(), store.images)
     if token:
         session.token = str(token)
     return session
+
+
+def audit_order(folder: Path, images: list[str]) -> list[str]:
+    """The folder's images with an audit's suspects first (medclf.audit.review): likely
+    label errors, then near-duplicates; an audit of other images is refused."""
+    import pandas as pd
+
+    from medclf.audit.review import review_order
+    from medclf.tracking.names import DUPLICATES_FILE, LABEL_ISSUES_FILE
+
+    issues_path, pairs_path = folder / LABEL_ISSUES_FILE, folder / DUPLICATES_FILE
+    if not issues_path.is_file():
+        raise ConfigError(
+            f"audit={folder}: no {LABEL_ISSUES_FILE} there; give the run directory of a "
+            "medclf-audit of this folder's labels."
+        )
+    issues = pd.read_csv(issues_path, dtype={"sample": str})
+    pairs = pd.read_csv(pairs_path, dtype={"a": str, "b": str}) if pairs_path.is_file() else None
+    if not set(issues["sample"]) & set(images):
+        raise ConfigError(
+            f"audit={folder} names none of this folder's images (e.g. "
+            f"{issues['sample'].iloc[0] if len(issues) else 'none'}); audit the labels of this "
+            "folder (medclf-audit datamodule=csv datamodule.csv_path=labels.csv "
+            "datamodule.image_dir=FOLDER)."
+        )
+    return review_order(images, issues, pairs)
 
 
 def _check_model(assistant: Assistant, store: LabelStore) -> None:

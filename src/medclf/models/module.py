@@ -54,6 +54,7 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         threshold: float | list[float] = 0.5,
         temperature: float = 1.0,
         conformal: dict[str, Any] | None = None,
+        ood: dict[str, Any] | None = None,
         image_size: Any = None,
         spatial_dims: int = 2,
         metadata: list[dict[str, Any]] | None = None,
@@ -84,7 +85,7 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         self.head = ClassificationHead(self.backbone.num_features, n_outputs, **head)
         self.criterion = create_loss(dict(loss), self.head.activation)
         self.register_buffer("decision_threshold", torch.zeros(1), persistent=False)
-        self.set_decision(threshold, temperature, conformal)
+        self.set_decision(threshold, temperature, conformal, ood)
         # The decision metrics take the decisions (medclf.models.outputs.decide, as 0/1), so
         # one threshold per label works as one for all; AUROC takes the probabilities.
         decided = summary_metrics(task, n_classes, DECIDED)
@@ -113,10 +114,12 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         threshold: float | list[float] | None = None,
         temperature: float | None = None,
         conformal: dict[str, Any] | None = None,
+        ood: dict[str, Any] | None = None,
     ) -> None:
-        """The decision threshold(s), the calibration temperature and the conformal
-        prediction sets' state (medclf.evaluation.conformal), kept in the hyperparameters (so
-        checkpoints carry them) and used by every later step."""
+        """The decision threshold(s), the calibration temperature, the conformal prediction
+        sets' state (medclf.evaluation.conformal) and the out-of-distribution gate's
+        (medclf.audit.ood), kept in the hyperparameters (so checkpoints carry them) and used
+        by every later step."""
         if threshold is not None:
             self.hparams.threshold = plain_threshold(threshold)
             values = torch.tensor(self.hparams.threshold, dtype=torch.float32).reshape(-1)
@@ -125,6 +128,13 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
             self.hparams.temperature = self.temperature = float(temperature)
         if conformal is not None:
             self.hparams.conformal = dict(conformal)
+        if ood is not None:
+            self.hparams.ood = dict(ood)
+
+    @property
+    def ood(self) -> dict[str, Any] | None:
+        """The fitted out-of-distribution gate (None: no gate)."""
+        return self.hparams.get("ood")
 
     @property
     def conformal(self) -> dict[str, Any] | None:
@@ -145,7 +155,10 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         probabilities are float32 also under mixed precision (bf16 probabilities do not sum
         to 1). The loss takes ``soft_target`` where mixup/CutMix made one
         (medclf.pipeline.mixing); the metrics take the samples' own labels."""
-        logits = self(batch["image"], batch.get("metadata")).float()
+        return self._step(batch, self(batch["image"], batch.get("metadata")))
+
+    def _step(self, batch: dict, logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = logits.float()
         target = batch["target"]
         loss_target = target.float()[:, None] if self.task == "binary" else target
         loss_target = batch.get("soft_target", loss_target)
@@ -226,7 +239,12 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         self.log_dict(self.val_ranked, on_epoch=True, batch_size=bs)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        loss, probs, target, logits = self.model_step(batch)
+        features = None
+        if (self.ood or {}).get("method") == "mahalanobis":  # what the gate measures
+            features, logits = self.features_and_logits(batch["image"], batch.get("metadata"))
+            loss, probs, target, logits = self._step(batch, logits)
+        else:
+            loss, probs, target, logits = self.model_step(batch)
         chosen = self._chosen(probs)
         self.test_metrics.update(self._scored(chosen), target.long())
         self.test_ranked.update(self._scored(probs), target.long())
@@ -235,9 +253,11 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
         self.log("test/loss", loss, on_epoch=True, batch_size=bs, sync_dist=True)
         self.log_dict(self.test_metrics, on_epoch=True, batch_size=bs)
         self.log_dict(self.test_ranked, on_epoch=True, batch_size=bs)
-        self.test_outputs.append(
-            {"index": batch["index"], "target": target, "probs": probs, "logits": logits.detach()}
-        )
+        outputs = {"index": batch["index"], "target": target, "probs": probs}
+        outputs["logits"] = logits.detach()
+        if features is not None:
+            outputs["features"] = features.detach().float()
+        self.test_outputs.append(outputs)
 
     def on_test_epoch_start(self) -> None:
         self.test_outputs.clear()
@@ -248,6 +268,8 @@ class ClassificationModule(ClassifierMixin, L.LightningModule):
                 self.log(f"test/{name}_{class_name}", value)
         self.test_per_class.reset()
         keys = ("index", "target", "probs", "logits")
+        if self.test_outputs and "features" in self.test_outputs[0]:
+            keys += ("features",)
         local = {k: torch.cat([o[k] for o in self.test_outputs]).cpu() for k in keys}
         parts = [p for p in gather_objects(local if self.test_outputs else None) if p]
         self.test_outputs.clear()

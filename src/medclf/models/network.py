@@ -24,10 +24,20 @@ class ClassifierMixin:
     def logits(self, image: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for images (N, C, *spatial) in [0, 1], with metadata (N, M) if the head
         has a metadata block; normalisation to the backbone's mean and std happens here."""
+        return self.features_and_logits(image, metadata)[1]
+
+    def features_and_logits(
+        self, image: torch.Tensor, metadata: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's globally pooled features (N, F), what the head's first layer sees
+        and the out-of-distribution gate measures, and the logits."""
         image = (image - self.mean) / self.std
         if self.memory_format is not None:
             image = image.contiguous(memory_format=self.memory_format)
-        return self.head(self.backbone(image), metadata)
+        feature_map = self.backbone(image)
+        dims = tuple(range(2, feature_map.ndim))
+        pooled = feature_map.mean(dim=dims) if dims else feature_map
+        return pooled, self.head(feature_map, metadata)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, classes) float32 probabilities of the class names (a binary head's p as

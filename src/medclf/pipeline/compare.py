@@ -74,7 +74,7 @@ def compare_runs(
     from medclf.evaluation.plots import save_figure
     from medclf.evaluation.report_page import write_page
     from medclf.tracking import names
-    from medclf.tracking.runs import log_comparison, run_records
+    from medclf.tracking.runs import log_files_run, run_records
 
     if len(set(run_ids)) < 2:
         raise ConfigError(f"give at least two different runs to compare, got {run_ids}.")
@@ -126,7 +126,9 @@ def compare_runs(
             names.COMPARED_RUNS: ";".join(r.run_id for r in records),
             names.BASELINE_RUN: chosen,
         }
-        run_id = log_comparison(tracking_uri, records[0].experiment_id, title, tags, files)
+        run_id = log_files_run(
+            tracking_uri, records[0].experiment_id, title, tags, files, names.COMPARE_DIR
+        )
     significant = table[table["p_holm"] < 0.05]
     log.info(
         "compared %d runs with %s (%d tests, %d significant after Holm); page %s; MLflow run %s",

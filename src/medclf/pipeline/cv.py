@@ -33,9 +33,10 @@ def _parent_logger(cfg: DictConfig, run_name: str):
     return MLflowRunLogger(**kwargs)
 
 
-def run_cv(plan: RunPlan) -> float | None:
+def run_cv(plan: RunPlan, results: dict | None = None) -> float | None:
     """Train ``plan.folds`` folds of the checked plan (each reuses it: the config is checked
-    once); returns ``optimized_metric``'s mean over the folds."""
+    once); returns ``optimized_metric``'s mean over the folds. ``results`` (if given)
+    receives the parent MLflow run's id."""
     from medclf.pipeline.job import job_name
     from medclf.pipeline.train import run
     from medclf.tracking import names
@@ -47,6 +48,8 @@ def run_cv(plan: RunPlan) -> float | None:
     name = cfg.logger.mlflow.run_name if OmegaConf.select(cfg, "logger.mlflow.run_name") else None
     name = name or job_name(cfg)
     parent = _parent_logger(cfg, f"{name} cv{folds}")
+    if results is not None:
+        results["parent_run_id"] = parent.run_id if parent is not None else None
     status = "FAILED"
     rows, folded = [], []
     try:
@@ -62,13 +65,11 @@ def run_cv(plan: RunPlan) -> float | None:
             fold_plan = plan.for_fold(
                 fold, str(output_dir / f"fold_{fold}"), f"{name} fold {fold}", tags
             )
-            results: dict = {}
-            run(fold_plan, results)
+            done: dict = {}
+            run(fold_plan, done)
             plan.data_checked = fold_plan.data_checked  # the data is checked once too
-            rows.append(
-                {"fold": fold, "checkpoint": results.get("checkpoint"), **results["metrics"]}
-            )
-            folded.append(results.get("val_predictions"))
+            rows.append({"fold": fold, "checkpoint": done.get("checkpoint"), **done["metrics"]})
+            folded.append(done.get("val_predictions"))
         summary = aggregate(rows)
         table = _write_table(rows, output_dir)
         oof = _out_of_fold(folded, output_dir)

@@ -115,6 +115,21 @@ class RunPlan:
                 cfg.logger.mlflow.tags = tags
         return replace(self, cfg=cfg, folds=0, resume=None)
 
+    def for_audit(self, folds: int, output_dir: str) -> RunPlan:
+        """The plan of a data audit's cross-validation (medclf.pipeline.audit): this plan's
+        checked config with ``folds`` folds in ``output_dir``, without the folds' test pass
+        and logged models (the audit reads their out-of-fold predictions); not checked
+        again."""
+        cfg = copy.deepcopy(self.cfg)
+        with open_dict(cfg):
+            cfg.cv.folds = folds
+            cfg.audit_only = False
+            cfg.test = False
+            cfg.paths.output_dir = output_dir
+            if OmegaConf.select(cfg, "logger.mlflow") is not None:
+                cfg.logger.mlflow.save_model = False
+        return replace(self, cfg=cfg, folds=folds, resume=None)
+
 
 def check_config(cfg: DictConfig, problems: Problems) -> RunPlan | None:
     """Every config check (medclf.pipeline.rules.RULES, all run, problems collected) and the

@@ -28,7 +28,13 @@ def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None
     rule = parse_threshold(cfg.get("threshold", 0.5))
     calibration = str(cfg.get("calibration") or "none")
     conformal = cfg.get("conformal") or {}
-    if not isinstance(rule, ThresholdRule) and calibration == "none" and not conformal.get("alpha"):
+    gate = cfg.get("ood") or {}
+    if (
+        not isinstance(rule, ThresholdRule)
+        and calibration == "none"
+        and not conformal.get("alpha")
+        and not gate.get("method")
+    ):
         return {}
     from medclf.evaluation.calibration import fit_temperature
     from medclf.evaluation.thresholds import choose_thresholds
@@ -37,7 +43,8 @@ def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None
     state = read_checkpoint(Path(checkpoint)) if checkpoint else None
     if state is not None:
         model.load_state_dict(state["state_dict"])
-    logits, targets = validation_logits(model, datamodule)
+    features: list = []
+    logits, targets = validation_logits(model, datamodule, features if gate.get("method") else None)
     chosen: dict = {}
     if calibration == "temperature":
         chosen["temperature"] = fit_temperature(logits, targets, model.task)
@@ -71,25 +78,64 @@ def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None
             fitted["alpha"],
             ", per class" if fitted["mondrian"] else "",
         )
+    if gate.get("method"):
+        chosen.update(_fit_gate(model, gate, logits, targets, features[0]))
     if state is not None and _rank_zero():
         store_decision(Path(checkpoint), model, state)
     return chosen
 
 
-def validation_logits(model, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, targets) of the whole validation split, in float32 on the CPU."""
+def _fit_gate(model, gate, logits, targets, features) -> dict:
+    """The out-of-distribution gate (medclf.audit.ood) fitted on the validation split: the
+    pooled features' Mahalanobis distance to their class (or the logits' energy), flagged
+    above its ``quantile``."""
+    from medclf.audit import ood
+
+    labels = None if model.task == "multilabel" else targets.numpy().astype(int)
+    state = ood.fit(
+        logits=logits.numpy(),
+        features=features.numpy(),
+        labels=labels,
+        method=str(gate["method"]),
+        quantile=float(gate.get("quantile", 0.95)),
+        temperature=float(getattr(model, "temperature", 1.0)),
+        task=model.task,
+    )
+    state["max_share"] = float(gate.get("max_share", 0.5))  # predict.py warns above it
+    model.set_decision(ood=state)
+    log.info(
+        "out-of-distribution gate (%s) fitted on %d validation samples: threshold %.4g, the "
+        "%g quantile",
+        state["method"],
+        state["n"],
+        state["threshold"],
+        state["quantile"],
+    )
+    return {"ood_method": state["method"], "ood_threshold": state["threshold"]}
+
+
+def validation_logits(model, datamodule, features: list | None = None):
+    """(logits, targets) of the whole validation split, in float32 on the CPU; ``features``
+    (a list) receives the backbone's pooled features, (N, F)."""
     loader = datamodule.full_loader("val")
     was_training = model.training
     model.eval()
-    logits, targets = [], []
+    logits, targets, pooled = [], [], []
     with torch.no_grad():
         for batch in loader:
             image = batch["image"].to(model.device)
             metadata = batch.get("metadata")
             metadata = metadata.to(model.device) if metadata is not None else None
-            logits.append(model(image, metadata).float().cpu())
+            if features is None:
+                logits.append(model(image, metadata).float().cpu())
+            else:
+                kept, out = model.features_and_logits(image, metadata)
+                logits.append(out.float().cpu())
+                pooled.append(kept.float().cpu())
             targets.append(batch["target"])
     model.train(was_training)
+    if features is not None:
+        features.append(torch.cat(pooled))
     return torch.cat(logits), torch.cat(targets)
 
 
@@ -99,6 +145,7 @@ def store_decision(path: Path, model, state: dict) -> None:
     state["hyper_parameters"]["threshold"] = model.threshold
     state["hyper_parameters"]["temperature"] = model.temperature
     state["hyper_parameters"]["conformal"] = model.conformal
+    state["hyper_parameters"]["ood"] = model.ood
     partial = path.with_name(path.name + ".partial")
     torch.save(state, partial)
     os.replace(partial, path)
@@ -111,7 +158,12 @@ def restore_decision(model, checkpoint: str | None) -> None:
     from medclf.models.checkpoint import read_checkpoint
 
     stored = read_checkpoint(Path(checkpoint)).get("hyper_parameters", {})
-    model.set_decision(stored.get("threshold"), stored.get("temperature"), stored.get("conformal"))
+    model.set_decision(
+        stored.get("threshold"),
+        stored.get("temperature"),
+        stored.get("conformal"),
+        stored.get("ood"),
+    )
 
 
 def _rank_zero() -> bool:

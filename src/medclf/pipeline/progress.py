@@ -6,7 +6,8 @@ batch. Reading a metric that lives on a GPU copies it to the host, which waits f
 queued kernel: the host can no longer prepare the next batch while the GPU runs the current
 one. ``ProgressBar`` reads them at most every ``metrics_interval`` seconds during training
 (and, as before, at the end of each epoch and of validation), so the shown loss is at most
-that old.
+that old. The test pass shows no bar unless ``show_test`` (``verbose=true``): after training,
+the console ends with the run's summary.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from medclf.compat import rich_progress_bar_class
 
 
 class ProgressBar(rich_progress_bar_class()):
-    def __init__(self, *args: Any, metrics_interval: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, metrics_interval: float = 1.0, show_test: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.show_test = bool(show_test)
         if metrics_interval < 0:
             raise ValueError(f"metrics_interval must be >= 0 seconds, got {metrics_interval}")
         self.metrics_interval = metrics_interval
@@ -32,6 +36,18 @@ class ProgressBar(rich_progress_bar_class()):
             super().on_train_batch_end(*args, **kwargs)
         finally:
             self._in_train_batch = False
+
+    def on_test_start(self, *args: Any, **kwargs: Any) -> None:
+        if self.show_test:
+            super().on_test_start(*args, **kwargs)
+
+    def on_test_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        if self.show_test:
+            super().on_test_batch_start(*args, **kwargs)
+
+    def on_test_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        if self.show_test:
+            super().on_test_batch_end(*args, **kwargs)
 
     def read_metrics_now(self, trainer: Any) -> bool:
         now = time.monotonic()

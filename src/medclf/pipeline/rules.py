@@ -303,6 +303,40 @@ def check_conformal(cfg: DictConfig) -> None:
         raise ConfigError(f"conformal.mondrian={node.get('mondrian')!r} must be true or false.")
 
 
+def check_ood(cfg: DictConfig) -> None:
+    """``ood.*``: a known method or null, quantile and share in (0, 1)."""
+    from medclf.audit.ood import METHODS
+
+    node = _node(cfg, "ood")
+    method = node.get("method")
+    if method is not None and method not in METHODS:
+        raise ConfigError(
+            f"ood.method={method!r}: use {', '.join(METHODS)} or null (no gate)."
+            f"{did_you_mean(str(method), METHODS)}"
+        )
+    for key in ("quantile", "max_share"):
+        value = node.get(key, 0.5)
+        if not isinstance(value, int | float) or not 0 < value < 1:
+            raise ConfigError(f"ood.{key}={value!r} must lie strictly between 0 and 1.")
+
+
+def check_audit(cfg: DictConfig) -> None:
+    """``audit.*``: folds, the hash distance (of 64 bits), the cosine, the table rows."""
+    node = _node(cfg, "audit")
+    folds = node.get("folds", 3)
+    if not _is_int(folds) or folds < 2:
+        raise ConfigError(f"audit.folds={folds!r}: the cross-validation needs 2 or more folds.")
+    hamming = node.get("max_hamming", 6)
+    if not _is_int(hamming) or not 0 <= hamming < 64:
+        raise ConfigError(f"audit.max_hamming={hamming!r}: give bits in [0, 63] (6 by default).")
+    cosine = node.get("min_cosine", 0.8)
+    if not isinstance(cosine, int | float) or not -1 <= cosine <= 1:
+        raise ConfigError(f"audit.min_cosine={cosine!r} must lie in [-1, 1] (0.8 by default).")
+    limit = node.get("limit", 50)
+    if not _is_int(limit) or limit < 1:
+        raise ConfigError(f"audit.limit={limit!r} must be a positive integer.")
+
+
 RULES: tuple[Callable[[DictConfig], None], ...] = (
     check_datamodule,
     check_backbone,
@@ -314,6 +348,8 @@ RULES: tuple[Callable[[DictConfig], None], ...] = (
     check_trainer,
     check_run,
     check_conformal,
+    check_ood,
+    check_audit,
 )
 """Every config-stage check, in the order the problems are listed."""
 

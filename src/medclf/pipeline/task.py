@@ -12,9 +12,10 @@ from medclf.models.registry import import_plugins
 def train_task(cfg: DictConfig) -> float | None:
     """The value sweepers optimise (``optimized_metric``), or None. ``check_only=true``
     exits with status 2 when it finds problems."""
-    from medclf import runtime
+    from medclf import console, runtime
 
     runtime.lap("python and Hydra")
+    console.quiet(verbose=bool(cfg.get("verbose", False)))
     import_plugins(OmegaConf.select(cfg, "imports"))
     if cfg.get("check_only"):
         from medclf.pipeline.build import tidy_lightning_logging
@@ -24,6 +25,11 @@ def train_task(cfg: DictConfig) -> float | None:
         status = report(cfg)
         if status:
             raise SystemExit(status)
+        return None
+    if cfg.get("audit_only"):
+        from medclf.pipeline.audit import run_audit
+
+        run_audit(cfg)
         return None
     from medclf.pipeline.plan import make_plan
 

@@ -123,7 +123,9 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
         results["run_id"] = trackers[0].run_id if trackers else None
         results["best"] = best
         if int(cfg.datamodule.get("folds") or 0) >= 2 and pruned is None and trainer.is_global_zero:
-            results["val_predictions"] = _fold_predictions(model, datamodule, output_dir)
+            results["val_predictions"] = _fold_predictions(
+                model, datamodule, output_dir, checkpoint
+            )
     if pruned is not None:  # the sweeper records the trial PRUNED
         return Pruned(pruned, best)
     return best
@@ -169,11 +171,16 @@ def _record_startup(trackers: list, output_dir: Path) -> None:
     record.log_startup(trackers, phases)
 
 
-def _fold_predictions(model, datamodule, output_dir: Path) -> Path:
-    """A cross-validation fold's out-of-fold predictions: the final model (the tested one,
-    calibrated) on the fold's val split, in the predictions table's format."""
+def _fold_predictions(model, datamodule, output_dir: Path, checkpoint: str | None) -> Path:
+    """A cross-validation fold's out-of-fold predictions: the best checkpoint's weights (as
+    tested; calibrated when so configured) on the fold's val split, in the predictions
+    table's format."""
     from medclf.inference.table import FLOAT_FORMAT, predictions_frame
+    from medclf.models.checkpoint import read_checkpoint
     from medclf.pipeline.posthoc import validation_logits
+
+    if checkpoint:
+        model.load_state_dict(read_checkpoint(Path(checkpoint))["state_dict"])
 
     logits, targets = validation_logits(model, datamodule)
     frame = predictions_frame(
@@ -207,5 +214,8 @@ def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers)
         ckpt = checkpoint if cfg.train else (resume and str(resume.ckpt_path))
         if not cfg.train:
             restore_decision(model, ckpt)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        verbose = bool(cfg.get("verbose", False))  # the full metric table: verbose or the report
+        trainer.test(
+            model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True, verbose=verbose
+        )
     return checkpoint

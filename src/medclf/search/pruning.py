@@ -77,13 +77,23 @@ class TrialPruning(Callback):
     = epoch, 0-based) and stop training when the pruner says so. Only global rank 0 talks
     to the study; its decision is broadcast so that all ranks stop at the same epoch."""
 
-    def __init__(self, storage: str, study: str, number: int, metric: str, pruner: Any) -> None:
+    def __init__(
+        self,
+        storage: str,
+        study: str,
+        number: int,
+        metric: str,
+        pruner: Any,
+        reconnect_timeout: float = 600.0,
+    ) -> None:
         self.storage = storage
+        self.reconnect_timeout = reconnect_timeout
         self.study_name = study
         self.number = int(number)
         self.metric = metric
         self.pruner_spec = pruner
         self.trial = None
+        self.database = None
         self.pruned_epoch: int | None = None
         self.last_value: float | None = None
 
@@ -92,13 +102,24 @@ class TrialPruning(Callback):
             return
         import optuna
 
-        storage = optuna.storages.RDBStorage(self.storage)
+        from medclf.search.storage import StudyDatabase
+
+        self.database = StudyDatabase(
+            self.storage, reconnect_timeout=self.reconnect_timeout, wait=True
+        )
+        storage = self.database.storage
         study = optuna.load_study(
             study_name=self.study_name, storage=storage, pruner=make_pruner(self.pruner_spec)
         )
         study_id = storage.get_study_id_from_name(self.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
         self.trial = optuna.trial.Trial(study, trial_id)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """The trial is over: its connections go (a worker runs many trials in a process)."""
+        if stage == "fit" and self.database is not None:
+            self.database.close()
+            self.database = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -128,15 +149,22 @@ def trial_pruning(search: Any, metric: str | None, folds: int = 0) -> TrialPruni
     """The callback of a search trial whose sweeper has a pruner (``search.storage``,
     ``search.study``, ``search.trial`` given to the job), None otherwise and inside
     cross-validation. The pruner is the job's ``hydra.sweeper.pruner`` (None in a DDP rank
-    > 0, which only follows rank 0's decisions)."""
+    > 0, which only follows rank 0's decisions); ``search.storage`` has its password hidden,
+    the job takes the URL itself from ``hydra.sweeper.storage``."""
     if not search or search.get("trial") is None or (folds or 0) >= 2:
         return None
     from hydra.core.hydra_config import HydraConfig
 
-    pruner = None
+    from medclf.search.storage import redact
+
+    storage, pruner, timeout = search["storage"], None, 600.0
     if HydraConfig.initialized():
-        pruner = (HydraConfig.get().get("sweeper") or {}).get("pruner")
-    return TrialPruning(search["storage"], search["study"], search["trial"], metric, pruner)
+        sweeper = HydraConfig.get().get("sweeper") or {}
+        pruner = sweeper.get("pruner")
+        timeout = sweeper.get("reconnect_timeout", timeout)
+        if sweeper.get("storage") and redact(sweeper["storage"]) == storage:
+            storage = sweeper["storage"]
+    return TrialPruning(storage, search["study"], search["trial"], metric, pruner, timeout)
 
 
 def pruned_epoch(trainer: L.Trainer) -> int | None:

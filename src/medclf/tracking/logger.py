@@ -25,7 +25,9 @@ EXPERIMENT_KIND = "custom_model_development"
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
-    """Get or create the experiment, tagged so MLflow 3 opens it on the training-runs table."""
+    """Get or create the experiment, tagged so MLflow 3 opens it on the training-runs table
+    (a worker that loses the race to create it takes the winner's)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -34,13 +36,19 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
         if artifact_location and "://" not in artifact_location:
             Path(artifact_location).mkdir(parents=True, exist_ok=True)
             artifact_location = Path(artifact_location).resolve().as_uri()
-        experiment_id = client.create_experiment(
-            name, artifact_location=artifact_location, tags={names.EXPERIMENT_KIND: EXPERIMENT_KIND}
-        )
-    else:
-        experiment_id = experiment.experiment_id
-        if experiment.tags.get(names.EXPERIMENT_KIND) != EXPERIMENT_KIND:
-            client.set_experiment_tag(experiment_id, names.EXPERIMENT_KIND, EXPERIMENT_KIND)
+        try:
+            return client.create_experiment(
+                name,
+                artifact_location=artifact_location,
+                tags={names.EXPERIMENT_KIND: EXPERIMENT_KIND},
+            )
+        except MlflowException as exc:  # another worker created it first
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id
+    if experiment.tags.get(names.EXPERIMENT_KIND) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, names.EXPERIMENT_KIND, EXPERIMENT_KIND)
     return experiment_id
 
 
@@ -93,7 +101,10 @@ class MLflowRunLogger(MLFlowLogger):
         db = sqlite_path(tracking_uri or "")
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-        ensure_experiment(tracking_uri, experiment_name, artifact_location)
+        # a tracking server keeps the artifacts where it was told to (medclf-server proxies
+        # them to its folder): a client-side folder would be unreachable from other nodes
+        server = tracking_uri.startswith(("http://", "https://"))
+        ensure_experiment(tracking_uri, experiment_name, None if server else artifact_location)
         self.save_model = save_model
         run_id = kwargs.pop("run_id", None)
         if run_id is not None and not _run_exists(tracking_uri, run_id):

@@ -39,6 +39,8 @@ OPTUNA_TRIAL = "optuna_trial"
 OPTUNA_STATE = "optuna_state"  # COMPLETE, PRUNED or FAIL
 OPTUNA_PRUNED_EPOCH = "optuna_pruned_epoch"
 OPTUNA_BEST = "optuna_best"  # "true" on the study's best trial's run
+OPTUNA_RETRIED_AS = "optuna_retried_as"  # on a dead worker's run: the trial that repeats it
+OPTUNA_RETRY_OF = "optuna_retry_of"  # on a retry's run: the trial whose worker died
 
 # what the run's model is (multiclass, binary, multilabel): the comparison reads it
 TASK = "task"
@@ -54,6 +56,16 @@ COMPARISON_PAGE = "compare.html"
 ENSEMBLE_MEMBERS = "ensemble_members"  # ';'-joined member run ids
 ENSEMBLE_METALEARNER = "ensemble_metalearner"
 AUTOML_DIR = "automl_dir"  # on an AutoML's ensemble run: the AutoML's folder
+
+# medclf-audit
+AUDIT = "audit"  # on an audit's run: the data it audited (its name, folder:xray)
+AUDIT_CV_RUN = "audit_cv_run"  # the cross-validation run whose out-of-fold probabilities it read
+AUDIT_DIR = "audit"  # the audit's artifacts
+AUDIT_PAGE = "audit.html"
+AUDIT_SUMMARY_FILE = "audit.json"  # counts found and seconds per phase
+DUPLICATES_FILE = "duplicates.csv"
+LABEL_ISSUES_FILE = "label_issues.csv"
+OVERVIEW_FILE = "overview.csv"
 
 # eval.py
 EVAL_CHECKPOINT = "eval_checkpoint"
@@ -90,6 +102,7 @@ EVAL_DIR = "eval"  # eval.py's config in an existing run
 
 TEST_PREDICTIONS_FILE = "test_predictions.csv"
 PER_CLASS_FILE = "per_class_report.csv"
+METRICS_FILE = "metrics.csv"  # metric, value, ci_low, ci_high, interval (its method)
 SUBGROUPS_FILE = "subgroups.csv"
 PATIENT_PREDICTIONS_FILE = "patient_predictions.csv"
 HISTORY_FILE = "history.csv"

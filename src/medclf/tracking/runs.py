@@ -178,6 +178,58 @@ def run_records(tracking_uri: str, run_ids: list[str], folder: Path) -> list[Run
     return records
 
 
+def download_artifact(tracking_uri: str, run_id: str, path: str, folder: Path) -> Path | None:
+    """A local copy of artifact ``path`` of run ``run_id`` (in ``folder``), None when the run
+    or the artifact does not exist."""
+    import mlflow
+
+    try:
+        return Path(mlflow.MlflowClient(tracking_uri).download_artifacts(run_id, path, str(folder)))
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+
+
+def run_ids(tracking_uri: str, experiment: str, refs: list[str]) -> list[str]:
+    """Each of ``refs`` as a run id: a run id of the store as it is, else a run name of
+    ``experiment``, standing for its newest FINISHED run of that name. A name with no such
+    run is a ConfigError listing the names there are."""
+    import mlflow
+
+    from medclf.errors import ConfigError, did_you_mean
+
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    ids = []
+    for ref in refs:
+        try:
+            ids.append(client.get_run(ref).info.run_id)
+            continue
+        except mlflow.exceptions.MlflowException:
+            pass
+        runs = []
+        if found is not None:
+            quoted = str(ref).replace("'", "\\'")
+            finished = f"attributes.run_name = '{quoted}' and attributes.status = 'FINISHED'"
+            runs = client.search_runs(
+                [found.experiment_id],
+                filter_string=finished,
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        if not runs:
+            names = set()
+            if found is not None:
+                names = {r.info.run_name for r in client.search_runs([found.experiment_id])}
+            raise ConfigError(
+                f"run {ref!r}: neither a run id nor the name of a finished run of experiment "
+                f"{experiment!r} at {tracking_uri}.{did_you_mean(ref, names)} Give run ids "
+                "(medclf-report lists them) or run names (logger.mlflow.run_name=NAME when "
+                "training), and --experiment for another experiment."
+            )
+        ids.append(runs[0].info.run_id)
+    return ids
+
+
 def sweep_run_ids(tracking_uri: str, experiment: str, sweep_id: str) -> list[str]:
     """The FINISHED runs of a sweep (tag ``sweep_id``), oldest first."""
     import mlflow
@@ -194,18 +246,23 @@ def sweep_run_ids(tracking_uri: str, experiment: str, sweep_id: str) -> list[str
     return [run.info.run_id for run in runs]
 
 
-def log_comparison(
-    tracking_uri: str, experiment_id: str, name: str, tags: dict[str, str], files: list[Path]
+def log_files_run(
+    tracking_uri: str,
+    experiment_id: str,
+    name: str,
+    tags: dict[str, str],
+    files: list[Path],
+    folder: str,
 ) -> str:
-    """A run of its own holding a comparison's files, tagged with the runs it compares;
-    returns its id."""
+    """A run of its own holding a comparison's or an audit's files (in artifact ``folder``),
+    with ``tags`` naming what it looked at; returns its id."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     try:
         for path in files:
-            client.log_artifact(run.info.run_id, str(path), names.COMPARE_DIR)
+            client.log_artifact(run.info.run_id, str(path), folder)
     except Exception:
         client.set_terminated(run.info.run_id, "FAILED")
         raise

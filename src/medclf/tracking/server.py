@@ -37,9 +37,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def runs_url(port: int, experiment_id: str) -> str:
-    """The experiment's training-runs table on a local dashboard."""
-    return f"http://{HOST}:{port}/#/experiments/{experiment_id}/runs"
+def runs_url(port: int, experiment_id: str, host: str = HOST) -> str:
+    """The experiment's training-runs table on a dashboard (local by default)."""
+    return f"http://{host}:{port}/#/experiments/{experiment_id}/runs"
 
 
 def run_url(server: str, experiment_id: str, run_id: str) -> str:
@@ -47,12 +47,14 @@ def run_url(server: str, experiment_id: str, run_id: str) -> str:
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 60.0) -> bool:
+def wait_healthy(
+    port: int, process: subprocess.Popen, timeout: float = 60.0, host: str = HOST
+) -> bool:
     """Poll the server's /health endpoint until it answers (or the process dies)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=2) as reply:
+            with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as reply:
                 if reply.status == 200:
                     return True
         except OSError:

@@ -52,11 +52,16 @@ def sweep_job_runs(tracking_uri: str, experiment_name: str, sweep_dir: str, job:
     )
 
 
-def close_interrupted_runs(tracking_uri: str, experiment: str, sweep_dir: str, job: int) -> None:
-    """Mark the RUNNING MLflow runs of an interrupted job KILLED."""
+def close_interrupted_runs(
+    tracking_uri: str, experiment: str, sweep_dir: str, job: int, retried_as: int | None = None
+) -> None:
+    """Mark the RUNNING MLflow runs of an interrupted job KILLED; ``retried_as``: the trial
+    that runs its parameters again (tag ``optuna_retried_as``)."""
     client = _client(tracking_uri)
     for run in sweep_job_runs(tracking_uri, experiment, sweep_dir, job):
         if run.info.status == "RUNNING":
+            if retried_as is not None:
+                client.set_tag(run.info.run_id, names.OPTUNA_RETRIED_AS, str(retried_as))
             client.set_terminated(run.info.run_id, "KILLED")
             log.info("MLflow run %s of interrupted trial %d: KILLED", run.info.run_id, job)
 
@@ -72,12 +77,22 @@ def trial_run_id(tracking_uri: str, experiment: str, sweep_dir: str, job: int) -
     return runs[0].info.run_id if runs else None
 
 
-def tag_trial(tracking_uri: str, run_id: str, study: str, number: int, state: str) -> None:
-    """``optuna_study``, ``optuna_trial`` and ``optuna_state`` on a trial's run."""
+def tag_trial(
+    tracking_uri: str,
+    run_id: str,
+    study: str,
+    number: int,
+    state: str,
+    retry_of: int | None = None,
+) -> None:
+    """``optuna_study``, ``optuna_trial`` and ``optuna_state`` on a trial's run, and
+    ``optuna_retry_of`` on a retry's (the trial whose worker died)."""
     client = _client(tracking_uri)
     client.set_tag(run_id, names.OPTUNA_STUDY, study)
     client.set_tag(run_id, names.OPTUNA_TRIAL, str(number))
     client.set_tag(run_id, names.OPTUNA_STATE, state)
+    if retry_of is not None:
+        client.set_tag(run_id, names.OPTUNA_RETRY_OF, str(retry_of))
 
 
 def tag_best(tracking_uri: str, experiment_name: str, sweep_dir: str, run_id: str) -> None:
