@@ -25,7 +25,8 @@ PROBS = [f"prob_{c}" for c in CLASSES]
 @pytest.fixture(scope="session")
 def stacked(tmp_path_factory) -> dict:
     """The composite command, once per session: members tiny and tiny_plain, 2 folds each, on
-    60 generated 24 px images; the ensemble logs its MLflow model."""
+    60 generated 24 px images, with conformal sets and the out-of-distribution gate (the
+    default) fitted in each fold; the ensemble logs its MLflow model."""
     from PIL import Image
 
     from medclf.cli.ensemble import main
@@ -49,6 +50,8 @@ def stacked(tmp_path_factory) -> dict:
         "imports=[tiny_backbone]",
         *FAST,
         "eval.bootstrap=100",
+        "model.bn_recalibration=never",  # not the subject: saves forward passes
+        "conformal.alpha=0.2",
         'members=["backbone.name=tiny","backbone.name=tiny_plain"]',
         "folds=2",
         f"output_dir={root / 'ens'}",
@@ -127,7 +130,10 @@ def test_predict_the_mlflow_model_and_the_export_give_the_test_probabilities(
     pd.DataFrame({"path": [str(stacked["data"] / s) for s in expected["sample"]]}).to_csv(
         listed, index=False
     )
-    for source in (f"ckpt_path={stacked['folder']}", f"run_id={run['run_id']}"):
+    ensemble = load_ensemble(stacked["folder"])
+    first = ensemble.checkpoints()[0]  # member 0's fold 0: its gate is the ensemble's
+
+    def predicted(source: str) -> pd.DataFrame:
         output = tmp_path / "predict.csv"
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose(
@@ -136,10 +142,18 @@ def test_predict_the_mlflow_model_and_the_export_give_the_test_probabilities(
         predict(cfg)
         table = pd.read_csv(output)
         table["sample"] = [str(Path(p).relative_to(stacked["data"])) for p in table["sample"]]
-        table = table.set_index("sample").loc[expected["sample"]]
+        return table.set_index("sample").loc[expected["sample"]]
+
+    alone = predicted(f"ckpt_path={first}")
+    assert {"set", "abstain", "ood_score", "ood"} <= set(alone.columns)  # one model: all of it
+    for source in (f"ckpt_path={stacked['folder']}", f"run_id={run['run_id']}"):
+        table = predicted(source)
         assert table[PROBS].to_numpy() == pytest.approx(expected[PROBS].to_numpy(), abs=1e-5)
         assert list(table["prediction"]) == list(expected["prediction"])
-    ensemble = load_ensemble(stacked["folder"])
+        # the gate judges the input (the first member's); the sets do not hold for a stack
+        assert table["ood_score"].to_numpy() == pytest.approx(alone["ood_score"].to_numpy())
+        assert list(table["ood"]) == list(alone["ood"])
+        assert not {"set", "abstain"} & set(table.columns)
     _, spec = load_models(ensemble.checkpoints())
     rows = input_table(stacked["data"]).set_index("sample").loc[expected["sample"]].reset_index()
     dataset = PredictDataset(rows, spec)
@@ -147,6 +161,11 @@ def test_predict_the_mlflow_model_and_the_export_give_the_test_probabilities(
     mlflow.set_tracking_uri(tracking_uri(root))
     model = mlflow.pyfunc.load_model(run["tags.model_uri"])
     assert model.predict(images) == pytest.approx(expected[PROBS].to_numpy(), abs=1e-5)
+    scores = model.predict(images, params={"output": "ood_score"})
+    assert scores == pytest.approx(alone["ood_score"].to_numpy(), rel=1e-4)
+    assert list(model.predict(images, params={"output": "ood"})) == list(alone["ood"])
+    with pytest.raises(ValueError, match="stacked ensemble has no prediction sets"):
+        model.predict(images, params={"output": "set"})
     path = export(stacked["folder"], output=str(tmp_path / "ensemble.onnx"))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     probs, chosen = session.run(None, {"image": images})
