@@ -23,6 +23,8 @@ COMMANDS = (  # the console scripts of the wheel
     "medclf-report",
     "medclf-ui",
     "medclf-label",
+    "medclf-ensemble",
+    "medclf-automl",
     "medclf-server",
 )
 

@@ -24,6 +24,8 @@ COMMANDS = {
     "predict": "medclf-predict",
     "export": "medclf-export",
     "label": "medclf-label",
+    "ensemble": "medclf-ensemble",
+    "automl": "medclf-automl",
 }
 
 

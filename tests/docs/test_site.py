@@ -81,7 +81,7 @@ def composed_keys() -> dict[str, set[str]]:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for overrides in runs:
             found[" ".join(overrides)] = _keys(compose("train", overrides=overrides))
-        for command in ("eval", "predict", "export", "label"):
+        for command in ("eval", "predict", "export", "label", "ensemble", "automl"):
             found[command] = _keys(compose(command))
     return found
 

@@ -80,6 +80,57 @@ def sensitivity_specificity(
     return sensitivity.astype(float), specificity.astype(float)
 
 
+def write_test_files(
+    output_dir: Path,
+    frame: pd.DataFrame,
+    targets: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    task: str,
+) -> tuple[list[Path], dict[str, float]]:
+    """The test report's own files in ``output_dir`` from a predictions ``frame``
+    (medclf.inference.table): the predictions, the per-class report, the per-class, ROC, PR
+    and confusion-matrix figures; returns them and the per-class sensitivity and
+    specificity as ``test/`` metrics. Any model's predictions (a stacked ensemble's too)."""
+    from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
+
+    from medclf.evaluation.plots import (
+        confusion_matrix_figure,
+        multilabel_confusion_figure,
+        per_class_figure,
+        roc_pr_figures,
+        save_figure,
+    )
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files = [output_dir / names.TEST_PREDICTIONS_FILE, output_dir / names.PER_CLASS_FILE]
+    frame.to_csv(files[0], index=False, float_format=FLOAT_FORMAT)
+    report = per_class_report(frame, class_names, task)
+    report.to_csv(files[1], float_format="%.6f")
+    files.append(output_dir / names.figure_file("per_class_metrics"))
+    save_figure(per_class_figure(report.loc[class_names]), files[-1])
+    roc, pr = roc_pr_figures(targets, probs, class_names, task)
+    for name, figure in (("roc_curves", roc), ("pr_curves", pr)):
+        files.append(output_dir / names.figure_file(name))
+        save_figure(figure, files[-1])
+    files.append(output_dir / names.figure_file("confusion_matrix"))
+    if task == "multilabel":
+        matrices = multilabel_confusion_matrix(
+            indicator(frame["label"], class_names), indicator(frame["prediction"], class_names)
+        )
+        figure = multilabel_confusion_figure(matrices, class_names)
+    else:
+        counts = confusion_matrix(frame["label"], frame["prediction"], labels=class_names)
+        figure = confusion_matrix_figure(counts, class_names)
+    save_figure(figure, files[-1])
+    rates = {
+        f"test/{kind}_{name}": float(report.loc[name, kind])
+        for kind in ("sensitivity", "specificity")
+        for name in class_names
+    }
+    return files, rates
+
+
 class TestReport(Callback):
     """Write and log the test report once testing ends (global rank zero only): predictions,
     per-class report, figures, then (medclf.evaluation.analysis) intervals, calibration,
@@ -112,19 +163,9 @@ class TestReport(Callback):
         outputs = getattr(pl_module, "test_predictions", None)
         if not trainer.is_global_zero or not outputs or trainer.datamodule is None:
             return
-        from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
-
         from medclf.runtime import wait_background
 
         wait_background()  # the training curves' figure: pyplot draws one figure at a time
-        from medclf.evaluation.plots import (
-            confusion_matrix_figure,
-            multilabel_confusion_figure,
-            per_class_figure,
-            roc_pr_figures,
-            save_figure,
-        )
-
         class_names = list(pl_module.class_names)
         task, threshold = pl_module.task, pl_module.threshold
         conformal = getattr(pl_module, "conformal", None)
@@ -152,37 +193,14 @@ class TestReport(Callback):
             conformal=conformal,
             ood=ood,
         )
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        files = [
-            self.output_dir / names.TEST_PREDICTIONS_FILE,
-            self.output_dir / names.PER_CLASS_FILE,
-        ]
-        frame.to_csv(files[0], index=False, float_format=FLOAT_FORMAT)
-        report = per_class_report(frame, class_names, task)
-        report.to_csv(files[1], float_format="%.6f")
-        files.append(self.output_dir / names.figure_file("per_class_metrics"))
-        save_figure(per_class_figure(report.loc[class_names]), files[-1])
-        roc, pr = roc_pr_figures(
-            outputs["target"].numpy(), outputs["probs"].float().numpy(), class_names, task
+        files, rates = write_test_files(
+            self.output_dir,
+            frame,
+            outputs["target"].numpy(),
+            outputs["probs"].float().numpy(),
+            class_names,
+            task,
         )
-        for name, figure in (("roc_curves", roc), ("pr_curves", pr)):
-            files.append(self.output_dir / names.figure_file(name))
-            save_figure(figure, files[-1])
-        files.append(self.output_dir / names.figure_file("confusion_matrix"))
-        if task == "multilabel":
-            matrices = multilabel_confusion_matrix(
-                indicator(frame["label"], class_names), indicator(frame["prediction"], class_names)
-            )
-            figure = multilabel_confusion_figure(matrices, class_names)
-        else:
-            counts = confusion_matrix(frame["label"], frame["prediction"], labels=class_names)
-            figure = confusion_matrix_figure(counts, class_names)
-        save_figure(figure, files[-1])
-        rates = {
-            f"test/{kind}_{name}": float(report.loc[name, kind])
-            for kind in ("sensitivity", "specificity")
-            for name in class_names
-        }
         from medclf.evaluation.analysis import analyse
         from medclf.evaluation.report_data import build_report
         from medclf.evaluation.report_note import markdown_summary

@@ -9,8 +9,9 @@ p as [1 - p, p] (medclf.models.network.Network, the path every medclf inference 
 also gives ``prediction`` (N, classes) int64, 1 where a class is predicted by medclf's
 decision rule at the trained threshold (medclf.models.outputs.decide): the ONNX model's
 second output, a TorchScript model's ``prediction`` method. The batch axis is dynamic; the
-spatial size is the one the model was trained at. Class names and the input spec are
-written into the ONNX ``metadata_props``, into a TorchScript file's extra file
+spatial size is the one the model was trained at. A stacked ensemble's folder exports as one
+model of its members and metalearner (medclf.inference.export_stack). Class names and the
+input spec are written into the ONNX ``metadata_props``, into a TorchScript file's extra file
 ``medclf.json``, and for both formats beside it as ``<output>.json``.
 
 ONNX uses torch's TorchScript-based exporter (``dynamo=False``). On torch 2.14 the default
@@ -217,17 +218,27 @@ def export(
     if format == "onnx" and (isinstance(opset, bool) or not isinstance(opset, int)):
         raise ConfigError(f"opset={opset!r}: give an ONNX opset version such as opset=17.")
     ckpt_path = Path(ckpt_path).expanduser()
-    if not ckpt_path.is_file():  # before importing torch: a typo is answered at once
+    from medclf.inference.stacking import is_ensemble
+
+    stacked = is_ensemble(ckpt_path)  # a stacked ensemble (medclf-ensemble): one model of all
+    if not stacked and not ckpt_path.is_file():  # before importing torch: answered at once
         raise ConfigError(
             f"ckpt_path={ckpt_path}: no such file. Give the .ckpt written by train.py (its run "
             "directory's checkpoints/ folder)."
         )
-    path = output_path(ckpt_path, format, output)
-    module = load_module(ckpt_path)
+    path = output_path(ckpt_path / "model" if stacked else ckpt_path, format, output)
+    if stacked:
+        from medclf.inference.export_stack import stacked_model
+
+        module, model, described = stacked_model(ckpt_path)
+    else:
+        module = load_module(ckpt_path)
+        model, described = exported_model(module), {}
     size = spatial_size(InputSpec.of(module), input_size)
     spec = describe_io(module, size, batch_size)
-    spec.update(format=format, checkpoint=str(ckpt_path))
-    model = exported_model(module)
+    spec.update(**described, format=format, checkpoint=str(ckpt_path))
+    if stacked:  # a member's prediction sets do not hold for the ensemble's probabilities
+        spec.pop("prediction_sets", None)
     example = _random_inputs(spec, batch_size or 2)
     try:
         if format == "onnx":
@@ -242,7 +253,7 @@ def export(
             "writable folder with enough space."
         ) from None
     if verify:
-        _verify(module, path, spec, format, batch_size or 3)
+        _verify(model if stacked else module, path, spec, format, batch_size or 3)
     names = ", ".join(spec["class_names"])
     shapes = ", ".join(f"{i['name']} {i['shape']}" for i in spec["inputs"])
     log.info("exported %s → %s (%s; classes: %s)", ckpt_path, path, shapes, names)

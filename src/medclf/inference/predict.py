@@ -3,8 +3,10 @@
 Writes ``output`` (CSV, medclf.inference.table): ``sample`` (the path as found or given),
 ``prediction`` and one ``prob_<class>`` column per class (names from the checkpoint).
 Everything about the inputs comes from the checkpoint (medclf.inference.spec). ``tta=N``
-averages N flipped/rotated views; several checkpoints are combined by ``ensemble``;
-``xai=gradcam`` also writes heatmaps.
+averages N flipped/rotated views; several checkpoints are combined by ``ensemble``; a
+stacked ensemble (medclf-ensemble's ``ensemble`` folder, or its run) applies its metalearner
+to its members' probabilities (``ensemble=stack``, what ``auto`` picks for it), TTA per
+member; ``xai=gradcam`` also writes heatmaps.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig
 
 from medclf.errors import ConfigError
+from medclf.inference.inputs import ENSEMBLES
 from medclf.inference.spec import InputSpec
-from medclf.tracking.names import CHECKPOINTS_DIR
+from medclf.inference.stacking import is_ensemble
+from medclf.tracking.names import CHECKPOINTS_DIR, ENSEMBLE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,8 @@ def run_checkpoints(run_id: str, tracking_uri: str = "") -> list[str]:
     if isinstance(tags, str):
         raise ConfigError(f"run_id={run_id}: no such run at {tracking_uri} ({tags}).")
     folds, output_dir = trained_checkpoints(tags)
+    if output_dir and is_ensemble(Path(output_dir) / ENSEMBLE_DIR):
+        return [str(Path(output_dir) / ENSEMBLE_DIR)]  # a stacked ensemble's run
     if folds:
         return folds
     found = sorted(
@@ -69,7 +75,16 @@ def load_models(paths: list[str]) -> tuple[list[Any], InputSpec]:
 
     models = [load_module(p) for p in paths]
     spec = InputSpec.of(models[0])
-    keys = ("class_names", "task", "channels", "spatial_dims", "metadata")
+    keys = (
+        "class_names",
+        "task",
+        "channels",
+        "spatial_dims",
+        "metadata",
+        "image_size",
+        "volume_size",
+        "dicom_window",
+    )
     for path, model in zip(paths[1:], models[1:], strict=True):
         other = InputSpec.of(model)
         differ = [k for k in keys if getattr(other, k) != getattr(spec, k)]
@@ -127,11 +142,15 @@ def predict(cfg: DictConfig) -> Path:
     from torch.utils.data import DataLoader
 
     from medclf.inference.inputs import PredictDataset, input_table
+    from medclf.inference.stacking import predict_stacked
     from medclf.inference.table import FLOAT_FORMAT, predictions_frame
 
     paths = checkpoint_paths(cfg.ckpt_path, cfg.get("run_id"), cfg.get("tracking_uri") or "")
-    models, spec = load_models(paths)
-    threshold = spec.threshold if cfg.threshold is None else float(cfg.threshold)
+    stack = _stacked(paths, str(cfg.ensemble))
+    how = str(cfg.ensemble) if cfg.ensemble != "auto" else ("stack" if stack else "mean")
+    models, spec = load_models(stack.checkpoints() if stack else paths)
+    threshold = stack.threshold if stack else spec.threshold
+    threshold = threshold if cfg.threshold is None else float(cfg.threshold)
     table = input_table(cfg.input, cfg.image_column)
     dataset = PredictDataset(table, spec)
     loader = DataLoader(dataset, batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers))
@@ -141,9 +160,10 @@ def predict(cfg: DictConfig) -> Path:
     for batch in loader:
         image, metadata = batch["image"], batch.get("metadata")
         converted += int(batch["converted"].sum())
-        probs = predict_batch(
-            models, image, metadata, cfg.tta, cfg.ensemble, spec.task, threshold, gate
-        )
+        if how == "stack":
+            probs = predict_stacked(stack, stack.groups(models), image, metadata, cfg.tta, gate)
+        else:
+            probs = predict_batch(models, image, metadata, cfg.tta, how, spec.task, threshold, gate)
         rows.append(probs)
         if explain is not None:
             samples = table["sample"].iloc[batch["index"].numpy()]
@@ -163,7 +183,7 @@ def predict(cfg: DictConfig) -> Path:
         spec.class_names,
         spec.task,
         threshold,
-        conformal=_sets(spec, len(models), int(cfg.tta) > 1),
+        conformal=_sets(spec, len(models), int(cfg.tta) > 1, stacked=how == "stack"),
         ood=(np.concatenate(gate), spec.ood) if gate else None,
     )
     if gate:
@@ -179,17 +199,47 @@ def predict(cfg: DictConfig) -> Path:
     return output
 
 
-def _sets(spec: InputSpec, n_models: int, tta: bool) -> dict | None:
+def _stacked(paths: list[str], how: str):
+    """The stacked ensemble ``ckpt_path`` names (medclf.inference.stacking), or None for
+    checkpoints; ``ensemble=stack`` needs one, mean/median/vote combine its members' models
+    instead of applying its metalearner."""
+    from medclf.inference.stacking import load_ensemble
+
+    stacks = [p for p in paths if is_ensemble(p)]
+    if how not in ("auto", "stack", *ENSEMBLES):
+        raise ConfigError(f"ensemble={how!r}: use auto, mean, median, vote or stack.")
+    if not stacks:
+        if how == "stack":
+            raise ConfigError(
+                "ensemble=stack needs a stacked ensemble: build one with medclf-ensemble "
+                "runs=[RUN_ID,...] and give ckpt_path=<its stacked_ensemble folder> or "
+                "run_id=<its run>."
+            )
+        return None
+    if len(paths) > 1:
+        raise ConfigError(
+            f"ckpt_path: give one stacked ensemble ({stacks[0]}) alone, not with other models."
+        )
+    ensemble = load_ensemble(stacks[0])
+    if how not in ("auto", "stack"):
+        log.info("ensemble=%s: the stacked ensemble's member models combined by %s", how, how)
+    return ensemble
+
+
+def _sets(spec: InputSpec, n_models: int, tta: bool, stacked: bool = False) -> dict | None:
     """The checkpoint's conformal state when its sets apply: one model without TTA (the
-    probabilities it was fitted on); for an ensemble or TTA the sets are left out, with a
-    note, since their probabilities are not those the guarantee holds for."""
+    probabilities it was fitted on); for an ensemble, TTA or a stacked ensemble's metalearner
+    the sets are left out, with a note, since their probabilities are not those the
+    guarantee holds for."""
     if spec.conformal is None:
         return None
-    if tta or n_models > 1:
+    if tta or n_models > 1 or stacked:
         log.info(
             "prediction sets left out: they are calibrated for one model without TTA, and "
-            "this prediction averages %s",
-            "TTA views" if tta else f"{n_models} models",
+            "this prediction %s",
+            "applies a stacked ensemble's metalearner"
+            if stacked
+            else "averages " + ("TTA views" if tta else f"{n_models} models"),
         )
         return None
     return spec.conformal

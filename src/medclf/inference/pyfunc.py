@@ -26,6 +26,35 @@ import torch
 from medclf.console import TYPE_HINT_ADVICE, without_warning
 
 PARAMS = {"output": "probabilities", "threshold": -1.0}  # -1: the trained threshold
+OUTPUTS = "probabilities, prediction, set, abstain, ood_score or ood"
+
+
+def _inputs(model_input) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(image, metadata) tensors from images or ``{"image": ..., "metadata": ...}``."""
+    if isinstance(model_input, dict):
+        image = torch.as_tensor(np.asarray(model_input["image"], dtype=np.float32))
+        metadata = torch.as_tensor(np.asarray(model_input["metadata"], dtype=np.float32))
+        return image, metadata
+    return torch.as_tensor(np.asarray(model_input, dtype=np.float32)), None
+
+
+def _ood(module, image, metadata, output: str) -> np.ndarray:
+    """The module's out-of-distribution scores (``ood_score``) or flags (``ood``)."""
+    from medclf.audit import ood
+
+    if module.ood is None:
+        raise ValueError("this model has no out-of-distribution gate: train with ood.method")
+    with torch.no_grad():
+        features, logits = module.features_and_logits(image, metadata)
+    scores = ood.score(module.ood, logits.float().numpy(), features.float().numpy())
+    return scores if output == "ood_score" else ood.flags(module.ood, scores)
+
+
+def _labels(probs: np.ndarray, names: list[str], task: str, trained, threshold: float):
+    from medclf.models.outputs import predicted_labels
+
+    threshold = trained if threshold < 0 else threshold  # as trained (one per label, if so)
+    return np.asarray(predicted_labels(probs, names, task, threshold))
 
 
 with without_warning(TYPE_HINT_ADVICE):  # its input is images or a dict: no type hint fits
@@ -41,57 +70,68 @@ with without_warning(TYPE_HINT_ADVICE):  # its input is images or a dict: no typ
             self.module = ClassificationModule(**hparams).eval()
             self.module.load_state_dict(saved["state_dict"])
 
-        def predict(
-            self, context, model_input, params=None
-        ):  # no type hint: MLflow would validate it
-            from medclf.models.outputs import predicted_labels
-
-            if isinstance(model_input, dict):
-                image = torch.as_tensor(np.asarray(model_input["image"], dtype=np.float32))
-                metadata = torch.as_tensor(np.asarray(model_input["metadata"], dtype=np.float32))
-            else:
-                image, metadata = torch.as_tensor(np.asarray(model_input, dtype=np.float32)), None
+        def predict(self, context, model_input, params=None):  # no type hint: MLflow validates
+            image, metadata = _inputs(model_input)
             params = {**PARAMS, **(params or {})}
-            if params["output"] in ("ood_score", "ood"):
-                from medclf.audit import ood
-
-                if self.module.ood is None:
-                    raise ValueError(
-                        "this model has no out-of-distribution gate: train with ood.method"
-                    )
-                with torch.no_grad():
-                    features, logits = self.module.features_and_logits(image, metadata)
-                scores = ood.score(
-                    self.module.ood, logits.float().numpy(), features.float().numpy()
-                )
-                return (
-                    scores
-                    if params["output"] == "ood_score"
-                    else ood.flags(self.module.ood, scores)
-                )
+            output, module = params["output"], self.module
+            if output in ("ood_score", "ood"):
+                return _ood(module, image, metadata, output)
             with torch.no_grad():
-                probs = self.module.predict_proba(image, metadata).numpy()
-            if params["output"] == "probabilities":
+                probs = module.predict_proba(image, metadata).numpy()
+            if output == "probabilities":
                 return probs
-            if params["output"] in ("set", "abstain"):
+            if output in ("set", "abstain"):
                 from medclf.inference.table import set_columns
 
-                if self.module.conformal is None:
+                if module.conformal is None:
                     raise ValueError(
                         "this model has no prediction sets: train with conformal.alpha"
                     )
-                columns = set_columns(probs, self.module.class_names, self.module.conformal)
-                return np.asarray(columns[params["output"]])
-            if params["output"] != "prediction":
+                return np.asarray(set_columns(probs, module.class_names, module.conformal)[output])
+            if output != "prediction":
+                raise ValueError(f"params output={output!r}: use {OUTPUTS}")
+            names, task = module.class_names, module.task
+            return _labels(probs, names, task, module.threshold, float(params["threshold"]))
+
+    class EnsembleModel(ClassifierModel):
+        """A stacked ensemble (medclf.inference.stacking): its members' probabilities, each
+        averaged over its folds, combined by its metalearner; the same inputs and ``params``
+        as :class:`ClassifierModel`. ``ood_score``/``ood`` are the first member's gate (it
+        asks whether an image is like the training data, which the members share);
+        ``set``/``abstain`` are refused: the members' sets are calibrated for their own
+        probabilities, not the metalearner's. The artifact holds the ensemble's folder: its
+        spec, the metalearner's rows (plain arrays) and the member checkpoints, loaded with
+        ``weights_only``."""
+
+        def load_context(self, context) -> None:
+            from medclf.inference.predict import load_models
+            from medclf.inference.stacking import load_ensemble
+
+            self.ensemble = load_ensemble(context.artifacts["ensemble"])
+            models, _ = load_models(self.ensemble.checkpoints())
+            self.groups = self.ensemble.groups(models)
+
+        def predict(self, context, model_input, params=None):  # no type hint: MLflow validates
+            from medclf.inference.stacking import predict_stacked
+
+            image, metadata = _inputs(model_input)
+            params = {**PARAMS, **(params or {})}
+            output, ensemble = params["output"], self.ensemble
+            if output in ("ood_score", "ood"):
+                return _ood(self.groups[0][0], image, metadata, output)
+            if output in ("set", "abstain"):
                 raise ValueError(
-                    f"params output={params['output']!r}: use probabilities, prediction, set, "
-                    "abstain, ood_score or ood"
+                    f"params output={output!r}: a stacked ensemble has no prediction sets (its "
+                    "members' are calibrated for their own probabilities, not the "
+                    "metalearner's); use probabilities, prediction, ood_score or ood"
                 )
-            threshold = float(params["threshold"])
-            if threshold < 0:
-                threshold = self.module.threshold  # as trained (one per label, if so chosen)
-            names = self.module.class_names
-            return np.asarray(predicted_labels(probs, names, self.module.task, threshold))
+            probs = predict_stacked(ensemble, self.groups, image, metadata)
+            if output == "probabilities":
+                return probs
+            if output != "prediction":
+                raise ValueError(f"params output={output!r}: use {OUTPUTS}")
+            names, task = ensemble.class_names, ensemble.task
+            return _labels(probs, names, task, ensemble.threshold, float(params["threshold"]))
 
 
 def save_weights(module, directory: Path) -> Path:

@@ -23,6 +23,14 @@ set_model(ClassifierModel())
 """
 
 
+ENSEMBLE_CODE = """from mlflow.models import set_model
+
+from medclf.inference.pyfunc import EnsembleModel
+
+set_model(EnsembleModel())
+"""
+
+
 def _eager():
     """Run a ``model.compile=true`` module without compiling it again (for one example on the
     CPU)."""
@@ -64,6 +72,47 @@ def log_model(
             name="model",
             python_model=str(code),
             artifacts={"weights": str(save_weights(module, Path(tmp)))},
+            signature=infer_signature(inputs, output, params=PARAMS),
+            input_example=inputs,
+            pip_requirements=requirements,
+        )
+    tracker.set_tags({names.MODEL_URI: info.model_uri})
+    return info.model_uri
+
+
+def log_ensemble_model(tracker: MLflowRunLogger, folder: Path) -> str:
+    """Log a stacked ensemble (its ``ensemble`` folder) as an MLflow model over images, with
+    a signature and an input example of the members' input shape; returns the model URI,
+    also the run's ``model_uri`` tag."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from medclf.compat import mlflow_requirement_check_without_module_map
+    from medclf.inference.predict import load_models
+    from medclf.inference.pyfunc import PARAMS
+    from medclf.inference.stacking import load_ensemble, predict_stacked
+
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", "medclf"]
+    ensemble = load_ensemble(folder)
+    models, spec = load_models(ensemble.checkpoints())
+    image = np.zeros((1, spec.channels, *spec.spatial_size), dtype=np.float32)
+    width = models[0].head.meta_variables or 0
+    meta = torch.zeros(1, width) if width else None
+    inputs = image if meta is None else {"image": image, "metadata": meta.numpy()}
+    output = predict_stacked(ensemble, ensemble.groups(models), torch.from_numpy(image), meta)
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    with (
+        mlflow.start_run(run_id=tracker.run_id),
+        tempfile.TemporaryDirectory() as tmp,
+        mlflow_requirement_check_without_module_map(requirements),
+    ):
+        code = Path(tmp) / "medclf_model.py"
+        code.write_text(ENSEMBLE_CODE)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={"ensemble": str(folder)},
             signature=infer_signature(inputs, output, params=PARAMS),
             input_example=inputs,
             pip_requirements=requirements,

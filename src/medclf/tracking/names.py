@@ -52,6 +52,11 @@ COMPARE_DIR = "compare"  # the comparison's artifacts
 COMPARISON_FILE = "comparison.csv"
 COMPARISON_PAGE = "compare.html"
 
+# stacked ensembles (medclf-ensemble, medclf-automl)
+ENSEMBLE_MEMBERS = "ensemble_members"  # ';'-joined member run ids
+ENSEMBLE_METALEARNER = "ensemble_metalearner"
+AUTOML_DIR = "automl_dir"  # on an AutoML's ensemble run: the AutoML's folder
+
 # medclf-audit
 AUDIT = "audit"  # on an audit's run: the data it audited (its name, folder:xray)
 AUDIT_CV_RUN = "audit_cv_run"  # the cross-validation run whose out-of-fold probabilities it read
@@ -70,6 +75,7 @@ TRAINED_IN_RUN = "trained_in_run"
 # --- params -------------------------------------------------------------------------------
 DATA_PARAM = "data"  # data.<split>.samples, data.<split>.groups, data.<split>.class.<name>
 FITTED_PARAM = "fitted"  # fitted.temperature, fitted.threshold: chosen on validation
+STACKING_PARAM = "stacking"  # a stacked ensemble: stacking.metalearner, stacking.models
 
 # --- artifacts ----------------------------------------------------------------------------
 CONFIG_FILE = "config.yaml"  # the resolved config, in the run directory and the run
@@ -81,6 +87,14 @@ OOF_FILE = "oof_predictions.csv"  # on a CV parent run: every fold's, one row pe
 UNSENT_FILE = "mlflow_unsent.jsonl"  # metrics the server did not take (run directory only)
 STARTUP_FILE = "startup.json"  # the start-up's phases (run directory only)
 
+ENSEMBLE_DIR = "stacked_ensemble"  # the ensemble artifact: spec, metalearner, members
+ENSEMBLE_FILE = "ensemble.json"  # the ensemble's spec (members, metalearner, classes)
+METALEARNER_FILE = "metalearner.npz"  # what the metalearner was fitted on, and its outputs
+MEMBERS_DIR = "member_checkpoints"  # inside the ensemble artifact
+ENSEMBLE_COMPARISON_FILE = "members_comparison.csv"  # the ensemble against each member
+AUTOML_REPORT = "automl.html"
+AUTOML_STATE = "automl_state.json"
+LEADERBOARD_FILE = "leaderboard.csv"
 CHECKPOINTS_DIR = "checkpoints"  # the best checkpoint, in the run directory and the run
 TEST_DIR = "test"  # the test report's files
 PLOTS_DIR = "plots"  # training curves

@@ -268,3 +268,22 @@ def log_files_run(
         raise
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def run_by_output_dir(tracking_uri: str, experiment: str, output_dir: str) -> str | None:
+    """The newest run of ``experiment`` whose run directory (tag ``output_dir``) is
+    ``output_dir``: a cross-validation run's parent, a training run."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    quoted = str(output_dir).replace("'", "\\'")
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.{names.OUTPUT_DIR} = '{quoted}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
