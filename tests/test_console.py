@@ -114,6 +114,10 @@ def test_train_py_says_only_what_matters(tmp_path) -> None:
     assert not any("Test metric" in line or "DataLoader 0" in line for line in lines)
     end = next(i for i, line in enumerate(lines) if "test report written" in line)
     assert not any("━" in line or "it/s" in line for line in lines[end:]), lines[end:]
-    summary = [re.sub(r"^\[[^]]*\]\[[^]]*\]\[INFO\] - ", "", line) for line in lines[-6:]]
+    tail = [re.sub(r"^\[[^]]*\]\[[^]]*\]\[INFO\] - ", "", line) for line in lines[-10:]]
+    summary = tail[next(i for i, line in enumerate(tail) if line.startswith("test: test/")) :]
     assert summary[0].startswith("test: test/accuracy=") and "[" in summary[0]
-    assert summary[2].startswith("run report: ") and summary[-1].startswith("open it: ")
+    assert summary[1].startswith("calibration: test ECE")
+    assert summary[2].startswith("data wait (time/data_wait_fraction): ")
+    assert summary[3].startswith("run report: ") and summary[-1].startswith("open it: ")
+    assert len(summary) == 7  # + run directory, MLflow run

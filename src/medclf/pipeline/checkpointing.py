@@ -81,3 +81,14 @@ class BackgroundCheckpoints(Callback):
         strategy = trainer.strategy
         if not isinstance(strategy.checkpoint_io, BackgroundCheckpointIO):
             strategy.checkpoint_io = BackgroundCheckpointIO(strategy.checkpoint_io)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """At the end of a fit or test that ended normally, every rank waits until the
+        checkpoints are on disk: rank 0 writes them, and the test, the post-hoc fit and the
+        other ranks read them (under DDP rank 1 would otherwise open a best checkpoint that
+        rank 0's writer has not finished)."""
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, BackgroundCheckpointIO):
+            io.wait()
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("background_checkpoints")
