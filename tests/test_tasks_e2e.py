@@ -90,8 +90,11 @@ def test_multilabel_csv_with_label_columns(tmp_path: Path) -> None:
 
 
 def metadata_table(root: Path, n: int = 200) -> Path:
-    """One noise image shared by every sample, so only the metadata can tell the classes
-    apart: the label is age > 50. Numeric, categorical and missing values."""
+    """Each sample one of four noise images, drawn independently of the label, so only the
+    metadata can tell the classes apart: the label is age > 50. Numeric, categorical and
+    missing values. (Not one image shared by all: batch norm then divides rounding errors
+    by a variance of zero, and eval-mode features depend on them; not one image per sample:
+    the network memorises some of them.)"""
     rng = np.random.default_rng(7)
     (root / "img").mkdir(parents=True)
     age = rng.uniform(20, 80, n).round(1)
@@ -99,9 +102,9 @@ def metadata_table(root: Path, n: int = 200) -> Path:
     bmi[rng.random(n) < 0.15] = ""
     sex = rng.choice(["F", "M", ""], n, p=[0.45, 0.45, 0.10])
     site = rng.choice(["berlin", "lyon", "oslo"], n)
-    noise = rng.integers(0, 255, (16, 16), dtype=np.uint8)
-    for i in range(n):
-        Image.fromarray(noise).save(root / "img" / f"{i:03d}.png")
+    pool = rng.integers(0, 255, (4, 16, 16), dtype=np.uint8)
+    for i, k in enumerate(rng.integers(0, len(pool), n)):
+        Image.fromarray(pool[k]).save(root / "img" / f"{i:03d}.png")
     table = pd.DataFrame(
         {
             "file": [f"img/{i:03d}.png" for i in range(n)],
@@ -119,9 +122,9 @@ def metadata_table(root: Path, n: int = 200) -> Path:
 def test_metadata_drives_the_prediction(tmp_path: Path) -> None:
     """Label depends on metadata only: >= 0.9 test accuracy with meta_columns, chance without.
 
-    The shared image gives the backbone nothing to learn or memorise (the tiny test network
-    suffices); without the optional Dense-512 layer (head.fcl_dropout=false) the pooled
-    features go straight into the metadata block, which learns the rule."""
+    The images give the backbone nothing to learn (the tiny test network suffices); without
+    the optional Dense-512 layer (head.fcl_dropout=false) the pooled features go straight
+    into the metadata block, which learns the rule."""
     csv = metadata_table(tmp_path / "data")
     common = [
         "datamodule=csv",
