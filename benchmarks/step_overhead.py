@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.precision, args.channels_last, args.compile = "32-true", False, False
     times: dict[str, dict[str, list]] = {k: {"wall": [], "cpu": []} for k in ("a", "b")}
-    with tempfile.TemporaryDirectory() as tmp:
+    # the run's background writers may still be closing files when the folder goes
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         cfg = _cfg(args, Path(tmp))
         for _ in range(args.rounds):
             for key, run in (("a", bare), ("b", platform)):

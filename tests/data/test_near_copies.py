@@ -104,3 +104,23 @@ def test_small_images_are_not_hashed_and_the_key_is_checked() -> None:
     for bad in (64, -1, "six", True):
         with pytest.raises(ConfigError, match=r"datamodule.near_copy_bits"):
             check_datamodule(near_copy_bits=bad)
+
+
+def test_look_alike_distinct_images_are_not_confirmed(tmp_path) -> None:
+    """benchmarks/small_data.py's blobs2d (240 distinct 32 px blob-in-noise images): many
+    pairs across splits are hash candidates, none is confirmed by the thumbnails."""
+    from medclf.audit.hashing import hamming_pairs
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    from small_data import blobs2d
+
+    data = np.load(blobs2d(tmp_path / "blobs2d.npz"))
+    arrays = np.concatenate([data[f"{s}_images"] for s in ("train", "val", "test")])[..., None]
+    splits = np.concatenate([[s] * len(data[f"{s}_images"]) for s in ("train", "val", "test")])
+    frame = pd.DataFrame(
+        {"path": range(len(arrays)), "sample": [f"b{i}" for i in range(len(arrays))]}
+    ).assign(split=splits)
+    hashes = np.stack(near_copies.sample_hashes(list(range(len(arrays))), arrays))
+    a, b, _ = hamming_pairs(hashes, near_copies.NEAR_COPY_BITS)
+    assert (splits[a] != splits[b]).sum() >= 10  # the hash alone would name them
+    assert near_copies.near_copies_across_splits(frame, arrays) == []
