@@ -7,6 +7,7 @@ the labelling page puts the suspects first; bad input stops before anything is w
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,11 @@ def test_the_page_and_the_run(audited) -> None:
     assert len(audit) == 1 and audit.iloc[0]["status"] == "FINISHED"
     cv = audit.iloc[0]["tags.audit_cv_run"]
     assert runs.loc[runs["run_id"] == cv, "tags.cv_folds"].iloc[0] == "3"
+    # the audit's set-up decodes each image once into the decoded cache; the folds read it
+    summary = json.loads((audited["dir"] / "audit.json").read_text())
+    cache = summary["decoded_cache"]
+    assert cache["mode"] == "disk" and cache["images"] == len(pd.read_csv(audited["csv"])), cache
+    assert cache["decoded_by_folds"] == {f"fold_{k}": 0 for k in range(3)}, cache
 
 
 def test_the_labelling_page_opens_the_suspects_first(audited) -> None:

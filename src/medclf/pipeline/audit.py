@@ -82,6 +82,25 @@ def _out_of_fold(cfg: DictConfig, plan, tracking_uri: str | None) -> tuple[Path,
     return Path(cv_plan.cfg.paths.output_dir) / OOF_FILE, results.get("parent_run_id")
 
 
+def _cache_use(datamodule, cv_dir: Path) -> dict:
+    """What the decoded cache (datamodule.cache) did for the audit's data set-up, and the
+    images each fold of a cross-validation made here decoded (0: it read the cache the
+    audit's set-up built; the features are read through it as well)."""
+    import json
+
+    from medclf.tracking.names import STARTUP_FILE
+
+    stats = dict(getattr(datamodule, "cache_stats", None) or {})
+    use = {k: stats[k] for k in ("mode", "images", "known", "decoded") if k in stats}
+    folds = {}
+    for startup in sorted(cv_dir.glob(f"fold_*/{STARTUP_FILE}")):
+        cache = json.loads(startup.read_text()).get("decoded_cache") or {}
+        folds[startup.parent.name] = cache.get("decoded")
+    if folds:
+        use["decoded_by_folds"] = folds
+    return use
+
+
 def _targets(labels: pd.Series, class_names: list[str], multilabel: bool) -> np.ndarray:
     if multilabel:
         sets = [set(str(v).split(";")) if isinstance(v, str) and v else set() for v in labels]
@@ -212,6 +231,7 @@ def run_audit(cfg: DictConfig) -> Path:
         "near_duplicates": len(pairs),
         "across_splits": int((pairs["severity"] == "high").sum()) if len(pairs) else 0,
         "seconds": clock.phases,
+        "decoded_cache": _cache_use(datamodule, Path(oof_path).parent),
     }
     import json
 
