@@ -35,11 +35,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import write_dicom  # noqa: E402  (the tests' minimal DICOM writer)
 
 SOURCES = ("png8", "png16", "dicom", "jpeg", "nifti")
 
@@ -58,23 +62,6 @@ def _smooth(rng: np.random.Generator, shape: tuple[int, ...], top: int) -> np.nd
     return (np.clip(field, 0, 1) * top).astype(np.uint16 if top > 255 else np.uint8)
 
 
-def _dicom(path: Path, pixels: np.ndarray) -> None:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.set_pixel_data(pixels, "MONOCHROME2", 16)
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    ds.save_as(path, enforce_file_format=True)
-
-
 def generate(kind: str, folder: Path, count: int) -> Path:
     """``count`` files of ``kind`` in folder/<a|b>/."""
     import nibabel as nib
@@ -89,7 +76,8 @@ def generate(kind: str, folder: Path, count: int) -> Path:
         elif kind == "png16":
             Image.fromarray(_smooth(rng, (2048, 2048), 65535)).save(target / f"{i}.png")
         elif kind == "dicom":
-            _dicom(target / f"{i}.dcm", _smooth(rng, (512, 512), 2000))
+            pixels = _smooth(rng, (512, 512), 2000)
+            write_dicom(target / f"{i}.dcm", pixels, RescaleSlope=1, RescaleIntercept=-1024)
         elif kind == "jpeg":
             rgb = np.stack([_smooth(rng, (450, 600), 255) for _ in range(3)], -1)
             Image.fromarray(rgb).save(target / f"{i}.jpg", quality=90)
