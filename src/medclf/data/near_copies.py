@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from medclf.audit.duplicates import MAX_HAMMING
-from medclf.audit.hashing import SIDE, hamming_pairs, view_hashes
+from medclf.audit.hashing import CROP_GRID, CROP_KEEP, SIDE, hamming_pairs, view_hashes
 from medclf.data.checkcache import follower_rank, stamps
 from medclf.errors import DataError
 
@@ -49,7 +49,6 @@ MIN_SIDE = SIDE
 """Images with a side below this (px) are not hashed: the hash cannot tell them apart."""
 MIN_SIMILARITY = 0.85
 """The thumbnails' correlation that confirms a hash candidate (see the module)."""
-CROP_KEEP, CROP_GRID = 0.95, 3
 VERSION = 1
 _SCHEMA = """CREATE TABLE IF NOT EXISTS near_copy_hashes (
     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, version INTEGER, hashes BLOB)"""
@@ -77,7 +76,7 @@ def _hash_one(sample: Any, arrays: np.ndarray | None, dicom_window: Any) -> np.n
 
 def thumbnails(grey: np.ndarray) -> np.ndarray:
     """(10, 1024) unit-length, zero-mean 32 × 32 thumbnails: the full view, then the nine
-    95 % crops on a 3 × 3 grid."""
+    95 % crops on a 3 × 3 grid (the hash's views, medclf.audit.hashing)."""
     from PIL import Image
 
     image = Image.fromarray(grey)
