@@ -179,7 +179,16 @@ def test_the_site_navigates_and_searches(served: str, tmp_path: Path) -> None:
             assert "threshold and calibration" in heading(page)
             page.screenshot(path=str(shots / "tutorial.png"))
             # search: results appear as one types, and lead to a page with the word
-            page.locator("input.md-search__input").fill("calibration")
+            # Material searches on its index's "ready" message, on focus and on keyup; a
+            # fill() sends none of them once the index is ready (the race CI lost): wait for
+            # the index, then type as a user does
+            search = page.locator("input.md-search__input")
+            search.click()
+            page.wait_for_function(
+                "() => !/Initializing/i.test("
+                "document.querySelector('.md-search-result__meta')?.textContent ?? 'Initializing')"
+            )
+            search.press_sequentially("calibration")
             results = page.locator(".md-search-result__item")
             results.first.wait_for()
             assert results.count() > 3
