@@ -199,6 +199,8 @@ def overrides(args: argparse.Namespace) -> list[str]:
         f"datamodule.batch_size={args.batch_size}",
         "datamodule.num_workers=0",
         "datamodule._target_=throughput.InMemoryDataModule",
+        "datamodule.cache=none",  # its own arrays, served from the host (not digits' on_device)
+        "datamodule.on_device=false",
         f"+datamodule.train_batches={args.warmup + args.steps}",
         "+datamodule.eval_batches=1",
         f"trainer.precision={args.precision}",

@@ -118,6 +118,9 @@ def test_train_py_says_only_what_matters(tmp_path) -> None:
     summary = tail[next(i for i, line in enumerate(tail) if line.startswith("test: test/")) :]
     assert summary[0].startswith("test: test/accuracy=") and "[" in summary[0]
     assert summary[1].startswith("calibration: test ECE")
-    assert summary[2].startswith("data wait (time/data_wait_fraction): ")
-    assert summary[3].startswith("run report: ") and summary[-1].startswith("open it: ")
-    assert len(summary) == 7  # + run directory, MLflow run
+    assert summary[2].startswith("decoded cache (memory): 1797 images")  # digits' default
+    assert summary[3].startswith("data wait (time/data_wait_fraction): ")
+    assert summary[4].startswith("run report: ") and summary[-1].startswith("open it: ")
+    assert len(summary) == 8  # + run directory, MLflow run
+    warned = [line for line in lines if "WARNING" in line]
+    assert not warned, warned  # e.g. the default data waits no more

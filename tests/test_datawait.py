@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medclf.pipeline.datawait import METRIC, DataWait
+from medclf.pipeline.datawait import METRIC, MIN_STEPS, DataWait, advice
 
 
 class Slow(Dataset):
@@ -62,7 +62,7 @@ def _fit(delay: float, step: float, epochs: int = 2, n: int = 16) -> tuple[L.Tra
 
 def test_a_slow_loader_waits_most_of_the_time_and_the_log_says_what_to_change(caplog):
     with caplog.at_level(logging.WARNING, logger="medclf.train"):
-        trainer, wait = _fit(delay=0.01, step=0.002)  # 40 ms per batch against 2 ms
+        trainer, wait = _fit(delay=0.01, step=0.002, n=40)  # 40 ms per batch against 2 ms
     assert len(wait.fractions) == 2 and min(wait.fractions) > 0.5
     assert float(trainer.callback_metrics[METRIC]) == pytest.approx(wait.fractions[-1])
     warnings = [r.getMessage() for r in caplog.records if "waited for its data" in r.getMessage()]
@@ -77,3 +77,23 @@ def test_data_in_memory_waits_little_and_no_warning(caplog):
     assert wait.fractions[0] < 0.2
     assert float(trainer.callback_metrics[METRIC]) == pytest.approx(wait.fractions[0])
     assert "waited for its data" not in caplog.text
+
+
+def test_a_short_run_is_not_judged(caplog):
+    """Under MIN_STEPS steps the first batch and the machine's load decide the fraction: it
+    is logged, not warned about."""
+    with caplog.at_level(logging.WARNING, logger="medclf.train"):
+        trainer, wait = _fit(delay=0.01, step=0.002, n=32)  # 2 epochs of 8 steps: 16
+    assert min(wait.fractions) > 0.5 and sum(wait.steps) == 16 < MIN_STEPS
+    assert "waited for its data" not in caplog.text
+
+
+def test_on_device_advice_names_the_augmentation_not_the_workers() -> None:
+    """With the images on the device no loader worker decodes: the advice is the batch's
+    augmentation there, or a larger batch."""
+
+    class Trainer:
+        datamodule = type("OnDevice", (), {"on_device": True, "workers": lambda self: 0})()
+
+    said = advice(Trainer())
+    assert "augment.device" in said and "batch_size" in said and "num_workers" not in said

@@ -124,7 +124,8 @@ def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
     _check_dataset_inputs(run, digits_run[2])
     # the start-up's phases (medclf.runtime): in the run directory and as metrics
     startup = json.loads((digits_run[2] / "startup.json").read_text())
-    assert startup.pop("decoded_cache")["mode"] == "none"  # digits: arrays in memory already
+    cache = startup.pop("decoded_cache")
+    assert cache["mode"] == "memory" and cache["images"] == 1797  # digits, on the device
     phases = ["imports", "config", "data", "model", "MLflow and trainer"]
     assert list(startup)[-6:] == [*phases, "total"]
     total = sum(v for k, v in startup.items() if k != "total")

@@ -83,8 +83,9 @@ class IndexDataset(Dataset):
     the device once the batch is there."""
 
     def __init__(self, targets: np.ndarray, metadata: np.ndarray | None = None) -> None:
-        self.targets = torch.as_tensor(targets)
-        self.metadata = torch.from_numpy(metadata) if metadata is not None else None
+        # copies: the table's arrays are read-only, which torch warns about (and they are small)
+        self.targets = torch.tensor(np.asarray(targets))
+        self.metadata = torch.tensor(np.asarray(metadata)) if metadata is not None else None
 
     def __len__(self) -> int:
         return len(self.targets)

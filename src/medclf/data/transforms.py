@@ -71,8 +71,10 @@ def to_tensor(image: np.ndarray):
     """(H, W, C) or (D, H, W, C) → a float32 tensor (C, H, W) or (C, D, H, W) in [0, 1]."""
     import torch
 
-    array = np.moveaxis(unit_float(image), -1, 0)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    array = np.ascontiguousarray(np.moveaxis(unit_float(image), -1, 0))
+    if not array.flags.writeable:  # a float32 view of the decoded cache: the batch's own copy
+        array = array.copy()
+    return torch.from_numpy(array)
 
 
 class ImageTransform:

@@ -4,8 +4,11 @@ the next batch from the loader, moving it to the device; the epoch's first wait 
 starting the loader workers), against the steps themselves. On a GPU the steps are timed on
 the host, so the fraction is the time the host, and soon the GPU, had nothing to run.
 
-When it stays above ``threshold`` (two epochs in a row, or the whole of a shorter run), the
-log says so once, with what to change: loader workers, the decoded cache, pinned memory.
+When it stays above ``threshold`` (two epochs in a row, or the whole of a shorter run) over
+at least :data:`MIN_STEPS` steps (fewer say more about the first batch and the machine's
+load than about the loader), the log says so once, with what to change: loader workers,
+the decoded cache, pinned memory; with ``datamodule.on_device`` the wait is the batch's
+augmentation on the device, and the advice says so.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import lightning as L
 log = logging.getLogger("medclf.train")
 
 METRIC = "time/data_wait_fraction"
+MIN_STEPS = 20
 
 
 class DataWait(L.Callback):
@@ -27,12 +31,15 @@ class DataWait(L.Callback):
     def __init__(self, threshold: float = 0.1) -> None:
         self.threshold = threshold
         self.fractions: list[float] = []
+        self.steps: list[int] = []  # per epoch
         self.warned = False
         self.wait = self.busy = 0.0
+        self.count = 0  # steps this epoch
         self.mark = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.wait = self.busy = 0.0
+        self.count = 0
         self.mark = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -44,18 +51,28 @@ class DataWait(L.Callback):
         now = time.perf_counter()
         self.busy += now - self.mark
         self.mark = now
+        self.count += 1
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.busy + self.wait <= 0:
             return
         fraction = self.wait / (self.wait + self.busy)
         self.fractions.append(fraction)
+        self.steps.append(self.count)
         pl_module.log(METRIC, fraction, on_epoch=True, sync_dist=True)
-        if len(self.fractions) >= 2 and min(self.fractions[-2:]) > self.threshold:
+        if (
+            len(self.fractions) >= 2
+            and min(self.fractions[-2:]) > self.threshold
+            and sum(self.steps[-2:]) >= MIN_STEPS
+        ):
             self._warn(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.fractions and min(self.fractions) > self.threshold:
+        if (
+            self.fractions
+            and min(self.fractions) > self.threshold
+            and sum(self.steps) >= MIN_STEPS
+        ):
             self._warn(trainer)
 
     def _warn(self, trainer: L.Trainer) -> None:
@@ -77,6 +94,13 @@ def advice(trainer: L.Trainer) -> str:
     data = trainer.datamodule
     if data is None:
         return "Use more loader workers (num_workers)."
+    if getattr(data, "on_device", False):
+        return (
+            "The images are on the device already (datamodule.on_device=true): the wait is "
+            "gathering and augmenting each batch there. Try a lighter augmentation "
+            "(augment=mild or none, or fewer transforms in augment.device) or a larger "
+            "datamodule.batch_size."
+        )
     tips = []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = data.workers() if hasattr(data, "workers") else None
