@@ -68,6 +68,28 @@ def test_datamodule_picks_its_default_augment_and_user_can_override() -> None:
     assert none.mixup == 0 and none.cutmix == 0  # every option has the mixing keys
 
 
+@pytest.mark.parametrize("option", ["default", "mild"])
+def test_every_packaged_image_augmentation_changes_the_image(option: str) -> None:
+    """Each transform of each packaged 2D augmentation, applied (p=1), changes a smooth
+    224 px ramp by what half a pixel's move would: no transform costs time and does nothing.
+    (ElasticTransform(alpha=1, sigma=50), once in the default, moved pixels 0.04-0.07 px.)"""
+    import hydra
+    import numpy as np
+
+    slope = 1 / 512  # per pixel, along each axis
+    ramp = (np.add.outer(np.arange(224), np.arange(224)) * slope + 0.03).astype(np.float32)
+    x = ramp[..., None]
+    pipeline = hydra.utils.instantiate(composed(f"augment={option}").augment.image)
+    for transform in pipeline.transforms:
+        transform.p = 1.0
+        moved = []
+        for seed in range(5):
+            transform.set_random_seed(seed)
+            out = transform(image=x.copy())["image"]
+            moved.append(float(np.abs(out - x)[16:-16, 16:-16].max()) / slope)
+        assert sorted(moved)[1] >= 0.5, (type(transform).__name__, moved)
+
+
 def test_experiment_preset_overrides_groups() -> None:
     cfg = composed("experiment=digits_densenet_focal")
     assert cfg.backbone.name == "densenet121" and cfg.loss.name == "focal"

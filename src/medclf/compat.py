@@ -179,36 +179,31 @@ def mlflow_requirement_check_without_module_map(requirements: list[str]) -> Iter
         requirements_utils._PACKAGES_TO_MODULES = None
 
 
-def albumentations_reseed(pipeline: Any, seed: int) -> None:
-    """What ``pipeline.set_random_seed(seed)`` does (albumentations gives the pipeline and
-    each transform in it its own ``random_generator`` and ``py_random``, seeded with
-    ``seed``), with the existing generators' states set in place instead of new generators
-    built per transform: a train sample is reseeded for about a quarter of the time. Falls
-    back to ``set_random_seed`` where two transforms share a generator."""
+def albumentations_seed(pipeline: Any, seed: int | None) -> None:
+    """Seed an albumentations pipeline so that its transforms draw from one random stream.
+
+    albumentations 2's ``set_random_seed`` (and ``Compose(seed=...)``) gives the pipeline and
+    each transform in it generators of their own, all seeded with ``seed``: every transform
+    then draws the same numbers, so decisions that should be independent coincide. With
+    HorizontalFlip(p=0.5) and VerticalFlip(p=0.5) either both flips happen or neither, never
+    one (2.0.8: 209 and 191 of 400 seeds); a flip, a quarter turn and a brightness change
+    likewise. Here the pipeline and every transform in it (through OneOf and nested
+    pipelines) share one ``numpy.random.Generator`` and one ``random.Random`` seeded with
+    ``seed``: the transforms' draws follow one another, and the same seed still gives the
+    same augmentation. ``None``: a fresh, unseeded stream. New generators cost about 13 µs,
+    a quarter of albumentations' per-transform ones (a train sample is reseeded each time)."""
     import random
 
     import numpy as np
 
-    nodes, stack = [], [pipeline]
+    generator, python = np.random.default_rng(seed), random.Random(seed)
+    stack = [pipeline]
     while stack:
         node = stack.pop()
-        nodes.append(node)
-        stack.extend(getattr(node, "transforms", []) or [])
-    generators = [getattr(node, "random_generator", None) for node in nodes]
-    pythons = [getattr(node, "py_random", None) for node in nodes]
-    if (
-        any(g is None for g in generators + pythons)
-        or len({id(g) for g in generators}) < len(nodes)
-        or len({id(p) for p in pythons}) < len(nodes)
-    ):
-        pipeline.set_random_seed(seed)
-        return
-    state = np.random.PCG64(seed).state  # what np.random.default_rng(seed) starts from
-    py_state = random.Random(seed).getstate()
-    for node, generator, python in zip(nodes, generators, pythons, strict=True):
         node.seed = seed
-        generator.bit_generator.state = state
-        python.setstate(py_state)
+        node.random_generator = generator
+        node.py_random = python
+        stack.extend(getattr(node, "transforms", []) or [])
 
 
 # Optuna's storage methods that reach the database: BaseStorage's and BaseHeartbeat's abstract

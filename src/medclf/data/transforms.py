@@ -100,16 +100,15 @@ class ImageTransform:
         if augment is not None:  # its own copy: its random state is this transform's
             is_pipeline = isinstance(augment, A.BaseCompose)
             self.augment = copy.deepcopy(augment) if is_pipeline else A.Compose([augment])
-            self.augment.set_random_seed(seed)
+            self.set_random_seed(seed)
 
     def set_random_seed(self, seed: int | None) -> None:
+        """One random stream for the whole pipeline (medclf.compat.albumentations_seed:
+        albumentations' own seeding makes its transforms draw the same numbers)."""
         if self.augment is not None:
-            if seed is None:
-                self.augment.set_random_seed(seed)
-            else:
-                from medclf.compat import albumentations_reseed
+            from medclf.compat import albumentations_seed
 
-                albumentations_reseed(self.augment, seed)
+            albumentations_seed(self.augment, seed)
 
     def __call__(self, image: np.ndarray) -> dict:
         image = fit_image(image, self.height, self.width)
