@@ -296,3 +296,19 @@ def test_a_compact_batch_mixing_uint8_and_float_images_collates_as_float() -> No
     )
     same = collate_compact([{"image": bytes_, "target": 0}, {"image": bytes_, "target": 1}])
     assert same["image"].dtype == torch.uint8 and same["target"].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_batch_never_holds_the_caches_own_bytes(dtype) -> None:
+    """A read-only cache entry (a memory map, or the shared memory buffer) leaves the
+    transform as a copy: torch warns about tensors over read-only arrays, and an in-place
+    change of the batch would change the cache."""
+    from medclf.data.transforms import build_transform
+
+    entry = np.ones((16, 16, 1), dtype=dtype)
+    entry.flags.writeable = False
+    for compact in (False, True):
+        transform = build_transform(16)
+        transform.compact = compact
+        image = transform(image=entry)["image"]
+        assert not np.shares_memory(image.numpy(), entry)

@@ -123,7 +123,10 @@ class ImageTransform:
         if self.compact and image.dtype == np.uint8:
             import torch
 
-            return {"image": torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))}
+            array = np.ascontiguousarray(np.moveaxis(image, -1, 0))
+            if not array.flags.writeable:  # the decoded cache's own bytes: the batch's copy
+                array = array.copy()
+            return {"image": torch.from_numpy(array)}
         return {"image": to_tensor(image)}
 
 
