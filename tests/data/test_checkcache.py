@@ -116,3 +116,30 @@ def test_the_cache_lives_under_the_root_dir_by_default(tmp_path: Path) -> None:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.root_dir={tmp_path}", "datamodule=folder"])
     assert cfg.datamodule.check_cache == f"{tmp_path}/.cache/image_check.sqlite"
+
+
+def test_content_hashes_are_kept_with_each_files_stamps(tmp_path: Path, monkeypatch) -> None:
+    """The leak check's SHA-1s (byte-identical images in two splits) are kept in the check
+    cache: a second run reads no file, a changed file is read again."""
+    import hashlib
+    import os
+
+    import pandas as pd
+
+    from medclf.data import groups
+
+    files = [tmp_path / f"{i}.bin" for i in range(3)]
+    for i, file in enumerate(files):
+        file.write_bytes(bytes([i]) * 100)
+    frame = pd.DataFrame({"path": [str(f) for f in files]})
+    cache = tmp_path / "check.sqlite"
+    first = groups.content_hashes(frame, None, cache)
+    assert first == [hashlib.sha1(f.read_bytes()).hexdigest() for f in files]
+    reads: list[Path] = []
+    original = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or original(self))
+    assert groups.content_hashes(frame, None, cache) == first and reads == []
+    files[1].write_bytes(b"changed")
+    os.utime(files[1], ns=(1, 1))  # a new stamp even on a coarse clock
+    again = groups.content_hashes(frame, None, cache)
+    assert reads == [files[1]] and again[1] == hashlib.sha1(b"changed").hexdigest()

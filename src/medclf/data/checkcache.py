@@ -104,3 +104,48 @@ class CheckCache:
             if len(found) == len(files) or time.monotonic() >= deadline:
                 return found
             time.sleep(0.5)
+
+
+def stamped_values(path: str | Path, table: str, files: dict[str, Stamp], version: int = 0):
+    """What ``table`` of the check cache holds for ``files`` (path → value), for the files
+    whose size and modification time are still those stored, under ``version``: a per-file
+    result that only changes with the file (a content hash, perceptual hashes). An absent or
+    unreadable cache gives nothing (the values are computed again)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return {}
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
+            connection.execute(_value_schema(table))
+            rows = connection.execute(
+                f"SELECT path, size, mtime_ns, value FROM {table} WHERE version = ?", (version,)
+            ).fetchall()
+    except sqlite3.Error as exc:
+        log.warning("%s in %s unreadable (%s): computing them again", table, path, exc)
+        return {}
+    return {p: value for p, size, mtime_ns, value in rows if files.get(p) == (size, mtime_ns)}
+
+
+def remember_values(
+    path: str | Path, table: str, files: dict[str, Stamp], values: dict, version: int = 0
+) -> None:
+    """Store ``values`` (path → value) of the ``files`` in ``table`` (a failure to write only
+    costs computing them next time)."""
+    rows = [(p, *files[p], version, v) for p, v in values.items() if p in files]
+    if not rows:
+        return
+    path = Path(path).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection, connection:
+            connection.execute(_value_schema(table))
+            connection.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?,?,?,?,?)", rows)
+    except sqlite3.Error as exc:
+        log.warning("%s not written to %s (%s)", table, path, exc)
+
+
+def _value_schema(table: str) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} (path TEXT PRIMARY KEY, size INTEGER, "
+        "mtime_ns INTEGER, version INTEGER, value BLOB)"
+    )

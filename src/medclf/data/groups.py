@@ -20,12 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medclf.data.checkcache import remember_values, stamped_values, stamps
 from medclf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 DUPLICATES = ("warn", "error", "ignore")
 SPLIT_ORDER = ("train", "val", "test")
+CONTENT_TABLE = "content_sha1"  # each file's SHA-1, in the image check's cache
 
 
 def has_groups(frame: pd.DataFrame) -> bool:
@@ -99,19 +101,30 @@ def group_leaks(frame: pd.DataFrame, limit: int = 5) -> list[str]:
     return messages
 
 
-def content_hashes(frame: pd.DataFrame, arrays: np.ndarray | None) -> list[str]:
-    """A SHA-1 of each sample's bytes: the file's, or the in-memory array's."""
+def content_hashes(
+    frame: pd.DataFrame, arrays: np.ndarray | None, cache: str | Path | None = None
+) -> list[str]:
+    """A SHA-1 of each sample's bytes: the file's, or the in-memory array's. With ``cache``
+    (the image check's SQLite file) a file's hash is kept there with its size and modification
+    time, so a later run reads no file whose stamps are unchanged."""
     if arrays is not None:
         return [
             hashlib.sha1(np.ascontiguousarray(arrays[i]).tobytes()).hexdigest()
             for i in frame["path"]
         ]
+    paths = [str(p) for p in frame["path"]]
+    files = stamps(paths)[0] if cache else {}
+    known = stamped_values(cache, CONTENT_TABLE, files) if cache else {}
+    todo = [p for p in dict.fromkeys(paths) if p not in known]
 
     def digest(path: str) -> str:
         return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(digest, frame["path"]))
+        fresh = dict(zip(todo, pool.map(digest, todo), strict=True))
+    if cache and fresh:
+        remember_values(cache, CONTENT_TABLE, files, fresh)
+    return [fresh[p] if p in fresh else known[p] for p in paths]
 
 
 def duplicates_across_splits(
@@ -164,7 +177,7 @@ def check_leakage(
         )
     if duplicates == "ignore":
         return []
-    digests = content_hashes(frame, arrays)
+    digests = content_hashes(frame, arrays, cache)
     found = duplicates_across_splits(frame, arrays, digests=digests)
     if near_copy_bits is not None:
         from medclf.data.near_copies import near_copies_across_splits

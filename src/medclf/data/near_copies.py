@@ -26,10 +26,8 @@ hashes only new or changed files; only the candidates are decoded again for the 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ import pandas as pd
 
 from medclf.audit.duplicates import MAX_HAMMING
 from medclf.audit.hashing import CROP_GRID, CROP_KEEP, SIDE, hamming_pairs, view_hashes
-from medclf.data.checkcache import follower_rank, stamps
+from medclf.data.checkcache import follower_rank, remember_values, stamped_values, stamps
 from medclf.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -50,8 +48,7 @@ MIN_SIDE = SIDE
 MIN_SIMILARITY = 0.85
 """The thumbnails' correlation that confirms a hash candidate (see the module)."""
 VERSION = 1
-_SCHEMA = """CREATE TABLE IF NOT EXISTS near_copy_hashes (
-    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, version INTEGER, hashes BLOB)"""
+TABLE = "near_copy_views"  # in the check cache (medclf.data.checkcache.stamped_values)
 
 
 def _grey(sample: Any, arrays: np.ndarray | None, dicom_window: Any) -> np.ndarray | None:
@@ -100,45 +97,6 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(max((a @ b[0]).max(), (b @ a[0]).max()))
 
 
-def _cached(path: Path, files: dict) -> dict[str, np.ndarray | None]:
-    if not path.is_file():
-        return {}
-    try:
-        with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection:
-            connection.execute(_SCHEMA)
-            rows = connection.execute(
-                "SELECT path, size, mtime_ns, hashes FROM near_copy_hashes WHERE version = ?",
-                (VERSION,),
-            ).fetchall()
-    except sqlite3.Error as exc:
-        log.warning("near-copy hashes in %s unreadable (%s): hashing every image", path, exc)
-        return {}
-    return {
-        p: (None if blob is None else np.frombuffer(blob, dtype=np.uint64).copy())
-        for p, size, mtime_ns, blob in rows
-        if files.get(p) == (size, mtime_ns)
-    }
-
-
-def _remember(path: Path, files: dict, found: dict[str, np.ndarray | None]) -> None:
-    rows = [
-        (p, *files[p], VERSION, None if h is None else np.asarray(h, np.uint64).tobytes())
-        for p, h in found.items()
-        if p in files
-    ]
-    if not rows:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(sqlite3.connect(path, timeout=60)) as connection, connection:
-            connection.execute(_SCHEMA)
-            connection.executemany(
-                "INSERT OR REPLACE INTO near_copy_hashes VALUES (?,?,?,?,?)", rows
-            )
-    except sqlite3.Error as exc:
-        log.warning("near-copy hashes not written to %s (%s)", path, exc)
-
-
 def sample_hashes(
     samples: list,
     arrays: np.ndarray | None = None,
@@ -151,7 +109,11 @@ def sample_hashes(
     known: dict = {}
     if arrays is None and cache:
         files, _ = stamps(str(s) for s in samples)
-        known = _cached(Path(cache), files)
+        stored = stamped_values(cache, TABLE, files, VERSION)
+        known = {
+            p: None if blob is None else np.frombuffer(blob, dtype=np.uint64).copy()
+            for p, blob in stored.items()
+        }
     todo = [s for s in samples if arrays is not None or str(s) not in known]
     from threadpoolctl import threadpool_limits
 
@@ -164,7 +126,10 @@ def sample_hashes(
             )
         )
     if arrays is None and cache:
-        _remember(Path(cache), files, fresh)
+        blobs = {
+            p: None if h is None else np.asarray(h, np.uint64).tobytes() for p, h in fresh.items()
+        }
+        remember_values(cache, TABLE, files, blobs, VERSION)
     return [fresh[str(s)] if str(s) in fresh else known[str(s)] for s in samples]
 
 

@@ -68,11 +68,7 @@ class DataWait(L.Callback):
             self._warn(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (
-            self.fractions
-            and min(self.fractions) > self.threshold
-            and sum(self.steps) >= MIN_STEPS
-        ):
+        if self.fractions and min(self.fractions) > self.threshold and sum(self.steps) >= MIN_STEPS:
             self._warn(trainer)
 
     def _warn(self, trainer: L.Trainer) -> None:
