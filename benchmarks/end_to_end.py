@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {key: sum(row[key] for row in rows) / len(rows) for key in rows[0]}
+    numeric = [key for key, value in rows[0].items() if isinstance(value, (int, float))]
+    return {key: sum(row[key] for row in rows) / len(rows) for key in numeric}
 
 
 if __name__ == "__main__":
