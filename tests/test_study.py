@@ -132,7 +132,11 @@ def test_youden_threshold_is_chosen_on_validation_and_used_on_test(study) -> Non
     logits, targets = validation_logits(module, _datamodule(study))
     scores = module.probabilities(logits)[:, 1].numpy()
     fpr, tpr, cuts = roc_curve(targets.numpy(), scores)
-    assert threshold == pytest.approx(float(cuts[np.argmax(tpr - fpr)]), abs=1e-7)
+    # the rule's spec: the threshold attains the largest TPR - FPR (scikit-learn's curve);
+    # several thresholds may attain it (medclf takes the largest), so J is compared
+    positive, calls = targets.numpy() == 1, scores >= np.float32(threshold)
+    youden = calls[positive].mean() - calls[~positive].mean()
+    assert youden == pytest.approx(float(np.max(tpr - fpr)), abs=1e-12)
     report = study["report"]
     positive = report["prob_malignant"].to_numpy(np.float32) >= np.float32(threshold)
     assert ((report["prediction"] == "malignant") == positive).all()
@@ -248,13 +252,17 @@ def test_subgroup_and_patient_metrics_equal_sklearn(study) -> None:
         ("age", "[0, 50)"): table["age"].to_numpy() < 50,
         ("age", "[50, 100]"): table["age"].to_numpy() >= 50,
     }
-    for (column, value), mask in masks.items():
+    for (column, value), mask in masks.items():  # subgroups.csv holds 6 decimals
         row = subgroups[(subgroups["column"] == column) & (subgroups["subgroup"] == value)]
         assert int(row["n"].iloc[0]) == mask.sum()
-        assert row["accuracy"].iloc[0] == pytest.approx(accuracy_score(y[mask], pred[mask]))
-        assert row["f1"].iloc[0] == pytest.approx(f1_score(y[mask], pred[mask], zero_division=0))
+        assert row["accuracy"].iloc[0] == pytest.approx(
+            accuracy_score(y[mask], pred[mask]), abs=1e-6
+        )
+        assert row["f1"].iloc[0] == pytest.approx(
+            f1_score(y[mask], pred[mask], zero_division=0), abs=1e-6
+        )
         if len(set(y[mask])) == 2:
-            assert row["auroc"].iloc[0] == pytest.approx(roc_auc_score(y[mask], p[mask]))
+            assert row["auroc"].iloc[0] == pytest.approx(roc_auc_score(y[mask], p[mask]), abs=1e-6)
     assert (run_dir / "test" / "subgroups_forest.png").stat().st_size > 0
 
     patients = report.assign(patient=table["patient_id"].to_numpy(), y=y)
