@@ -218,7 +218,8 @@ def test_three_workers_share_one_study_through_a_kill_and_a_database_restart(
     finished = [t for t in trials if t.state in FINISHED]
     assert len(finished) == 9 and len({t.number for t in finished}) == 9
     assert len({t.params["optimizer.lr"] for t in finished}) == 9  # each set ran once
-    assert len(trials) == 10  # and the killed one, nothing else
+    states = [(t.number, t.state.name, t.system_attrs.get("failed_trial")) for t in trials]
+    assert len(trials) == 10, (states, output[-4000:])  # and the killed one, nothing else
     (dead,) = [t for t in trials if t.state == TrialState.FAIL]
     assert dead.number == victim.number
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
