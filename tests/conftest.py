@@ -33,6 +33,23 @@ def class_image(label: int, rng: np.random.Generator, size: int = 24, rgb: bool 
 
 
 @pytest.fixture
+def decodes(monkeypatch) -> list[str]:
+    """Every path a data set-up decodes (the image check and the decoded cache's fill both
+    read through medclf.data.inspection.read_raw)."""
+    import medclf.data.inspection as inspection
+
+    seen: list[str] = []
+    original = inspection.read_raw
+
+    def counting(path, **kwargs):
+        seen.append(str(path))
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(inspection, "read_raw", counting)
+    return seen
+
+
+@pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """tmp/images/<class>/<i>.png: 3 classes x 12 greyscale PNGs of 24 px."""
     from PIL import Image

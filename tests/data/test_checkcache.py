@@ -18,20 +18,6 @@ from medclf.data.datamodule import FolderDataModule
 from medclf.errors import DataError
 
 
-@pytest.fixture
-def decodes(monkeypatch) -> list[str]:
-    """Every path the image check decodes."""
-    seen: list[str] = []
-    original = inspection.read_raw
-
-    def counting(path, **kwargs):
-        seen.append(str(path))
-        return original(path, **kwargs)
-
-    monkeypatch.setattr(inspection, "read_raw", counting)
-    return seen
-
-
 def _setup(folder: Path, cache: Path) -> FolderDataModule:
     datamodule = FolderDataModule(data_dir=folder, image_size=32, batch_size=4, check_cache=cache)
     datamodule.setup()

@@ -34,20 +34,6 @@ RNG = np.random.default_rng(7)
 WINDOW = [40, 400]
 
 
-@pytest.fixture
-def decodes(monkeypatch) -> list[str]:
-    """Every path the set-up decodes (image check and cache fill)."""
-    seen: list[str] = []
-    original = inspection.read_raw
-
-    def counting(path, **kwargs):
-        seen.append(str(path))
-        return original(path, **kwargs)
-
-    monkeypatch.setattr(inspection, "read_raw", counting)
-    return seen
-
-
 def _write(folder: Path, kind: str, i: int) -> Path:
     """One file of ``kind`` with random content (sizes unlike the input size: resized)."""
     if kind == "png8":
