@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 
 import pandas as pd
@@ -65,7 +66,33 @@ def split_inputs(table: pd.DataFrame, sizes: Sequence[int], name: str, source: s
 
 def log_split_inputs(client, run_id: str, table, sizes, name: str, source: str) -> None:
     """Log the splits of ``table`` as the run's dataset inputs (see :func:`split_inputs`)."""
-    client.log_inputs(run_id, datasets=split_inputs(table, sizes, name, source))
+    log_inputs(client, run_id, split_inputs(table, sizes, name, source))
+
+
+def log_inputs(client, run_id: str, inputs: list, attempts: int = 4) -> None:
+    """``client.log_inputs``, tried again when another run stored the same dataset at the same
+    moment. MLflow's database store looks for the dataset, then inserts it: two runs that
+    start together (a team's search, workers on one MLflow server) can both insert it, and
+    one fails on the table's unique key (seen with PostgreSQL: ``UniqueViolation ...
+    dataset_pk``). Nothing of that call was stored; the next try finds the dataset and
+    links it to the run. Any other error is raised at once."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as exc:
+            if attempt == attempts - 1 or not _duplicate_dataset(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _duplicate_dataset(exc: Exception) -> bool:
+    """A unique-key violation on MLflow's datasets table, in PostgreSQL's, SQLite's or
+    MySQL's words."""
+    text = str(exc).lower()
+    return "dataset" in text and any(w in text for w in ("unique", "duplicate entry"))
 
 
 def run_datasets(run) -> dict[str, tuple[str, str]]:

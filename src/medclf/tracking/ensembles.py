@@ -122,7 +122,9 @@ def copy_inputs(tracker, source_run: str) -> None:
     run = client.get_run(source_run)
     inputs = list(run.inputs.dataset_inputs) if run.inputs else []
     if inputs:
-        client.log_inputs(tracker.run_id, datasets=inputs)
+        from medclf.tracking.datasets import log_inputs
+
+        log_inputs(client, tracker.run_id, inputs)
 
 
 def log_folder(tracker, folder: Path, artifact_path: str) -> None:
