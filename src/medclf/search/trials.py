@@ -61,6 +61,29 @@ def _bookkeeping(what: str) -> Iterator[None]:
         log.warning("MLflow: could not %s: %s", what, exc)
 
 
+def suggest(trial: optuna.Trial, name: str, distribution) -> Any:
+    """``trial``'s value of ``name`` from ``distribution`` through the public suggest API
+    (what ``study.ask(fixed_distributions=...)`` does per parameter; a queued retry's fixed
+    value is returned as it is)."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    raise TypeError(f"{name}: no suggest method for {type(distribution).__name__}")
+
+
 @dataclass
 class Trials:
     """What running a trial needs: the launcher, the composed config (MLflow), the sweep
@@ -81,10 +104,15 @@ class Trials:
         self, study: optuna.Study, space: dict, fixed: dict[str, str], started=None
     ) -> optuna.Trial:
         """The study's next trial (a queued retry first), recorded as this sweep's;
-        ``started(trial)`` runs first of all (its first heartbeat)."""
-        trial = study.ask(fixed_distributions=space)
+        ``started(trial)`` runs first of all (its first heartbeat), before the sampler draws
+        the parameters: a worker killed while the sampler runs leaves a trial with a
+        heartbeat, which goes stale and is retried (``study.ask(fixed_distributions=...)``
+        would draw them before returning the trial)."""
+        trial = study.ask()
         if started is not None:
             started(trial)
+        for name, distribution in space.items():
+            suggest(trial, name, distribution)
         trial.set_user_attr(SWEEP_DIR_ATTR, str(self.sweep_dir))
         trial.set_user_attr(WORKER_ATTR, worker_name())
         trial.set_user_attr(FIXED_ATTR, fixed)
