@@ -94,6 +94,7 @@ def seed_store(root: Path) -> None:
     per test session): creating the schema runs MLflow's migrations, about 7 s each time.
     A user's store has its schema after the first run; the wheel, UI and demo tests still
     start from nothing."""
+    import atexit
     import shutil
     import tempfile
 
@@ -103,7 +104,9 @@ def seed_store(root: Path) -> None:
     if not _STORE_TEMPLATE:
         from mlflow.tracking import MlflowClient
 
-        template = Path(tempfile.mkdtemp(prefix="medclf-store-")) / "mlflow.db"
+        folder = tempfile.mkdtemp(prefix="medclf-store-")
+        atexit.register(shutil.rmtree, folder, True)  # the test process's own: gone at its end
+        template = Path(folder) / "mlflow.db"
         MlflowClient(f"sqlite:///{template}").search_experiments()
         _STORE_TEMPLATE.append(template)
     target.parent.mkdir(parents=True, exist_ok=True)
