@@ -71,10 +71,15 @@ def to_tensor(image: np.ndarray):
     """(H, W, C) or (D, H, W, C) → a float32 tensor (C, H, W) or (C, D, H, W) in [0, 1]."""
     import torch
 
-    array = np.ascontiguousarray(np.moveaxis(unit_float(image), -1, 0))
-    if not array.flags.writeable:  # a float32 view of the decoded cache: the batch's own copy
-        array = array.copy()
-    return torch.from_numpy(array)
+    return torch.from_numpy(channels_first(unit_float(image)))
+
+
+def channels_first(image: np.ndarray) -> np.ndarray:
+    """(..., C) → (C, ...), contiguous and the caller's own: an entry of the decoded cache
+    (read-only memory) is copied, since torch warns about tensors over read-only arrays
+    and an in-place change of the batch would change the cache."""
+    array = np.ascontiguousarray(np.moveaxis(image, -1, 0))
+    return array if array.flags.writeable else array.copy()
 
 
 class ImageTransform:
@@ -123,10 +128,7 @@ class ImageTransform:
         if self.compact and image.dtype == np.uint8:
             import torch
 
-            array = np.ascontiguousarray(np.moveaxis(image, -1, 0))
-            if not array.flags.writeable:  # the decoded cache's own bytes: the batch's copy
-                array = array.copy()
-            return {"image": torch.from_numpy(array)}
+            return {"image": torch.from_numpy(channels_first(image))}
         return {"image": to_tensor(image)}
 
 
