@@ -66,6 +66,22 @@ def test_the_process_start_is_before_now() -> None:
     assert time.time() - 600 < runtime.process_start() <= time.time()
 
 
+def test_the_process_start_is_when_the_process_was_started() -> None:
+    """A child's own start (what the "python and Hydra" phase counts from) lies between its
+    parent's call and the child's first line; psutil's put it up to a second earlier."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time; t = time.time(); from medclf import runtime; "
+        "print(runtime.process_start(), t)"
+    )
+    before = time.time()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    started, first_line = map(float, out.stdout.split())
+    assert before - 0.02 <= started <= first_line + 0.02
+
+
 @pytest.mark.slow
 def test_exit_does_not_walk_the_objects_and_still_runs_exit_handlers(tmp_path) -> None:
     script = tmp_path / "exit.py"
