@@ -126,14 +126,13 @@ def test_default_run_logs_artifacts_and_tags_experiment(digits_run) -> None:
     startup = json.loads((digits_run[2] / "startup.json").read_text())
     cache = startup.pop("decoded_cache")
     assert cache["mode"] == "memory" and cache["images"] == 1797  # digits, on the device
-    phases = ["imports", "config", "data", "model", "MLflow and trainer"]
+    phases = ["imports", "config", "data", "model", "trainer"]
     assert list(startup)[-6:] == [*phases, "total"]
     total = sum(v for k, v in startup.items() if k != "total")
     assert startup["total"] == pytest.approx(total, abs=0.01)
     assert all(startup[k] >= 0 for k in startup)
     assert run["metrics.startup/total_s"] == pytest.approx(startup["total"])
-    mlflow_phase = startup["MLflow and trainer"]
-    assert run["metrics.startup/MLflow_and_trainer_s"] == pytest.approx(mlflow_phase)
+    assert run["metrics.startup/trainer_s"] == pytest.approx(startup["trainer"])
 
 
 def _check_dataset_inputs(run, run_dir: Path) -> None:

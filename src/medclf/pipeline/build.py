@@ -156,9 +156,11 @@ def instantiate_loggers(
     run_name: str,
     spool_path: Path | None = None,
     run_id: str | None = None,
+    open_in_background: bool = False,
 ) -> list:
     """The loggers of the ``logger`` group. An MLflow logger whose ``run_name`` or
-    ``spool_path`` is null gets this run's; ``run_id`` continues that MLflow run (resume)."""
+    ``spool_path`` is null gets this run's; ``run_id`` continues that MLflow run (resume);
+    ``open_in_background``: its store opens in its own thread (a training run)."""
     from medclf.tracking.logger import MLflowRunLogger
 
     loggers = []
@@ -172,6 +174,8 @@ def instantiate_loggers(
                 extra["spool_path"] = str(spool_path)
             if run_id:
                 extra["run_id"] = run_id
+            if open_in_background:
+                extra["open_in_background"] = True
         loggers.append(instantiate(node, **extra))
     return loggers
 

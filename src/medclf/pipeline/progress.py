@@ -7,7 +7,10 @@ queued kernel: the host can no longer prepare the next batch while the GPU runs 
 one. ``ProgressBar`` reads them at most every ``metrics_interval`` seconds during training
 (and, as before, at the end of each epoch and of validation), so the shown loss is at most
 that old. The test pass shows no bar unless ``show_test`` (``verbose=true``): after training,
-the console ends with the run's summary.
+the console ends with the run's summary. The bar shows the logged metrics only, not
+Lightning's ``v_num`` (the last 4 characters of the MLflow run id), which would make the first
+step wait for the MLflow store (medclf.tracking.logger opens it beside the first steps); the
+run is named in the log and the summary.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class ProgressBar(rich_progress_bar_class()):
     def on_test_batch_end(self, *args: Any, **kwargs: Any) -> None:
         if self.show_test:
             super().on_test_batch_end(*args, **kwargs)
+
+    def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+        return dict(trainer.progress_bar_metrics)
 
     def read_metrics_now(self, trainer: Any) -> bool:
         now = time.monotonic()

@@ -72,34 +72,30 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     runtime.lap("config")
-    # The MLflow store opens (imports, schema, experiment) in the background while the data
-    # and the model are set up; its run is made below. DDP ranks > 0 log nothing, not even
-    # opening the store (concurrent table creation).
-    opening = None
+    datamodule = make_datamodule(cfg)
+    runtime.lap("data")
+    model = build_model(cfg, datamodule, plan.fit_data(datamodule))
+    plan.check_model(model)
+    runtime.lap("model")
+    # The MLflow store opens (imports MLflow, the schema, the experiment, the run) in the
+    # loggers' own thread while training starts: the first step does not wait for it, and
+    # the set-up above did not share the interpreter with it. DDP ranks > 0 log nothing,
+    # not even opening the store (concurrent table creation).
+    loggers = []
     if rank_zero_only.rank == 0:
         run_id = resume.mlflow_run_id if resume is not None else None
         spool = output_dir / names.UNSENT_FILE
         logger_cfg, name = cfg.get("logger"), job_name(cfg)
-        opening = runtime.in_background(instantiate_loggers, logger_cfg, name, spool, run_id)
-    try:
-        datamodule = make_datamodule(cfg)
-        runtime.lap("data")
-        model = build_model(cfg, datamodule, plan.fit_data(datamodule))
-        plan.check_model(model)
-        runtime.lap("model")
-        loggers = opening.result() if opening is not None else []
-    except BaseException:
-        runtime.wait_background(raise_errors=False)  # this error, not the store's
-        raise
+        loggers = instantiate_loggers(logger_cfg, name, spool, run_id, open_in_background=True)
     trackers = mlflow_loggers(loggers)
-    run_values = {"config_digest": digest, "command": command_line("medclf-train")}
-    callbacks = instantiate_callbacks(cfg.get("callbacks"), run_values)
-    trainer = make_trainer(cfg.trainer, loggers, callbacks)
 
     status = "FAILED"
     sigint = signal.getsignal(signal.SIGINT)
-    try:
-        if rank_zero_only.rank == 0:  # creates the MLflow run
+    try:  # from here the run exists in MLflow (or soon will) and gets an end status
+        run_values = {"config_digest": digest, "command": command_line("medclf-train")}
+        callbacks = instantiate_callbacks(cfg.get("callbacks"), run_values)
+        trainer = make_trainer(cfg.trainer, loggers, callbacks)
+        if rank_zero_only.rank == 0:
             _start_tracking(trackers, cfg, resume, output_dir, datamodule, model.task)
         _record_startup(trackers, output_dir, getattr(datamodule, "cache_stats", {}))
         with runtime.long_lived_frozen():
@@ -108,6 +104,8 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
             if pruned is not None:
                 record.mark_pruned(trackers, pruned)
             elif trainer.is_global_zero:
+                for tracker in trackers:
+                    tracker.flush()  # an error of what was logged in its thread, raised here
                 example = datamodule.datasets["test"][0]
                 record.log_outputs(trackers, output_dir, checkpoint, model, example)
         runtime.wait_background()  # what ran beside the critical path (figures, uploads)
@@ -144,21 +142,26 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
 def _start_tracking(
     trackers: list, cfg: DictConfig, resume, output_dir: Path, datamodule, task: str
 ) -> None:
-    """A new run gets the flattened config and the splits' counts as params, the run tags
-    (the model's task among them), ``splits.csv`` and the splits as dataset inputs; a
+    """``splits.csv``; then, in each tracker's thread once its store is open, a new run gets
+    the flattened config and the splits' counts as params, the run tags (the model's task
+    among them), ``splits.csv`` and the splits as dataset inputs (medclf.tracking.record); a
     resumed run is set back to RUNNING (its params are immutable)."""
-    resumed = [t for t in trackers if resume is not None and t.run_id == resume.mlflow_run_id]
-    for tracker in resumed:
-        tracker.resume_run(resume.ckpt_path, resume.epoch)
-    record.start_run(
-        [t for t in trackers if t not in resumed],
-        OmegaConf.to_container(cfg, resolve=True),
-        {**run_tags(output_dir, cfg.paths.root_dir), names.TASK: task},
-        output_dir,
-        datamodule,
-        data_name(cfg),
-        data_source(cfg),
-    )
+    splits = record.write_splits(output_dir, datamodule)
+    if not trackers:
+        return
+    config = OmegaConf.to_container(cfg, resolve=True)
+    counts = datamodule.split_counts()
+    tags = {**run_tags(output_dir, cfg.paths.root_dir), names.TASK: task}
+    name, source = data_name(cfg), data_source(cfg)
+
+    def start(tracker) -> None:
+        if resume is not None and tracker.run_id == resume.mlflow_run_id:
+            tracker.resume_run(resume.ckpt_path, resume.epoch)
+        else:
+            record.start_run(tracker, config, counts, tags, splits, name, source)
+
+    for tracker in trackers:
+        tracker.later(start, tracker)
 
 
 def _record_startup(trackers: list, output_dir: Path, cache: dict) -> None:
@@ -169,7 +172,7 @@ def _record_startup(trackers: list, output_dir: Path, cache: dict) -> None:
 
     from medclf import runtime
 
-    runtime.lap("MLflow and trainer")
+    runtime.lap("trainer")
     phases = runtime.startup()
     if rank_zero_only.rank != 0:
         return

@@ -2,8 +2,10 @@
 
 Lightning's MLFlowLogger terminates the run in ``finalize`` after ``fit``; here the run stays
 open through testing and artifact upload, and :meth:`MLflowRunLogger.end_run` sets its final
-status (FINISHED, FAILED or KILLED) exactly once, from the pipeline. Metrics are sent by a
-background thread, so that no training step waits for the store.
+status (FINISHED, FAILED or KILLED) exactly once, from the pipeline. Metrics are sent by the
+run's MLflow thread, so that no training step waits for the store. With
+``open_in_background`` that thread also opens the store (imports MLflow, makes the
+experiment and the run) while training starts: nothing before the first step waits for it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import threading
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -93,23 +96,40 @@ class MLflowRunLogger(MLFlowLogger):
         offline_fallback: bool = False,
         offline_uri: str | None = None,
         spool_path: str | None = None,
+        open_in_background: bool = False,
         **kwargs: Any,
     ) -> None:
+        # a server that does not answer stops the run here, before training (one request)
         tracking_uri = _reachable_uri(tracking_uri or "", offline_fallback, offline_uri)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.spool_path = Path(spool_path) if spool_path else None
+        self.save_model = save_model
         self._pending: list[tuple[dict[str, float], int | None]] = []
         self._sender: ThreadPoolExecutor | None = None
+        self._sender_ident: int | None = None
         self._sent: list[Future] = []
+        self._opening: Future | None = None
         db = sqlite_path(tracking_uri or "")
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
+        args = (experiment_name, artifact_location, run_name, dict(tags or {}), kwargs)
+        if open_in_background:
+            self._opening = self._thread().submit(self._open, *args, make_run=True)
+        else:
+            self._open(*args)
+
+    def _open(
+        self, experiment_name, artifact_location, run_name, tags, kwargs, make_run=False
+    ) -> None:
+        """The experiment (made if new) and Lightning's logger state; with ``make_run``, the
+        run too. The state is built on a plain MLFlowLogger and then taken over in one step,
+        so that a caller never finds it half made (:meth:`__getattr__` waits until then)."""
         # a tracking server keeps the artifacts where it was told to (medclf-server proxies
         # them to its folder): a client-side folder would be unreachable from other nodes
+        tracking_uri = self.tracking_uri
         server = tracking_uri.startswith(("http://", "https://"))
         ensure_experiment(tracking_uri, experiment_name, None if server else artifact_location)
-        self.save_model = save_model
         run_id = kwargs.pop("run_id", None)
         if run_id is not None and not _run_exists(tracking_uri, run_id):
             log.warning(
@@ -118,14 +138,82 @@ class MLflowRunLogger(MLFlowLogger):
                 tracking_uri,
             )
             run_id = None
-        kwargs["run_id"] = run_id
-        super().__init__(
+        state = MLFlowLogger(
             experiment_name=experiment_name,
             tracking_uri=tracking_uri,
             run_name=run_name,
-            tags=dict(tags or {}),
+            tags=tags,
+            run_id=run_id,
             **kwargs,
         )
+        if make_run:
+            _ = state.run_id  # made now, in this thread, not by the first caller that asks
+        self.__dict__.update(state.__dict__)
+
+    def __getattr__(self, name: str) -> Any:
+        """MLFlowLogger's own state (``_run_id``, ``_mlflow_client``, ...) exists once the
+        store is open: until then a caller waits for it (the MLflow thread itself does not)."""
+        opening = self.__dict__.get("_opening")
+        if (
+            opening is None
+            or not name.startswith("_")
+            or name.startswith("__")
+            or threading.get_ident() == self.__dict__.get("_sender_ident")  # _in_thread()
+        ):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        opening.result()  # its error, if it failed
+        return object.__getattribute__(self, name)
+
+    @property
+    def experiment(self) -> Any:
+        """The MLflow client (MLFlowLogger's). Before the store is open, a stand-in that waits
+        for it when used: Lightning asks for the client when fit sets up, only to make it."""
+        if self._opening is None or self._opening.done() or self._in_thread():
+            return MLFlowLogger.experiment.fget(self)
+        return _ClientOnceOpen(self)
+
+    def _in_thread(self) -> bool:
+        return threading.get_ident() == self._sender_ident
+
+    @property
+    def opened(self) -> bool:
+        """Whether the store is open (always, unless it opens in the background)."""
+        return self._opening is None or (self._opening.done() and not self._opening.exception())
+
+    @property
+    def save_dir(self) -> str | None:
+        """As MLFlowLogger's (a ``file:`` store's folder, else None), without waiting for the
+        store: Lightning asks for it when fit starts."""
+        prefix = "file:"
+        return self.tracking_uri[len(prefix) :] if self.tracking_uri.startswith(prefix) else None
+
+    def later(self, function, *args: Any) -> Future:
+        """``function(*args)`` in the run's MLflow thread, after the store opened and after
+        what was logged before; its error is raised by the next :meth:`log_metrics` or
+        :meth:`flush`."""
+        future = self._thread().submit(function, *args)
+        self._sent.append(future)
+        return future
+
+    def _thread(self) -> ThreadPoolExecutor:
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="mlflow", initializer=self._name_thread
+            )
+        return self._sender
+
+    def _name_thread(self) -> None:
+        self._sender_ident = threading.get_ident()
+
+    def _raise_failed(self) -> None:
+        """The error of the store's opening or of a :meth:`later` call that has ended."""
+        if self._opening is not None and self._opening.done():
+            self._opening.result()
+        done = [f for f in self._sent if f.done()]
+        if done:
+            self._sent = [f for f in self._sent if not f.done()]
+            for future in done:
+                future.result()
 
     def finalize(self, status: str = "success") -> None:
         """Keep the run open after fit (:func:`end_run` closes it once all is logged); the
@@ -135,13 +223,23 @@ class MLflowRunLogger(MLFlowLogger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Sent by a background thread, in order: a training step never waits for the
         store (a SQLite commit, or a server's answer). :meth:`flush` waits for them."""
+        self._raise_failed()
         record = ({k: float(v) for k, v in metrics.items()}, step)
-        _ = self.run_id  # the run exists before the thread writes to it
-        if self._sender is None:
-            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-metrics")
-        self._sent.append(self._sender.submit(self._send, record))
+        if self._opening is None:
+            _ = self.run_id  # the run exists before the thread writes to it
+        self._sent.append(self._thread().submit(self._send, record))
+
+    def log_hyperparams(self, params: Any) -> None:
+        """As MLFlowLogger's; before the store is open (Lightning logs the data module's
+        hyperparameters when fit starts), in the MLflow thread after it opens."""
+        if self.opened or self._in_thread():
+            MLFlowLogger.log_hyperparams(self, params)
+        elif params:
+            self.later(MLFlowLogger.log_hyperparams, self, params)
 
     def _send(self, record: tuple[dict[str, float], int | None]) -> None:
+        if self._opening is not None and self._opening.exception() is not None:
+            return  # nowhere to send them: the opening's error is raised to the caller
         try:
             self._send_pending()
             MLFlowLogger.log_metrics(self, *record)
@@ -149,14 +247,19 @@ class MLflowRunLogger(MLFlowLogger):
             self._keep(record, exc)
 
     def flush(self) -> None:
-        """Until every metric logged so far was sent (or kept)."""
+        """Until the store is open and everything logged so far was sent (metrics that could
+        not be, kept); raises the first error."""
         sent, self._sent = self._sent, []
+        wait(sent)
+        if self._opening is not None:
+            self._opening.result()
         for future in sent:
             future.result()
 
     def __getstate__(self) -> dict:
         self.flush()
-        return {**self.__dict__, "_sender": None, "_sent": []}
+        threads = {"_sender": None, "_sender_ident": None, "_sent": [], "_opening": None}
+        return {**self.__dict__, **threads}
 
     def _send_pending(self) -> None:
         while self._pending:
@@ -222,9 +325,14 @@ class MLflowRunLogger(MLFlowLogger):
     def end_run(self, status: str) -> None:
         """Send what is still pending, then set the run's terminal status: FINISHED, FAILED
         or KILLED."""
+        if self._opening is not None and self._opening.exception() is not None:
+            return  # no run was made; the caller has had the error
         if not (mlflow_run_started(self) and self.run_id):
             return
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:  # a later() call failed; the run still gets its status
+            log.error("MLflow run %s: %s: %s", self.run_id, type(exc).__name__, exc)
         try:
             self._send_pending()
             self.experiment.set_terminated(self.run_id, status)
@@ -239,6 +347,17 @@ class MLflowRunLogger(MLFlowLogger):
                 self.run_id,
                 status,
             )
+
+
+class _ClientOnceOpen:
+    """The MLflow client of a logger whose store is still opening: any use waits for it."""
+
+    def __init__(self, logger: MLflowRunLogger) -> None:
+        self._logger = logger
+
+    def __getattr__(self, name: str) -> Any:
+        self._logger._opening.result()  # its error, if it failed
+        return getattr(self._logger.experiment, name)
 
 
 def _run_exists(tracking_uri: str, run_id: str) -> bool:

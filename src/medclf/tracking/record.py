@@ -27,31 +27,34 @@ def split_params(counts: Any) -> dict[str, int]:
     return params
 
 
-def start_run(
-    trackers: list,
-    config: dict,
-    tags: dict[str, str],
-    output_dir: Path,
-    datamodule: Any,
-    data_name: str,
-    data_source: str,
-) -> None:
-    """A new run's params (the flattened resolved ``config``, the splits' counts), tags,
-    ``splits.csv`` (written to ``output_dir`` too) and dataset inputs."""
-    from medclf.tracking.datasets import log_split_inputs
-
+def write_splits(output_dir: Path, datamodule: Any) -> tuple[Path, Any, list[int]]:
+    """``splits.csv`` in ``output_dir``; returns its path, the table and each sample's file
+    size (0 for in-memory rows), what :func:`start_run` logs."""
     table = datamodule.splits_table()
     splits = output_dir / names.SPLITS_FILE
     table.to_csv(splits, index=False)
-    if not trackers:
-        return
-    sizes = [_size(path) for path in datamodule.frame["path"]]
-    for tracker in trackers:
-        tracker.log_hyperparams(flatten(config))
-        tracker.log_hyperparams(split_params(datamodule.split_counts()))
-        tracker.log_artifact(splits)
-        tracker.set_tags(tags)
-        log_split_inputs(tracker.experiment, tracker.run_id, table, sizes, data_name, data_source)
+    return splits, table, [_size(path) for path in datamodule.frame["path"]]
+
+
+def start_run(
+    tracker: Any,
+    config: dict,
+    counts: Any,
+    tags: dict[str, str],
+    splits: tuple[Path, Any, list[int]],
+    data_name: str,
+    data_source: str,
+) -> None:
+    """A new run's params (the flattened resolved ``config``, the splits' ``counts``), tags,
+    ``splits.csv`` and dataset inputs (``splits``: from :func:`write_splits`)."""
+    from medclf.tracking.datasets import log_split_inputs
+
+    path, table, sizes = splits
+    tracker.log_hyperparams(flatten(config))
+    tracker.log_hyperparams(split_params(counts))
+    tracker.log_artifact(path)
+    tracker.set_tags(tags)
+    log_split_inputs(tracker.experiment, tracker.run_id, table, sizes, data_name, data_source)
 
 
 def _size(path: Any) -> int:
