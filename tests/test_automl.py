@@ -142,7 +142,7 @@ def test_a_killed_automl_continues_and_ends_on_time_with_its_report(tmp_path: Pa
     )
     try:  # kill it once its cross-validation step has an MLflow run
         deadline = time.monotonic() + 240
-        while not list(tmp_path.glob("logs/automl/*/member_*/fold_0/startup.json")):
+        while not list(tmp_path.glob("logs/automl/*/member_*/fold_0/mlflow_run.json")):
             assert first.poll() is None, "the AutoML ended before it could be killed"
             assert time.monotonic() < deadline, "the cross-validation step never started"
             time.sleep(0.2)

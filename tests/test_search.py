@@ -165,10 +165,10 @@ def search(image_folder: Path) -> tuple[str, ...]:
 
 
 def _wait_for_run_of_job(root: Path, job: str, process: subprocess.Popen) -> None:
-    """Wait until job ``job`` has its MLflow run: its ``startup.json`` is written right
-    after the run is created. A file, polled often: reading the store takes seconds on a
+    """Wait until job ``job`` has its MLflow run: its ``mlflow_run.json`` is written once the
+    run is made and tagged. A file, polled often: reading the store takes seconds on a
     loaded machine, time in which a 2-epoch trial can finish and the next one start."""
-    marker = root / "logs/optuna/resume" / job / "startup.json"
+    marker = root / "logs/optuna/resume" / job / "mlflow_run.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         assert process.poll() is None, "the search ended before it could be interrupted"

@@ -159,13 +159,13 @@ def search(team: Team, image_folder: Path, study: str, *extra: str) -> tuple[str
 
 
 def _training(study: optuna.Study, jobs: Path, process, skip: set[int]) -> optuna.trial.FrozenTrial:
-    """A RUNNING trial (not in ``skip``) whose job has created its MLflow run (its
-    ``startup.json`` is written right after)."""
+    """A RUNNING trial (not in ``skip``) whose job has created its MLflow run (and written
+    its ``mlflow_run.json``)."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         assert process.poll() is None, "the search ended too early"
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.number not in skip and (jobs / str(trial.number) / "startup.json").exists():
+            if trial.number not in skip and (jobs / str(trial.number) / "mlflow_run.json").exists():
                 return trial
         time.sleep(0.1)
     raise AssertionError("no trial started training")

@@ -5,6 +5,7 @@ fails to open stops the run with its error."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import mlflow
@@ -53,6 +54,12 @@ def test_the_first_step_does_not_wait_for_the_store(tmp_path, monkeypatch) -> No
     assert sorted(m.step for m in steps) == [0, 1, 2, 3]
     inputs = client.get_run(run["run_id"]).inputs.dataset_inputs
     assert len(inputs) == 3
+    (named,) = tmp_path.glob("logs/runs/*/mlflow_run.json")  # the run directory names it
+    assert json.loads(named.read_text()) == {
+        "tracking_uri": tracking_uri(tmp_path),
+        "experiment_id": run["experiment_id"],
+        "run_id": run["run_id"],
+    }
 
 
 def test_a_store_that_fails_to_open_stops_the_run_with_its_error(tmp_path, monkeypatch) -> None:

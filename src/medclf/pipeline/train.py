@@ -145,7 +145,8 @@ def _start_tracking(
     """``splits.csv``; then, in each tracker's thread once its store is open, a new run gets
     the flattened config and the splits' counts as params, the run tags (the model's task
     among them), ``splits.csv`` and the splits as dataset inputs (medclf.tracking.record); a
-    resumed run is set back to RUNNING (its params are immutable)."""
+    resumed run is set back to RUNNING (its params are immutable). Then the first tracker's
+    run is named in ``mlflow_run.json``."""
     splits = record.write_splits(output_dir, datamodule)
     if not trackers:
         return
@@ -159,6 +160,8 @@ def _start_tracking(
             tracker.resume_run(resume.ckpt_path, resume.epoch)
         else:
             record.start_run(tracker, config, counts, tags, splits, name, source)
+        if tracker is trackers[0]:
+            record.write_run_file(output_dir, tracker)
 
     for tracker in trackers:
         tracker.later(start, tracker)

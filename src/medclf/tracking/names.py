@@ -86,6 +86,7 @@ VAL_PREDICTIONS_FILE = "val_predictions.csv"  # a CV fold's predictions of its h
 OOF_FILE = "oof_predictions.csv"  # on a CV parent run: every fold's, one row per sample
 UNSENT_FILE = "mlflow_unsent.jsonl"  # metrics the server did not take (run directory only)
 STARTUP_FILE = "startup.json"  # the start-up's phases (run directory only)
+MLFLOW_RUN_FILE = "mlflow_run.json"  # the run's MLflow run, once made (run directory only)
 
 ENSEMBLE_DIR = "stacked_ensemble"  # the ensemble artifact: spec, metalearner, members
 ENSEMBLE_FILE = "ensemble.json"  # the ensemble's spec (members, metalearner, classes)

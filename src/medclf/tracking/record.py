@@ -57,6 +57,23 @@ def start_run(
     log_split_inputs(tracker.experiment, tracker.run_id, table, sizes, data_name, data_source)
 
 
+def write_run_file(output_dir: Path, tracker: Any) -> Path:
+    """``mlflow_run.json`` in the run directory: the tracking URI, experiment and run id of
+    its MLflow run, written once the run is made and has its params and tags."""
+    import json
+
+    path = output_dir / names.MLFLOW_RUN_FILE
+    run = {
+        "tracking_uri": tracker.tracking_uri,
+        "experiment_id": tracker.experiment_id,
+        "run_id": tracker.run_id,
+    }
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(run, indent=1))
+    partial.replace(path)  # whole or absent for anyone polling it
+    return path
+
+
 def _size(path: Any) -> int:
     if not isinstance(path, str):  # a row of in-memory arrays (an int: not a file)
         return 0
