@@ -11,18 +11,21 @@ exported models and checkpoints carry it with them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import numpy as np
 
 from medclf.data.io import convert_channels, unit_float
+
+if TYPE_CHECKING:  # imported where an augmentation is built: a run without one needs none
+    import albumentations as A  # of it (0.2-0.5 s of the start-up)
 
 DEFAULT_VOLUME_SIZE = (32, 32, 32)
 """[D, H, W] that volumes are resized to unless ``datamodule.volume_size`` says otherwise."""
 
 RESIZE = "linear"
-"""How images are resized (OpenCV's bilinear INTER_LINEAR, albumentations' Resize default;
-volumes: trilinear): part of the decoded cache's key."""
+"""How images are resized (OpenCV's bilinear INTER_LINEAR, what albumentations' Resize does
+by default; volumes: trilinear): part of the decoded cache's key."""
 
 
 def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -38,7 +41,22 @@ def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     float32); unchanged when it has that size already."""
     if image.shape[:2] == (height, width):
         return image
-    return A.Resize(height, width)(image=image)["image"]
+    import cv2  # as albumentations' Resize calls it: tests/data/test_transforms.py compares
+
+    def resize(part: np.ndarray) -> np.ndarray:
+        out = cv2.resize(part, (width, height), interpolation=cv2.INTER_LINEAR)
+        return out.reshape(height, width, *part.shape[2:])  # OpenCV drops a single channel
+
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if channels <= 4:
+        return resize(image)
+    parts = []  # in fours, a last pair singly (OpenCV's many-channel path rounds otherwise)
+    for start in range(0, channels, 4):
+        if channels - start == 2:
+            parts += [resize(image[:, :, start + i : start + i + 1]) for i in range(2)]
+        else:
+            parts.append(resize(image[:, :, start : start + 4]))
+    return np.concatenate(parts, axis=2)
 
 
 def fit_volume(volume: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -103,6 +121,8 @@ class ImageTransform:
         self.compact = False
         self.augment = None
         if augment is not None:  # its own copy: its random state is this transform's
+            import albumentations as A
+
             is_pipeline = isinstance(augment, A.BaseCompose)
             self.augment = copy.deepcopy(augment) if is_pipeline else A.Compose([augment])
             self.set_random_seed(seed)
