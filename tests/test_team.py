@@ -44,7 +44,9 @@ def _postgres_folder() -> Path:
 
 def _start_server(log: Path, *overrides: str) -> tuple[subprocess.Popen, dict[str, str]]:
     """``medclf-server OVERRIDES``, its output in ``log``; returns it with the two printed
-    overrides (``tracking``, ``storage``) once it prints them."""
+    overrides (``tracking``, ``storage``) once it prints them. It starts with SIGINT ignored,
+    as a script's background job does (and a test run started as one): SIGINT must still
+    stop it."""
     with open(log, "w") as handle:  # a file, not a pipe: the servers log every request
         process = subprocess.Popen(
             [sys.executable, "-m", "medclf.cli.server", *overrides],
@@ -53,6 +55,7 @@ def _start_server(log: Path, *overrides: str) -> tuple[subprocess.Popen, dict[st
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:

@@ -141,7 +141,10 @@ def serve_team(
     else:
         backend, storage = database, database_on(database, optuna_database)
         where = f"the database server of {database.split('@')[-1]}"
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGINT and SIGTERM stop both servers, also when this process started with SIGINT
+    # ignored (a script's background job): Python leaves an ignored SIGINT ignored
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, signal.default_int_handler) for number in stops}
     process = None
     try:
         allowed = list(allowed_hosts or [])
@@ -171,7 +174,8 @@ def serve_team(
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         if process is not None:
             _stop(process)
         if cluster is not None:
