@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import FAST, run_train, tracking_uri, ui_server
-from medclf.tracking.logger import ensure_experiment
+from medclf.tracking.store import ensure_experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow_server")]
 

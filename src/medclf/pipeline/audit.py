@@ -256,9 +256,9 @@ def _log(cfg: DictConfig, title: str, tags: dict[str, str], files: list[Path]) -
     node = OmegaConf.select(cfg, "logger.mlflow")
     if node is None:
         return
-    from medclf.tracking.logger import ensure_experiment
     from medclf.tracking.names import AUDIT_DIR
     from medclf.tracking.runs import log_files_run
+    from medclf.tracking.store import ensure_experiment
 
     experiment = ensure_experiment(node.tracking_uri, node.experiment_name, node.artifact_location)
     log_files_run(

@@ -197,7 +197,7 @@ class AutoML:
         """The search's study, None before its first trial."""
         import optuna
 
-        from medclf.tracking.logger import sqlite_path
+        from medclf.tracking.store import sqlite_path
 
         database = sqlite_path(self._storage())
         if database is not None and not database.exists():

@@ -150,7 +150,7 @@ class OptunaSearch:
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
 
     def sweep(self, arguments: list[str]) -> None:
-        from medclf.tracking.logger import sqlite_path
+        from medclf.tracking.store import sqlite_path
 
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + arguments)
         metric = self.config.get("optimized_metric")

@@ -1,4 +1,4 @@
-"""MLflow: the experiment (tagged for the classic runs view), the run, params and artifacts.
+"""MLflow: the run, params and artifacts (the store and its experiment: medclf.tracking.store).
 
 Lightning's MLFlowLogger terminates the run in ``finalize`` after ``fit``; here the run stays
 open through testing and artifact upload, and :meth:`MLflowRunLogger.end_run` sets its final
@@ -11,7 +11,6 @@ experiment and the run) while training starts: nothing before the first step wai
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import threading
 from collections.abc import Mapping
@@ -23,57 +22,9 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from medclf.compat import mlflow_run_started
 from medclf.tracking import names
+from medclf.tracking.store import ensure_experiment, reachable_uri, run_exists, sqlite_path
 
 log = logging.getLogger(__name__)
-
-EXPERIMENT_KIND = "custom_model_development"
-
-
-def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
-    """Get or create the experiment, tagged so MLflow 3 opens it on the training-runs table
-    (a worker that loses the race to create it takes the winner's)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        if artifact_location and "://" not in artifact_location:
-            Path(artifact_location).mkdir(parents=True, exist_ok=True)
-            artifact_location = Path(artifact_location).resolve().as_uri()
-        try:
-            return client.create_experiment(
-                name,
-                artifact_location=artifact_location,
-                tags={names.EXPERIMENT_KIND: EXPERIMENT_KIND},
-            )
-        except MlflowException as exc:  # another worker created it first
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id
-    if experiment.tags.get(names.EXPERIMENT_KIND) != EXPERIMENT_KIND:
-        client.set_experiment_tag(experiment_id, names.EXPERIMENT_KIND, EXPERIMENT_KIND)
-    return experiment_id
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for servers and other stores)."""
-    prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
-
-
-def server_answers(tracking_uri: str, timeout: float = 5.0) -> str | None:
-    """None when the MLflow server at ``tracking_uri`` answers its health check, else why not
-    (one request, no retries: MLflow's client would retry for minutes)."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout):
-            return None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return str(getattr(exc, "reason", exc))
 
 
 class MLflowRunLogger(MLFlowLogger):
@@ -83,7 +34,11 @@ class MLflowRunLogger(MLFlowLogger):
     the URI, or, with ``offline_fallback``, logs to ``offline_uri`` (the local store) and
     says so. Metrics that cannot be sent later (the server went away) are kept in memory and
     appended to ``spool_path`` (JSON lines), sent again with the next metrics and at the
-    end; what is still unsent then is reported with the file's path."""
+    end; what is still unsent then is reported with the file's path.
+
+    With ``open_in_background`` (a training run) the run's MLflow thread opens the store and
+    makes the run while the caller goes on; what is logged meanwhile is sent in order once
+    it is open, and whatever needs the store (the run id, the client) waits for it."""
 
     def __init__(
         self,
@@ -100,7 +55,7 @@ class MLflowRunLogger(MLFlowLogger):
         **kwargs: Any,
     ) -> None:
         # a server that does not answer stops the run here, before training (one request)
-        tracking_uri = _reachable_uri(tracking_uri or "", offline_fallback, offline_uri)
+        tracking_uri = reachable_uri(tracking_uri or "", offline_fallback, offline_uri)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.spool_path = Path(spool_path) if spool_path else None
@@ -131,7 +86,7 @@ class MLflowRunLogger(MLFlowLogger):
         server = tracking_uri.startswith(("http://", "https://"))
         ensure_experiment(tracking_uri, experiment_name, None if server else artifact_location)
         run_id = kwargs.pop("run_id", None)
-        if run_id is not None and not _run_exists(tracking_uri, run_id):
+        if run_id is not None and not run_exists(tracking_uri, run_id):
             log.warning(
                 "the checkpoint's MLflow run %s is not in %s: logging to a new run",
                 run_id,
@@ -209,11 +164,12 @@ class MLflowRunLogger(MLFlowLogger):
         """The error of the store's opening or of a :meth:`later` call that has ended."""
         if self._opening is not None and self._opening.done():
             self._opening.result()
-        done = [f for f in self._sent if f.done()]
-        if done:
-            self._sent = [f for f in self._sent if not f.done()]
-            for future in done:
-                future.result()
+        pending, done = [], []
+        for future in self._sent:  # one look each: a future that ends meanwhile stays pending
+            (done if future.done() else pending).append(future)
+        self._sent = pending
+        for future in done:
+            future.result()
 
     def finalize(self, status: str = "success") -> None:
         """Keep the run open after fit (:func:`end_run` closes it once all is logged); the
@@ -232,6 +188,7 @@ class MLflowRunLogger(MLFlowLogger):
     def log_hyperparams(self, params: Any) -> None:
         """As MLFlowLogger's; before the store is open (Lightning logs the data module's
         hyperparameters when fit starts), in the MLflow thread after it opens."""
+        self._raise_failed()
         if self.opened or self._in_thread():
             MLFlowLogger.log_hyperparams(self, params)
         elif params:
@@ -358,48 +315,6 @@ class _ClientOnceOpen:
     def __getattr__(self, name: str) -> Any:
         self._logger._opening.result()  # its error, if it failed
         return getattr(self._logger.experiment, name)
-
-
-def _run_exists(tracking_uri: str, run_id: str) -> bool:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
-    except MlflowException:
-        return False
-    return True
-
-
-def _reachable_uri(tracking_uri: str, fallback: bool, offline_uri: str | None) -> str:
-    """``tracking_uri`` if it is a local store or a server that answers; else the local
-    ``offline_uri`` with ``fallback``, or a ConfigError naming the URI."""
-    from medclf.errors import ConfigError
-
-    if not tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri
-    # MLflow's client retries a failed request 7 times with doubling waits (minutes); a
-    # server that goes away mid-run should cost seconds per logging call, not stall training
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    why = server_answers(tracking_uri)
-    if why is None:
-        return tracking_uri
-    if fallback and offline_uri:
-        log.warning(
-            "MLflow server %s does not answer (%s): logging to the local store %s instead "
-            "(logger.mlflow.offline_fallback=true)",
-            tracking_uri,
-            why,
-            offline_uri,
-        )
-        return offline_uri
-    raise ConfigError(
-        f"logger.mlflow.tracking_uri={tracking_uri}: the MLflow server does not answer "
-        f"({why}). Start it (make mlflow-server), fix the URI, or set "
-        "logger.mlflow.offline_fallback=true to log to the local store instead."
-    )
 
 
 def mlflow_key(name: str) -> str:

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from medclf.tracking.logger import ensure_experiment
+from medclf.tracking.store import ensure_experiment
 
 HOST = "127.0.0.1"
 

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 from medclf.errors import ConfigError
-from medclf.tracking.logger import ensure_experiment
 from medclf.tracking.server import runs_url, wait_healthy
+from medclf.tracking.store import ensure_experiment
 
 WILDCARD = ("0.0.0.0", "::", "*")
 
