@@ -22,9 +22,13 @@ from medclf.evaluation.thresholds import ThresholdRule, parse_threshold
 log = logging.getLogger("medclf.train")
 
 
-def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None) -> dict:
+def fit_on_validation(
+    cfg: DictConfig, model, datamodule, checkpoint: str | None
+) -> tuple[dict, bool]:
     """Fit what ``cfg`` asks for with the best checkpoint's weights; returns what was chosen
-    ({} when nothing is to be fitted): ``temperature`` and/or ``threshold``."""
+    ({} when nothing is to be fitted: ``temperature``, ``threshold``, ...) and whether the
+    module now holds that checkpoint's weights. The checkpoint is then rewritten with the
+    decision beside the test pass (medclf.runtime.in_background), which need not read it."""
     rule = parse_threshold(cfg.get("threshold", 0.5))
     calibration = str(cfg.get("calibration") or "none")
     conformal = cfg.get("conformal") or {}
@@ -35,7 +39,7 @@ def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None
         and not conformal.get("alpha")
         and not gate.get("method")
     ):
-        return {}
+        return {}, False
     from medclf.evaluation.calibration import fit_temperature
     from medclf.evaluation.thresholds import choose_thresholds
     from medclf.models.checkpoint import read_checkpoint
@@ -81,8 +85,16 @@ def fit_on_validation(cfg: DictConfig, model, datamodule, checkpoint: str | None
     if gate.get("method"):
         chosen.update(_fit_gate(model, gate, logits, targets, features[0]))
     if state is not None and _rank_zero():
-        store_decision(Path(checkpoint), model, state)
-    return chosen
+        from medclf.runtime import in_background
+
+        decision = {
+            "threshold": model.threshold,
+            "temperature": model.temperature,
+            "conformal": model.conformal,
+            "ood": model.ood,
+        }
+        in_background(store_decision, Path(checkpoint), decision, state)
+    return chosen, state is not None
 
 
 def _fit_gate(model, gate, logits, targets, features) -> dict:
@@ -139,13 +151,11 @@ def validation_logits(model, datamodule, features: list | None = None):
     return torch.cat(logits), torch.cat(targets)
 
 
-def store_decision(path: Path, model, state: dict) -> None:
-    """The module's threshold and temperature into the hyperparameters of ``state``, the
-    checkpoint read from ``path``, rewritten atomically (a crash leaves the old file)."""
-    state["hyper_parameters"]["threshold"] = model.threshold
-    state["hyper_parameters"]["temperature"] = model.temperature
-    state["hyper_parameters"]["conformal"] = model.conformal
-    state["hyper_parameters"]["ood"] = model.ood
+def store_decision(path: Path, decision: dict, state: dict) -> None:
+    """The module's ``decision`` (threshold, temperature, conformal sets, out-of-distribution
+    gate) into the hyperparameters of ``state``, the checkpoint read from ``path``, rewritten
+    atomically (a crash leaves the old file)."""
+    state["hyper_parameters"].update(decision)
     partial = path.with_name(path.name + ".partial")
     torch.save(state, partial)
     os.replace(partial, path)

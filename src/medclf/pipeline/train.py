@@ -106,6 +106,7 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
             elif trainer.is_global_zero:
                 for tracker in trackers:
                     tracker.flush()  # an error of what was logged in its thread, raised here
+                runtime.wait_background()  # the checkpoint's rewrite, before its upload
                 example = datamodule.datasets["test"][0]
                 record.log_outputs(trackers, output_dir, checkpoint, model, example)
         runtime.wait_background()  # what ran beside the critical path (figures, uploads)
@@ -226,10 +227,14 @@ def _fit_and_test(cfg: DictConfig, trainer, model, datamodule, resume, trackers)
     checkpoint = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     if pruned_epoch(trainer) is not None:
         return checkpoint  # a pruned search trial: no calibration, no test pass
+    holds_best = False
     if cfg.train:
-        record.log_fitted(trackers, fit_on_validation(cfg, model, datamodule, checkpoint))
+        chosen, holds_best = fit_on_validation(cfg, model, datamodule, checkpoint)
+        record.log_fitted(trackers, chosen)
     if cfg.test:
         ckpt = checkpoint if cfg.train else (resume and str(resume.ckpt_path))
+        if holds_best:  # the best checkpoint's weights, loaded to fit on validation
+            ckpt = None  # are tested as they are, while the checkpoint is being rewritten
         if not cfg.train:
             restore_decision(model, ckpt)
         verbose = bool(cfg.get("verbose", False))  # the full metric table: verbose or the report
