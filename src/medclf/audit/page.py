@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pandas as pd
 
 from medclf.audit.images import grey_uint8, load_image
 from medclf.audit.overview import Overview
+from medclf.files import write_text
 from medclf.tracking.names import AUDIT_PAGE, DUPLICATES_FILE, LABEL_ISSUES_FILE, OVERVIEW_FILE
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -218,12 +218,6 @@ def render_audit(
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
 def write_audit(
     out_dir: str | Path,
     *,
@@ -244,9 +238,9 @@ def write_audit(
     tables |= {DUPLICATES_FILE: duplicates, LABEL_ISSUES_FILE: label_issues}
     for name, table in tables.items():
         if table is not None:
-            _write_atomic(out / name, table.to_csv(index=False))
+            write_text(out / name, table.to_csv(index=False))
     page = out / AUDIT_PAGE
-    _write_atomic(
+    write_text(
         page,
         render_audit(
             overview=overview,

@@ -12,7 +12,6 @@ import html
 import math
 import mimetypes
 import numbers
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from medclf.evaluation.report_data import (
     finite,
     has_intervals,
 )
+from medclf.files import write_text
 from medclf.tracking.names import FIGURES
 
 DIGITS = 4  # numbers in tables
@@ -414,19 +414,9 @@ def html_page(title: str, meta_line: str, sections: dict[str, tuple[str, str]]) 
     )
 
 
-def write_page(text: str, path: Path) -> Path:
-    """Write a page atomically (a temporary file renamed: never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-    return path
-
-
 def write_html(report: RunReport, path: Path) -> Path:
     """Write the report as one self-contained HTML file (atomically) and return its path."""
-    return write_page(render_html(report), path)
+    return write_text(path, render_html(report))
 
 
 html_table = _table  # a DataFrame as an escaped table, numbers right-aligned

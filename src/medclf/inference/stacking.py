@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from medclf.errors import ConfigError
+from medclf.files import write_text
 from medclf.inference.metalearners import Metalearner, features, from_state
 from medclf.tracking.names import ENSEMBLE_DIR, ENSEMBLE_FILE, MEMBERS_DIR, METALEARNER_FILE
 
@@ -133,9 +134,7 @@ def save_ensemble(ensemble: StackedEnsemble, directory: Path) -> Path:
         **ensemble.info,
     }
     np.savez(directory / METALEARNER_FILE, **arrays)
-    partial = directory / f".{ENSEMBLE_FILE}.partial"
-    partial.write_text(json.dumps(spec, indent=1) + "\n")
-    os.replace(partial, directory / ENSEMBLE_FILE)
+    write_text(directory / ENSEMBLE_FILE, json.dumps(spec, indent=1) + "\n")
     return directory
 
 

@@ -87,8 +87,8 @@ def write_report(automl, plan: dict, ensemble: dict) -> Path:
         html_figure,
         html_page,
         html_table,
-        write_page,
     )
+    from medclf.files import write_text
     from medclf.pipeline.automl_state import quote
     from medclf.tracking.ensembles import attach_file
 
@@ -192,7 +192,7 @@ def write_report(automl, plan: dict, ensemble: dict) -> Path:
     }
     title = f"medclf AutoML {folder.name}"
     meta = escape(datetime.now().strftime("%Y-%m-%d %H:%M"))
-    page = write_page(html_page(title, meta, sections), folder / names.AUTOML_REPORT)
+    page = write_text(folder / names.AUTOML_REPORT, html_page(title, meta, sections))
     if ensemble.get("run_id"):
         uri, _ = automl._tracking()
         for path in (page, board_path):

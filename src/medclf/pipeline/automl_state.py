@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import shlex
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from medclf.errors import ConfigError
+from medclf.files import write_text
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -61,9 +61,7 @@ class State:
     def save(self) -> None:
         with self.lock:
             self.data["spent_s"] = round(self.spent(), 2)
-            partial = self.path.with_name(f".{self.path.name}.partial")
-            partial.write_text(json.dumps(self.data, indent=1, default=str))
-            os.replace(partial, self.path)
+            write_text(self.path, json.dumps(self.data, indent=1, default=str))
 
     def beat(self, stop: threading.Event, every: float = 2.0) -> None:
         while not stop.wait(every):

@@ -72,7 +72,7 @@ def compare_runs(
     from medclf.evaluation.decision import decision_curve_figure
     from medclf.evaluation.paired import comparison_figure
     from medclf.evaluation.plots import save_figure
-    from medclf.evaluation.report_page import write_page
+    from medclf.files import write_text
     from medclf.tracking import names
     from medclf.tracking.runs import log_files_run, run_records
 
@@ -119,7 +119,7 @@ def compare_runs(
     text = comparison.page(
         title, overview, table, figures, command, n_resamples, test.groups is not None
     )
-    files += [*figures.values(), write_page(text, output_dir / names.COMPARISON_PAGE)]
+    files += [*figures.values(), write_text(output_dir / names.COMPARISON_PAGE, text)]
     run_id = None
     if log_run:
         tags = {

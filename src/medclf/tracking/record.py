@@ -62,16 +62,14 @@ def write_run_file(output_dir: Path, tracker: Any) -> Path:
     its MLflow run, written once the run is made and has its params and tags."""
     import json
 
-    path = output_dir / names.MLFLOW_RUN_FILE
+    from medclf.files import write_text
+
     run = {
         "tracking_uri": tracker.tracking_uri,
         "experiment_id": tracker.experiment_id,
         "run_id": tracker.run_id,
     }
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(run, indent=1))
-    partial.replace(path)  # whole or absent for anyone polling it
-    return path
+    return write_text(output_dir / names.MLFLOW_RUN_FILE, json.dumps(run, indent=1))
 
 
 def _size(path: Any) -> int:
