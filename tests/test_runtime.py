@@ -1,11 +1,15 @@
-"""medclf.runtime: the collector paused for the start-up, frozen for the run, and the
-start-up clock."""
+"""medclf.runtime: the collector paused for the start-up, frozen for the run, the start-up
+clock, and no fork while another thread starts programs."""
 
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import os
+import select
 import subprocess
 import sys
+import threading
 import time
 import weakref
 
@@ -110,3 +114,47 @@ def test_the_exit_freeze_flushes_open_files_first(tmp_path) -> None:
         gc.unfreeze()
     assert (tmp_path / "kept.txt").read_text() == "buffered"
     kept.close()
+
+
+def _hold_a_pipe(entered: threading.Event, seconds: float, ended: list) -> None:
+    """In a no-fork block: a pipe as subprocess makes one, kept for ``seconds``; whether its
+    end is read at once after (no forked child holds it)."""
+    with runtime.no_fork_during():
+        read_end, write_end = os.pipe()
+        entered.set()
+        time.sleep(seconds)
+        os.close(write_end)
+        ended.append(time.time())
+    ended.append(bool(select.select([read_end], [], [], 0.5)[0]))
+    os.close(read_end)
+
+
+def test_a_fork_waits_for_another_threads_no_fork_block() -> None:
+    """A DataLoader's worker forked while the MLflow thread starts a program would hold the
+    program's pipe until the worker exits (a run hung so): the fork waits for the block."""
+    fork = multiprocessing.get_context("fork")
+    entered, ended = threading.Event(), []
+    thread = threading.Thread(target=_hold_a_pipe, args=(entered, 0.5, ended))
+    thread.start()
+    entered.wait(5)
+    child = fork.Process(target=time.sleep, args=(3,))  # a worker that outlives the block
+    child.start()
+    forked = time.time()
+    thread.join(5)
+    try:
+        assert forked >= ended[0]  # it waited for the block's end ...
+        assert ended[1] is True  # ... so the pipe's end was read at once
+    finally:
+        child.terminate()
+        child.join()
+
+
+def test_the_thread_in_the_block_forks_without_waiting_for_itself() -> None:
+    fork = multiprocessing.get_context("fork")
+    started = time.time()
+    with runtime.no_fork_during():
+        child = fork.Process(target=time.sleep, args=(0,))
+        child.start()
+        child.join(5)
+    assert child.exitcode == 0
+    assert time.time() - started < runtime.FORK_WAIT_S / 2

@@ -16,6 +16,11 @@ released when their last reference goes; only reference cycles wait.
 upload) in one worker thread, in order, while the run goes on; :func:`wait_background`
 waits for it (and raises its first error) before the run is recorded as ended.
 
+:func:`no_fork_during` keeps other threads from forking (a DataLoader starting its workers)
+while a thread runs code that starts programs: a child forked meanwhile would inherit the
+pipes of that program and hold them open, and the thread would wait for their end until the
+child exits (opening MLflow runs ``uname`` and ``git``; a run hung so, for good).
+
 :func:`lap` times the start-up of a run (interpreter and Hydra, imports, config check,
 data, model, MLflow): from the process's start for a command's first run, from
 :func:`begin` for a command run again in the same process, and from the job's first lap
@@ -27,6 +32,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
+import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +46,12 @@ _exit_registered = False
 _phases: dict[str, float] = {}
 _worker: ThreadPoolExecutor | None = None
 _background: list[Future] = []
+_fork_gate = threading.Condition()
+_no_fork: dict[int, int] = {}  # thread ident -> depth of no_fork_during blocks
+_gate_installed = False
+FORK_WAIT_S = 120.0
+
+log = logging.getLogger(__name__)
 
 
 def in_background(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
@@ -64,6 +78,59 @@ def wait_background(raise_errors: bool = True) -> None:
             errors.append(exc)
     if errors and raise_errors:
         raise errors[0]
+
+
+@contextlib.contextmanager
+def no_fork_during() -> Iterator[None]:
+    """While this thread runs the block, a fork in another thread (``os.fork``: the workers
+    of a DataLoader, a ``multiprocessing`` process) waits until it ends, for at most
+    :data:`FORK_WAIT_S` seconds. Programs started by ``subprocess`` are not held back: they
+    replace themselves at once and keep no pipe but their own."""
+    _install_fork_gate()
+    me = threading.get_ident()
+    with _fork_gate:
+        _no_fork[me] = _no_fork.get(me, 0) + 1
+    try:
+        yield
+    finally:
+        with _fork_gate:
+            _no_fork[me] -= 1
+            if not _no_fork[me]:
+                del _no_fork[me]
+            _fork_gate.notify_all()
+
+
+def _install_fork_gate() -> None:
+    """Registered once, when first needed: the hooks registered last run first before a
+    fork, so the forking thread waits here before the standard library's hooks take their
+    locks (logging's, which the waited-for thread may need)."""
+    global _gate_installed
+    if not _gate_installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(
+            before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork_child
+        )
+        _gate_installed = True
+
+
+def _before_fork() -> None:
+    _fork_gate.acquire()  # held through the fork: no block starts meanwhile
+    me = threading.get_ident()
+    if not _fork_gate.wait_for(lambda: not set(_no_fork) - {me}, timeout=FORK_WAIT_S):
+        log.warning(
+            "a process is forked while another thread still starts programs (waited %.0f s): "
+            "if the run stops here, set datamodule.num_workers=0 and report it",
+            FORK_WAIT_S,
+        )
+
+
+def _after_fork() -> None:
+    _fork_gate.release()
+
+
+def _after_fork_child() -> None:
+    global _fork_gate
+    _fork_gate = threading.Condition()  # the child has only the forking thread
+    _no_fork.clear()
 
 
 def process_start() -> float:

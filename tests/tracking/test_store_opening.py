@@ -6,6 +6,8 @@ fails to open stops the run with its error."""
 from __future__ import annotations
 
 import json
+import os
+import select
 import threading
 
 import mlflow
@@ -71,3 +73,42 @@ def test_a_store_that_fails_to_open_stops_the_run_with_its_error(tmp_path, monke
     assert result.returncode != 0
     assert "the store's disk is gone" in result.stdout + result.stderr
     assert len(search_runs(tmp_path)) == 0  # no run was made, so none is left RUNNING
+
+
+def test_the_store_opens_after_the_loaders_workers_start(tmp_path, monkeypatch) -> None:
+    """Opening the store starts programs (MLflow runs ``uname`` and ``git``). A DataLoader
+    worker forked meanwhile inherits the pipe a program's end is read from, and the opening
+    waits for that worker's exit, which waits for the run: a run hung so. Here the opening
+    makes such a pipe and keeps it until training has started; its end must be read at
+    once, although the loaders' workers (kept between epochs) live for the whole run."""
+    training = threading.Event()
+    hook = ClassificationModule.on_train_batch_start
+
+    def on_train_batch_start(self, *args, **kwargs):
+        training.set()
+        return hook(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClassificationModule, "on_train_batch_start", on_train_batch_start)
+    ended: list[bool] = []
+    open_store = tracking_logger.MLflowRunLogger._open
+
+    def open_with_a_program(self, *args, **kwargs):
+        read_end, write_end = os.pipe()  # as subprocess makes them: not inherited by exec
+        training.wait(timeout=30)
+        os.close(write_end)
+        ended.append(bool(select.select([read_end], [], [], 0.5)[0]))  # at once, or never
+        os.close(read_end)
+        return open_store(self, *args, **kwargs)
+
+    monkeypatch.setattr(tracking_logger.MLflowRunLogger, "_open", open_with_a_program)
+    result = run_train(
+        tmp_path,
+        *FAST,
+        *TINY,
+        "datamodule.on_device=false",
+        "datamodule.num_workers=2",
+        "datamodule.persistent_workers=true",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert ended == [True]
+    assert search_runs(tmp_path)["status"].tolist() == ["FINISHED"]

@@ -45,7 +45,7 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
 
     from medclf import distributed, runtime
     from medclf.pipeline import ddp
-    from medclf.tracking.logger import mlflow_loggers
+    from medclf.tracking.logger import OpenStoreWhenTrainingStarts, mlflow_loggers
 
     runtime.lap("imports")
     tidy_lightning_logging()
@@ -78,9 +78,10 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
     plan.check_model(model)
     runtime.lap("model")
     # The MLflow store opens (imports MLflow, the schema, the experiment, the run) in the
-    # loggers' own thread while training starts: the first step does not wait for it, and
-    # the set-up above did not share the interpreter with it. DDP ranks > 0 log nothing,
-    # not even opening the store (concurrent table creation).
+    # loggers' own thread from the first training batch on: the first step does not wait
+    # for it, the set-up above did not share the interpreter with it, and the train loader's
+    # workers were forked before it starts programs. DDP ranks > 0 log nothing, not even
+    # opening the store (concurrent table creation).
     loggers = []
     if rank_zero_only.rank == 0:
         run_id = resume.mlflow_run_id if resume is not None else None
@@ -94,6 +95,8 @@ def run(plan: RunPlan | DictConfig, results: dict | None = None) -> float | Prun
     try:  # from here the run exists in MLflow (or soon will) and gets an end status
         run_values = {"config_digest": digest, "command": command_line("medclf-train")}
         callbacks = instantiate_callbacks(cfg.get("callbacks"), run_values)
+        if trackers:
+            callbacks.append(OpenStoreWhenTrainingStarts(trackers))
         trainer = make_trainer(cfg.trainer, loggers, callbacks)
         if rank_zero_only.rank == 0:
             _start_tracking(trackers, cfg, resume, output_dir, datamodule, model.task)

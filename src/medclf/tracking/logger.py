@@ -5,7 +5,9 @@ open through testing and artifact upload, and :meth:`MLflowRunLogger.end_run` se
 status (FINISHED, FAILED or KILLED) exactly once, from the pipeline. Metrics are sent by the
 run's MLflow thread, so that no training step waits for the store. With
 ``open_in_background`` that thread also opens the store (imports MLflow, makes the
-experiment and the run) while training starts: nothing before the first step waits for it.
+experiment and the run) once training has started (:class:`OpenStoreWhenTrainingStarts`):
+nothing before the first step waits for it. No process is forked while it opens
+(:func:`medclf.runtime.no_fork_during`): opening starts programs (``uname``, ``git``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 
+from medclf import runtime
 from medclf.compat import mlflow_run_started
 from medclf.tracking import names
 from medclf.tracking.store import ensure_experiment, reachable_uri, run_exists, sqlite_path
@@ -37,8 +41,9 @@ class MLflowRunLogger(MLFlowLogger):
     end; what is still unsent then is reported with the file's path.
 
     With ``open_in_background`` (a training run) the run's MLflow thread opens the store and
-    makes the run while the caller goes on; what is logged meanwhile is sent in order once
-    it is open, and whatever needs the store (the run id, the client) waits for it."""
+    makes the run, from :meth:`start_opening` on, while the caller goes on; what is logged
+    meanwhile is sent in order once it is open, and whatever needs the store (the run id,
+    the client) starts the opening if it has not started, and waits for it."""
 
     def __init__(
         self,
@@ -65,14 +70,32 @@ class MLflowRunLogger(MLFlowLogger):
         self._sender_ident: int | None = None
         self._sent: list[Future] = []
         self._opening: Future | None = None
+        self._go: threading.Event | None = None
         db = sqlite_path(tracking_uri or "")
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
         args = (experiment_name, artifact_location, run_name, dict(tags or {}), kwargs)
         if open_in_background:
-            self._opening = self._thread().submit(self._open, *args, make_run=True)
+            self._go = threading.Event()
+            self._opening = self._thread().submit(self._open_when_started, *args)
         else:
             self._open(*args)
+
+    def start_opening(self) -> None:
+        """Let the MLflow thread open the store now (with ``open_in_background``)."""
+        go = self.__dict__.get("_go")
+        if go is not None:
+            go.set()
+
+    def _open_when_started(self, *args: Any) -> None:
+        """The first task of the MLflow thread: waits for :meth:`start_opening` (or for the
+        interpreter's exit, when the run never started), then opens with no process forked
+        meanwhile."""
+        while not self._go.wait(0.5):
+            if not threading.main_thread().is_alive():
+                return
+        with runtime.no_fork_during():
+            self._open(*args, make_run=True)
 
     def _open(
         self, experiment_name, artifact_location, run_name, tags, kwargs, make_run=False
@@ -116,6 +139,7 @@ class MLflowRunLogger(MLFlowLogger):
             or threading.get_ident() == self.__dict__.get("_sender_ident")  # _in_thread()
         ):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self.start_opening()
         opening.result()  # its error, if it failed
         return object.__getattribute__(self, name)
 
@@ -206,6 +230,7 @@ class MLflowRunLogger(MLFlowLogger):
     def flush(self) -> None:
         """Until the store is open and everything logged so far was sent (metrics that could
         not be, kept); raises the first error."""
+        self.start_opening()
         sent, self._sent = self._sent, []
         wait(sent)
         if self._opening is not None:
@@ -216,6 +241,7 @@ class MLflowRunLogger(MLFlowLogger):
     def __getstate__(self) -> dict:
         self.flush()
         threads = {"_sender": None, "_sender_ident": None, "_sent": [], "_opening": None}
+        threads["_go"] = None
         return {**self.__dict__, **threads}
 
     def _send_pending(self) -> None:
@@ -282,6 +308,7 @@ class MLflowRunLogger(MLFlowLogger):
     def end_run(self, status: str) -> None:
         """Send what is still pending, then set the run's terminal status: FINISHED, FAILED
         or KILLED."""
+        self.start_opening()  # a run that stopped before training is recorded too
         if self._opening is not None and self._opening.exception() is not None:
             return  # no run was made; the caller has had the error
         if not (mlflow_run_started(self) and self.run_id):
@@ -313,6 +340,7 @@ class _ClientOnceOpen:
         self._logger = logger
 
     def __getattr__(self, name: str) -> Any:
+        self._logger.start_opening()
         self._logger._opening.result()  # its error, if it failed
         return getattr(self._logger.experiment, name)
 
@@ -348,6 +376,19 @@ def git_commit(directory: str | Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+class OpenStoreWhenTrainingStarts(Callback):
+    """Starts the background opening of these loggers' store at the first training batch:
+    the train loader's workers are forked by then, and nothing forks again before the next
+    loader starts (which waits for the opening: :func:`medclf.runtime.no_fork_during`)."""
+
+    def __init__(self, loggers: list) -> None:
+        self.loggers = loggers
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        for logger in self.loggers:
+            logger.start_opening()
 
 
 def mlflow_loggers(loggers) -> list[MLflowRunLogger]:
