@@ -17,22 +17,23 @@ from medclf.models.module import ClassificationModule
 from medclf.tracking import logger as tracking_logger
 
 
-def _first_step_signal(monkeypatch) -> threading.Event:
-    first_step = threading.Event()
-    hook = ClassificationModule.on_train_batch_end
+def _signal(monkeypatch, hook_name: str) -> threading.Event:
+    """An event set when the model's Lightning hook ``hook_name`` is first called."""
+    called = threading.Event()
+    hook = getattr(ClassificationModule, hook_name)
 
-    def on_train_batch_end(self, *args, **kwargs):
-        first_step.set()
+    def signalled(self, *args, **kwargs):
+        called.set()
         return hook(self, *args, **kwargs)
 
-    monkeypatch.setattr(ClassificationModule, "on_train_batch_end", on_train_batch_end)
-    return first_step
+    monkeypatch.setattr(ClassificationModule, hook_name, signalled)
+    return called
 
 
 def test_the_first_step_does_not_wait_for_the_store(tmp_path, monkeypatch) -> None:
     """The store opens only once the first training step has ended: a run that waited for
     it before training would stop here (the opening gives up after 30 s)."""
-    first_step = _first_step_signal(monkeypatch)
+    first_step = _signal(monkeypatch, "on_train_batch_end")
     seen: list[bool] = []
     open_store = tracking_logger.MLflowRunLogger._open
 
@@ -81,14 +82,7 @@ def test_the_store_opens_after_the_loaders_workers_start(tmp_path, monkeypatch) 
     waits for that worker's exit, which waits for the run: a run hung so. Here the opening
     makes such a pipe and keeps it until training has started; its end must be read at
     once, although the loaders' workers (kept between epochs) live for the whole run."""
-    training = threading.Event()
-    hook = ClassificationModule.on_train_batch_start
-
-    def on_train_batch_start(self, *args, **kwargs):
-        training.set()
-        return hook(self, *args, **kwargs)
-
-    monkeypatch.setattr(ClassificationModule, "on_train_batch_start", on_train_batch_start)
+    training = _signal(monkeypatch, "on_train_batch_start")
     ended: list[bool] = []
     open_store = tracking_logger.MLflowRunLogger._open
 
