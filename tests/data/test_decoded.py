@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import sqlite3
 import threading
 import time
+import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import albumentations as A
 import nibabel as nib
@@ -20,6 +24,7 @@ import torch
 from PIL import Image
 
 import medclf.data.cachefill as cachefill
+import medclf.data.decoded as decoded_module
 import medclf.data.inspection as inspection
 from helpers import check_datamodule, write_dicom
 from medclf.data.cachefill import CacheFill
@@ -185,6 +190,53 @@ def test_a_broken_cache_is_rebuilt_and_never_read(
     assert len(decodes) == 36
     for a, b in zip(_batches(dm), plain, strict=True):
         assert torch.equal(a["image"], b["image"])
+
+
+def test_a_later_set_up_reads_no_shard_unless_it_was_written_since(
+    image_folder: Path, tmp_path: Path, decodes: list[str], monkeypatch
+) -> None:
+    """A shard is trusted by its stamp from when its entries were known good: a later set-up
+    computes no CRC (it would read the whole cache). A byte flipped with the modification
+    time set back is still found (the status-change time moved), and a store from before the
+    stamps were kept is checked once, then trusted."""
+    crcs: list[int] = []
+
+    def counting(data, *args):
+        crcs.append(len(data))
+        return zlib.crc32(data, *args)
+
+    monkeypatch.setattr(decoded_module, "zlib", SimpleNamespace(crc32=counting))
+    _setup(image_folder, tmp_path / "c")
+    assert len(crcs) == 36  # computed once, as each array is written
+    crcs.clear()
+    assert _setup(image_folder, tmp_path / "c").cache_stats["known"] == 36
+    assert crcs == []
+    (folder,) = (tmp_path / "c").iterdir()
+    store = DiskStore(folder)
+    entry = next(iter(store.entries().values()))
+    shard = folder / entry.shard
+    before = shard.stat()
+    with open(shard, "r+b") as file:  # one flipped byte, the file's times then set back
+        file.seek(entry.offset + 5)
+        byte = file.read(1)
+        file.seek(entry.offset + 5)
+        file.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    decodes.clear()
+    _setup(image_folder, tmp_path / "c")
+    assert decodes == [entry.path]
+    crcs.clear()
+    _setup(image_folder, tmp_path / "c")  # the checked shard is trusted again
+    assert crcs == []
+    with sqlite3.connect(store.index) as connection:  # a store from before the stamps
+        connection.execute("DELETE FROM verified")
+    connection.close()
+    _setup(image_folder, tmp_path / "c")
+    assert len(crcs) == 36
+    crcs.clear()
+    decodes.clear()
+    _setup(image_folder, tmp_path / "c")
+    assert crcs == [] and decodes == []
 
 
 def test_a_disk_too_small_is_a_clear_error_and_auto_falls_back(

@@ -140,7 +140,7 @@ class CacheFill:
             return {}
         listed = self._wait_for(files) if self.follower else self.store.entries()
         matching = [e for p, e in listed.items() if files.get(p) == (e.size, e.mtime_ns)]
-        intact, broken = self.store.intact(matching)
+        intact, broken, verified = self.store.intact(matching, list(listed.values()))
         if broken:
             log.warning(
                 "decoded cache %s: %d entries truncated or corrupt (e.g. %s): decoding those "
@@ -149,8 +149,8 @@ class CacheFill:
                 len(broken),
                 broken[0].path,
             )
-            if not self.follower:
-                self.store.forget([e.path for e in broken])
+        if not self.follower:  # the broken dropped, the shards checked now trusted from now on
+            self.store.forget([e.path for e in broken], verified)
         self.entries = {e.path: e for e in intact}
         self.known_count = len(intact)
         self.stale = len(broken) + len(listed) - len(matching)  # broken, deleted, changed

@@ -12,6 +12,11 @@ A shard is written under a temporary name and renamed when complete, and only th
 in the index, so a build killed half-way leaves nothing that is read. Every entry carries
 the CRC-32 of its bytes: at set-up an entry whose shard is missing, too short (truncated) or
 whose bytes fail the check is dropped and its file decoded again, never read as data.
+The index also keeps each shard's stamp (size, inode, modification and status-change times)
+from when all its entries were known good: when it was written, or checked since. A shard
+with that stamp still is trusted without reading it; any write to it changes the stamp (the
+status-change time cannot be set back), and then its entries are checked again. A later
+set-up thus reads none of a multi-gigabyte cache.
 :class:`DecodedArrays` reads entries as read-only arrays, from shards or from one buffer in
 RAM (``datamodule.cache=memory``, shared by the loader workers).
 """
@@ -40,7 +45,8 @@ FORMAT = 1  # bump when what a store holds for a file changes (the decoding, the
 ALIGN = 64
 _SCHEMA = """CREATE TABLE IF NOT EXISTS entries (path TEXT PRIMARY KEY, size INTEGER,
     mtime_ns INTEGER, shard TEXT, offset INTEGER, nbytes INTEGER, dtype TEXT, shape TEXT,
-    crc INTEGER)"""
+    crc INTEGER);
+CREATE TABLE IF NOT EXISTS verified (shard TEXT PRIMARY KEY, stamp TEXT)"""
 
 
 def cache_key(image_size: Any, volume_size: Sequence[int], dicom_window: Any) -> str:
@@ -71,6 +77,16 @@ class Entry(NamedTuple):
     dtype: str
     shape: tuple[int, ...]
     crc: int
+
+
+def shard_stamp(path: Path) -> tuple[int, str] | None:
+    """A shard's size and its stamp (size, inode, modification and status-change times in
+    ns), or None if it is missing."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, f"{st.st_size}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def array_bytes(array: np.ndarray) -> memoryview:
@@ -167,7 +183,7 @@ class DiskStore:
     def _connect(self) -> sqlite3.Connection:
         self.folder.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.index, timeout=120)
-        connection.execute(_SCHEMA)
+        connection.executescript(_SCHEMA)
         return connection
 
     def entries(self) -> dict[str, Entry]:
@@ -183,32 +199,59 @@ class DiskStore:
             return {}
         return {row[0]: Entry(*row[:7], tuple(json.loads(row[7])), row[8]) for row in rows}
 
-    def intact(self, entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
-        """(intact, broken): an entry is broken when its shard is missing or too short, or its
-        bytes fail the CRC (checked on every core)."""
-        sizes: dict[str, int] = {}
-        for name in {entry.shard for entry in entries}:
-            try:
-                sizes[name] = (self.folder / name).stat().st_size
-            except OSError:
-                sizes[name] = -1
-        fits = [e for e in entries if e.offset + e.nbytes <= sizes[e.shard]]
-        reader = DecodedArrays(fits, {name: self.folder / name for name in sizes})
+    def _verified(self) -> dict[str, str]:
+        """Each shard's stamp from when all its entries were known good."""
+        if not self.index.is_file():
+            return {}
+        try:
+            with contextlib.closing(self._connect()) as connection:
+                return dict(connection.execute("SELECT shard, stamp FROM verified").fetchall())
+        except sqlite3.Error:
+            return {}
 
-        def check(i: int) -> bool:
-            return zlib.crc32(reader[i]) == fits[i].crc
+    def intact(
+        self, entries: list[Entry], listed: Sequence[Entry] = ()
+    ) -> tuple[list[Entry], list[Entry], dict[str, str]]:
+        """(intact, broken, verified): an entry is broken when its shard is missing or too
+        short, or its bytes fail the CRC (checked on every core), which is read only in a
+        shard whose stamp changed since it was last known good. ``verified``: the stamps of
+        the shards checked now whose every entry in ``listed`` (the whole index) was checked,
+        for :meth:`forget` to record once the broken entries are gone."""
+        stamps = {name: shard_stamp(self.folder / name) for name in {e.shard for e in entries}}
+        sizes = {name: stamp[0] if stamp else -1 for name, stamp in stamps.items()}
+        known_good = self._verified()
+        trusted = {n for n, stamp in stamps.items() if stamp and known_good.get(n) == stamp[1]}
+        fits = [e for e in entries if e.offset + e.nbytes <= sizes[e.shard]]
+        check = [e for e in fits if e.shard not in trusted]
+        reader = DecodedArrays(check, {name: self.folder / name for name in sizes})
+
+        def crc_matches(i: int) -> bool:
+            return zlib.crc32(reader[i]) == check[i].crc
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            good = list(pool.map(check, range(len(fits)), chunksize=64))
-        intact = [entry for entry, ok in zip(fits, good, strict=True) if ok]
+            good = list(pool.map(crc_matches, range(len(check)), chunksize=64))
+        intact = [e for e in fits if e.shard in trusted]
+        intact += [entry for entry, ok in zip(check, good, strict=True) if ok]
         kept = {entry.path for entry in intact}
-        return intact, [entry for entry in entries if entry.path not in kept]
+        examined = {e.path for e in entries if e.shard not in trusted}
+        unexamined = {e.shard for e in listed if e.path not in examined}
+        verified = {
+            name: stamp[1]
+            for name, stamp in stamps.items()
+            if stamp and name not in trusted and name not in unexamined
+        }
+        return intact, [entry for entry in entries if entry.path not in kept], verified
 
-    def forget(self, paths: Sequence[str]) -> None:
-        if not paths:
+    def forget(self, paths: Sequence[str], verified: dict[str, str] | None = None) -> None:
+        """Drop the entries of ``paths``; record the ``verified`` shard stamps (from
+        :meth:`intact`) in the same transaction."""
+        if not paths and not verified:
             return
         with contextlib.closing(self._connect()) as connection, connection:
             connection.executemany("DELETE FROM entries WHERE path = ?", [(p,) for p in paths])
+            connection.executemany(
+                "INSERT OR REPLACE INTO verified VALUES (?, ?)", list((verified or {}).items())
+            )
 
     def writer(self) -> ShardWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -222,10 +265,15 @@ class DiskStore:
             return
         os.replace(writer.temporary, self.folder / writer.name)
         rows = [(*e[:7], json.dumps(e.shape), e.crc) for e in writer.entries]
+        stamp = shard_stamp(self.folder / writer.name)
         with contextlib.closing(self._connect()) as connection, connection:
             connection.executemany(
                 "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?)", rows
             )
+            if stamp is not None:  # its bytes are those whose CRCs were just computed
+                connection.execute(
+                    "INSERT OR REPLACE INTO verified VALUES (?, ?)", (writer.name, stamp[1])
+                )
 
     def tidy(self) -> None:
         """Drop the entries of files deleted or changed since, and the shard files no entry
@@ -244,6 +292,10 @@ class DiskStore:
             path.unlink(missing_ok=True)
         for name in set(shards) - used:
             (self.folder / name).unlink(missing_ok=True)
+        with contextlib.closing(self._connect()) as connection, connection:
+            names = connection.execute("SELECT shard FROM verified").fetchall()
+            gone = [(name,) for (name,) in names if name not in used]
+            connection.executemany("DELETE FROM verified WHERE shard = ?", gone)
         alive = sum(e.nbytes for e in live.values())
         total = sum(size for name, size in shards.items() if name in used)
         if total > 2 * alive and total - alive > 64 * 2**20:
