@@ -123,6 +123,28 @@ def test_an_exact_copy_in_two_splits_is_named(
     assert quiet.duplicates_found == []
 
 
+def test_identical_sets_across_splits_are_those_a_plain_loop_finds() -> None:
+    """duplicates_across_splits (vectorised: one pass over 20,000 hashes takes no time per
+    image) names the sets a loop over every set of equal hashes names, in the same order."""
+    from medclf.data.groups import duplicates_across_splits
+
+    rng = np.random.default_rng(3)
+    n = 2000
+    digests = [f"h{v}" for v in rng.integers(0, 1700, n)]  # some hashes twice or more
+    frame = pd.DataFrame(
+        {"sample": [f"s{i}" for i in range(n)], "split": rng.choice(["train", "val", "test"], n)}
+    )
+    expected = []
+    for digest in dict.fromkeys(digests):
+        rows = [i for i in range(n) if digests[i] == digest]
+        if len({frame["split"][i] for i in rows}) > 1:
+            named = ", ".join(f"s{i} ({frame['split'][i]})" for i in rows)
+            expected.append(f"identical images in two splits: {named}")
+    found = duplicates_across_splits(frame, None, limit=7, digests=digests)
+    assert len(expected) > 7
+    assert found == [*expected[:7], f"… and {len(expected) - 7} more set(s) of identical images"]
+
+
 def test_group_column_bad_input(tmp_path: Path, patients_csv: Path) -> None:
     with pytest.raises(DataError, match=r"no column 'patient'.*datamodule.group_column"):
         _module(patients_csv, group_column="patient").setup()

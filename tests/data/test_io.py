@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -14,6 +15,8 @@ from helpers import write_dicom
 from medclf.data.io import (
     IMAGE_SUFFIXES,
     convert_channels,
+    image_files,
+    image_suffix,
     is_image_file,
     read_image,
     spatial_dims,
@@ -589,3 +592,39 @@ def test_is_image_file_medical_suffixes(tmp_path: Path):
         (tmp_path / name).write_bytes(b"x")
         assert not is_image_file(tmp_path / name), name
     assert ".nii.gz" in IMAGE_SUFFIXES and ".dcm" in IMAGE_SUFFIXES
+
+
+def test_image_files_are_those_os_walk_finds_in_path_order(tmp_path: Path) -> None:
+    """Images under a folder, recursively, in Path order: other files, folders named like
+    images, broken links and FIFOs left out; a link to an image kept; a linked folder not
+    entered (os.walk's choices, which image_files makes without a stat per file)."""
+    root = tmp_path / "data"
+    for name in ["b/2.png", "b/10.PNG", "a/x.nii.gz", "a/deep/er/y.dcm", "c.jpg", "a/n.txt"]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"0")
+    (root / "dir.png").mkdir()
+    (root / "b" / "gone.png").symlink_to(tmp_path / "nothing.png")
+    (root / "b" / "link.png").symlink_to(root / "c.jpg")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.png").write_bytes(b"0")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(root / "a" / "pipe.png")
+
+    expected = []
+    for parent, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(parent, name)
+            if image_suffix(name) in IMAGE_SUFFIXES and os.path.isfile(path):
+                expected.append(path)
+    expected.sort(key=lambda path: path.split(os.sep))
+    found = image_files(root)
+    assert found == expected
+    assert [os.path.relpath(p, root) for p in found] == [
+        "a/deep/er/y.dcm",
+        "a/x.nii.gz",
+        "b/10.PNG",
+        "b/2.png",
+        "b/link.png",
+        "c.jpg",
+    ]

@@ -195,8 +195,8 @@ class CacheFill:
         if self.mode in (None, "none") or not paths:
             return None
         entries = [self.entries[path] for path in paths]
-        shards = {e.shard: self.store.folder / e.shard for e in entries if isinstance(e.shard, str)}
-        return DecodedArrays(entries, shards, self.buffers)
+        names = {e.shard for e in entries if isinstance(e.shard, str)}
+        return DecodedArrays(entries, {n: self.store.folder / n for n in names}, self.buffers)
 
     # --- inside ------------------------------------------------------------------------
 
@@ -314,7 +314,7 @@ class CacheFill:
             "build_s": round(seconds, 3),
             "images_per_s": round(decoded / seconds, 1) if decoded and seconds > 0 else None,
             "bytes": sum(e.nbytes for e in self.entries.values()),
-            "dtypes": sorted({np.dtype(e.dtype).name for e in self.entries.values()}),
+            "dtypes": sorted({np.dtype(d).name for d in {e.dtype for e in self.entries.values()}}),
         }
 
 

@@ -197,7 +197,11 @@ class DiskStore:
             log.warning("decoded cache index %s unreadable (%s): rebuilding it", self.index, exc)
             self.index.unlink(missing_ok=True)
             return {}
-        return {row[0]: Entry(*row[:7], tuple(json.loads(row[7])), row[8]) for row in rows}
+        shapes: dict[str, tuple[int, ...]] = {}  # most entries share a few shapes
+        for row in rows:
+            if row[7] not in shapes:
+                shapes[row[7]] = tuple(json.loads(row[7]))
+        return {row[0]: Entry(*row[:7], shapes[row[7]], row[8]) for row in rows}
 
     def _verified(self) -> dict[str, str]:
         """Each shard's stamp from when all its entries were known good."""

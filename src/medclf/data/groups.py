@@ -138,19 +138,17 @@ def duplicates_across_splits(
     if digests is None:
         digests = content_hashes(frame, arrays)
     hashes = pd.Series(digests, index=frame.index)
+    splits = frame["split"].groupby(hashes, sort=False).nunique()  # in order of appearance
+    crossing = splits.index[splits > 1]
     messages = []
-    crossing = 0
-    for _, rows in frame.groupby(hashes, sort=False):
-        if len(rows) < 2 or rows["split"].nunique() < 2:
-            continue
-        crossing += 1
-        if len(messages) < limit:
-            named = ", ".join(
-                f"{s} ({split})" for s, split in zip(rows["sample"], rows["split"], strict=True)
-            )
-            messages.append(f"identical images in two splits: {named}")
-    if crossing > limit:
-        messages.append(f"… and {crossing - limit} more set(s) of identical images")
+    for digest in crossing[:limit]:
+        rows = frame[(hashes == digest).to_numpy()]
+        named = ", ".join(
+            f"{s} ({split})" for s, split in zip(rows["sample"], rows["split"], strict=True)
+        )
+        messages.append(f"identical images in two splits: {named}")
+    if len(crossing) > limit:
+        messages.append(f"… and {len(crossing) - limit} more set(s) of identical images")
     return messages
 
 

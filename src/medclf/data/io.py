@@ -58,13 +58,15 @@ def image_files(folder: str | Path) -> list[str]:
     """Every image file under ``folder`` (recursively; symlinked folders are not entered,
     as ``Path.rglob``) as path strings, in ``Path`` order. Strings, not Path objects: for
     100k files building Paths costs seconds."""
-    found = []
-    for parent, _, files in os.walk(folder):
-        for name in files:
-            if image_suffix(name) in IMAGE_SUFFIXES:
-                path = os.path.join(parent, name)
-                if os.path.isfile(path):
-                    found.append(path)
+    found: list[str] = []
+    folders = [os.fspath(folder)]
+    while folders:
+        with os.scandir(folders.pop()) as listing:  # is_file() needs no stat for most files
+            for entry in listing:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif image_suffix(entry.name) in IMAGE_SUFFIXES and entry.is_file():
+                    found.append(entry.path)
     return sorted(found, key=lambda path: path.split(os.sep))
 
 
