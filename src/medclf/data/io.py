@@ -49,8 +49,9 @@ def image_suffix(path: str | Path) -> str:
     return suffix if suffix != "." else ""
 
 
-def is_image_file(path: Path) -> bool:
-    """True for files whose suffix is a supported image format (case-insensitive)."""
+def is_image_file(path: Path | os.DirEntry) -> bool:
+    """True for files whose suffix is a supported image format (case-insensitive); a
+    directory entry answers ``is_file`` without a ``stat`` for most files."""
     return image_suffix(path) in IMAGE_SUFFIXES and path.is_file()
 
 
@@ -61,11 +62,11 @@ def image_files(folder: str | Path) -> list[str]:
     found: list[str] = []
     folders = [os.fspath(folder)]
     while folders:
-        with os.scandir(folders.pop()) as listing:  # is_file() needs no stat for most files
+        with os.scandir(folders.pop()) as listing:
             for entry in listing:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
-                elif image_suffix(entry.name) in IMAGE_SUFFIXES and entry.is_file():
+                elif is_image_file(entry):
                     found.append(entry.path)
     return sorted(found, key=lambda path: path.split(os.sep))
 
